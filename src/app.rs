@@ -1,0 +1,245 @@
+//! The wiring, and nothing else: [`State`] built once from [`Settings`], the request handler that routes each
+//! request down its path, and [`start`], which binds both listeners and runs until shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    body::{self, Body},
+    client,
+    clock::Clock,
+    config::{AuthMode, Settings},
+    error::{self, Context},
+    forward::{Forwarder, Peer},
+    identity::HeaderPlan,
+    login::{self, flow::Flows},
+    oidc::Provider,
+    pipeline::{self, Failure},
+    policy::Rules,
+    route::{self, Endpoint, Route, RouteTable},
+    server::{self, Limits},
+    session::{Sessions, cookie::Attributes, seal::{KeyRing, Purpose}},
+    telemetry::{self, metrics::Metrics},
+};
+
+/// Largest form body idgate reads itself (sign-out confirmation).
+const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// Everything a request needs, built once at start.
+pub struct State {
+    pub settings: Settings,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub provider: Arc<Provider>,
+    pub sessions: Sessions,
+    pub flows: Flows,
+    pub routes: RouteTable,
+    pub rules: Rules,
+    pub headers: HeaderPlan,
+    pub forwarder: Forwarder,
+    /// States already redeemed, kept as long as a flow lives: a replayed callback fails even with its cookie.
+    pub used_states: moka::sync::Cache<String, ()>,
+}
+
+impl State {
+    /// Builds the state. Nothing here does I/O; the issuer loads in the background once started.
+    pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Arc<State> {
+        let metrics = Arc::new(Metrics::default());
+        let http = client::build(settings.upstream.connect_timeout);
+        let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
+        let s = &settings.session;
+        let prefix = settings.server.prefix.clone();
+        let callback = settings.callback_path().to_owned();
+        let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
+        let attrs = Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() };
+        State {
+            sessions: Sessions::new(s),
+            flows: Flows {
+                ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
+                prefix: format!("{}_flow_", s.cookie_name),
+                path: flow_path,
+                attrs,
+                max: s.max_flows,
+            },
+            routes: RouteTable::new(&prefix, &callback, &settings.routes),
+            rules: Rules::new(&settings.routes),
+            headers: HeaderPlan::new(&settings.headers, &s.cookie_name),
+            forwarder: Forwarder::new(http, &settings.upstream.url, settings.upstream.timeout, settings.server.trusted_proxies.clone()),
+            used_states: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(600)).build(),
+            provider,
+            metrics,
+            clock,
+            settings,
+        }
+        .into()
+    }
+}
+
+/// Handles one public request: classify, dispatch, answer errors in one place, log one line.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let started = tokio::time::Instant::now();
+    let request_id = telemetry::request_id(req.headers());
+    let method = req.method().clone();
+    let kind = route::kind(&method, req.headers());
+    let log_path = req.uri().path().to_owned();
+    let return_to = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    let (route, result) = match route::normalize(req.uri().path()) {
+        Ok(path) => {
+            let route = state.routes.classify(&path);
+            (Some(route), dispatch(&state, route, req, peer).await)
+        }
+        Err(e) => (None, Err(Failure::from(e))),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(Failure { err, clear }) => {
+            let may_redirect = matches!(route, Some(Route::Proxy { auth: AuthMode::Login, .. }));
+            let ctx = Context { kind, may_redirect, return_to: &return_to, prefix: state.routes.prefix(), clear, request_id: &request_id };
+            error::respond(&err, ctx)
+        }
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let elapsed = started.elapsed();
+    state.metrics.request(resp.status().as_u16(), elapsed);
+    tracing::info!(
+        method = %method,
+        path = %log_path,
+        status = resp.status().as_u16(),
+        latency_us = elapsed.as_micros() as u64,
+        request_id = %request_id,
+        "request"
+    );
+    resp
+}
+
+async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, Failure> {
+    let query = req.uri().query().map(str::to_owned);
+    match route {
+        Route::Proxy { auth, rule } => pipeline::proxy(state, req, peer, auth, rule).await,
+        Route::Endpoint(Endpoint::Start) => {
+            let params = login::query_params(query.as_deref(), &["rd"])?;
+            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"))?)
+        }
+        Route::Endpoint(Endpoint::Callback) => Ok(login::callback::callback(state, req.headers(), query.as_deref()).await?),
+        Route::Endpoint(Endpoint::SignOut) => {
+            let (parts, incoming) = req.into_parts();
+            let form = if parts.method == Method::POST {
+                body::collect_limited(incoming, MAX_FORM_BYTES)
+                    .await
+                    .map_err(|_| Failure::from(crate::error::RequestError::BadRequest("sign-out form too large or unreadable")))?
+            } else {
+                bytes::Bytes::new()
+            };
+            Ok(login::sign_out::sign_out(state, &parts.method, &parts.headers, query.as_deref(), &form)?)
+        }
+        Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer),
+        Route::Endpoint(Endpoint::Userinfo) => pipeline::userinfo(state, req.headers()),
+    }
+}
+
+/// A running idgate: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<State>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to the grace deadline) and waits until done.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the servers end (after [`Running::shutdown`] or a signal).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    /// A trigger that starts the drain, for signal handlers.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// A start-up failure (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
+}
+
+/// Binds both listeners, starts loading the issuer, and serves until stopped.
+pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    let bind = |key: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
+    };
+    let public = bind("server.listen", settings.server.listen).await?;
+    let admin = bind("admin.listen", settings.admin.listen).await?;
+    let tls = settings.server.tls.as_ref().map(server::tls::acceptor).transpose()?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind { key: "server.listen", addr: settings.server.listen, source })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { key: "admin.listen", addr: settings.admin.listen, source })?;
+    let limits = Limits {
+        max_header_bytes: settings.server.max_header_bytes,
+        header_read_timeout: settings.server.header_read_timeout,
+        idle_timeout: settings.server.idle_timeout,
+        max_connections: settings.server.max_connections,
+    };
+    let grace = settings.server.shutdown_grace;
+    let state = State::new(settings, clock);
+    let loader = state.provider.spawn_loader();
+    let (stop, stopped) = watch::channel(false);
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let public_server = {
+        let st = Arc::clone(&state);
+        let handler = move |req, peer| handle(Arc::clone(&st), req, peer);
+        server::serve(public, tls, limits, Arc::clone(&state.metrics), handler, signal(stopped.clone()), grace)
+    };
+    let admin_server = {
+        let st = Arc::clone(&state);
+        let handler = move |req, _peer| server::admin::handle(Arc::clone(&st), req);
+        let admin_limits = Limits { max_connections: 64, ..limits };
+        server::serve(admin, None, admin_limits, Arc::new(Metrics::default()), handler, signal(stopped), Duration::from_secs(1))
+    };
+    tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %state.settings.upstream.url, issuer = %state.settings.oidc.issuer, "idgate serving");
+    let done = tokio::spawn(async move {
+        tokio::join!(public_server, admin_server);
+        loader.abort();
+    });
+    Ok(Running { public_addr, admin_addr, state, stop, done })
+}
+
+/// Resolves on SIGTERM or SIGINT (Kubernetes sends SIGTERM, then SIGKILL after the grace period).
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}
+

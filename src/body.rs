@@ -1,0 +1,36 @@
+//! The one body type every response and forwarded request uses, and small constructors for it.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, Limited, combinators::BoxBody};
+
+/// Errors a body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streaming body: upstream bodies pass through as they are, synthetic ones are `Full`. The error type is
+/// hyper's own: every streamed body is a hyper `Incoming`, and synthetic bodies cannot fail.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Wraps a streamed body.
+pub fn boxed(body: hyper::body::Incoming) -> Body {
+    body.boxed()
+}
+
+/// Reads a whole body, refusing more than `max` bytes. Only for small bodies we produce or expect (issuer answers,
+/// form posts); proxied bodies are never collected.
+pub async fn collect_limited<B>(body: B, max: usize) -> Result<Bytes, BoxError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    Ok(Limited::new(body, max).collect().await?.to_bytes())
+}

@@ -1,0 +1,112 @@
+//! The configuration as written: serde structs that mirror the file and the `IDGATE_*` environment, with unknown
+//! keys refused. Nothing here is validated beyond its type; [`super::settings`] turns it into typed settings.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file. Every section is optional so that a missing section is reported as missing keys, together with
+/// every other problem, rather than as one serde error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub oidc: RawOidc,
+    #[serde(default)]
+    pub session: RawSession,
+    /// Upstream header name → claim name.
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub max_header_bytes: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub redirect_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub allowed_algs: Option<Vec<String>>,
+    pub extra_audiences: Option<Vec<String>>,
+    pub leeway_secs: Option<u64>,
+    pub token_auth_method: Option<String>,
+    pub http_timeout_secs: Option<u64>,
+    pub jwks_refetch_interval_secs: Option<u64>,
+    pub post_logout_redirect_url: Option<String>,
+    pub forward_access_token: Option<bool>,
+    pub userinfo_claims: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub previous_secrets: Option<Vec<String>>,
+    pub cookie_name: Option<String>,
+    pub cookie_secure: Option<bool>,
+    pub cookie_domain: Option<String>,
+    pub store: Option<String>,
+    pub redis_url: Option<String>,
+    pub max_flows: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: Option<String>,
+    pub auth: Option<String>,
+    pub email_domains: Option<Vec<String>>,
+    pub email_verified: Option<bool>,
+    /// Claim name → values; the claim must hold at least one of them.
+    pub any_of: Option<BTreeMap<String, Vec<String>>>,
+    /// Claim name → values; the claim must hold all of them.
+    pub all_of: Option<BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}

@@ -1,0 +1,493 @@
+//! Typed, validated, immutable settings: one struct per section. Built from [`RawConfig`] by a pure function that
+//! collects every problem before failing, so one run names every bad key.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use http::HeaderName;
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+use super::{
+    Problems,
+    raw::{RawConfig, RawRoute},
+};
+
+/// A secret value: its `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Everything idgate needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub upstream: UpstreamSettings,
+    pub oidc: OidcSettings,
+    pub session: SessionSettings,
+    /// Upstream header → claim name, in the order written.
+    pub headers: Vec<(HeaderName, String)>,
+    pub routes: Vec<RouteSettings>,
+    pub log: LogSettings,
+}
+
+/// The public listener.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Path prefix of idgate's own endpoints (`/oauth2`).
+    pub prefix: String,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// PEM files for HTTPS on the public listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+/// Where protected requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub url: Url,
+    pub connect_timeout: Duration,
+    /// How long to wait for the upstream's response head.
+    pub timeout: Duration,
+}
+
+/// How idgate authenticates itself at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+/// The OpenID Provider and this client's registration there.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// Exactly as configured; discovery's `issuer` must equal it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub redirect_url: Url,
+    pub scopes: Vec<String>,
+    pub allowed_algs: Vec<Algorithm>,
+    pub extra_audiences: Vec<String>,
+    pub leeway: Duration,
+    pub token_auth_method: TokenAuthMethod,
+    pub http_timeout: Duration,
+    /// Minimum time between two JWKS fetches caused by unknown `kid`s.
+    pub jwks_refetch_interval: Duration,
+    pub post_logout_redirect_url: Option<Url>,
+    pub forward_access_token: bool,
+    pub userinfo_claims: bool,
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Cookie,
+    Memory,
+    Redis { url: String },
+}
+
+/// Session sealing and cookies.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub secret: Secret,
+    pub previous_secrets: Vec<Secret>,
+    pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub cookie_domain: Option<String>,
+    pub store: StoreKind,
+    /// At most this many login flows (tabs logging in at once) are kept.
+    pub max_flows: usize,
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A session is needed; browsers are sent to log in.
+    Login,
+    /// A session is needed; nobody is redirected (401 JSON).
+    Api,
+    /// No session needed; identity headers are still stripped.
+    Public,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub prefix: String,
+    pub auth: AuthMode,
+    pub email_domains: Vec<String>,
+    pub email_verified: bool,
+    pub any_of: BTreeMap<String, Vec<String>>,
+    pub all_of: BTreeMap<String, Vec<String>>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style directive.
+    pub level: String,
+}
+
+/// The default claim headers, the names oauth2-proxy users know.
+pub const DEFAULT_HEADERS: [(&str, &str); 4] = [
+    ("x-auth-request-user", "sub"),
+    ("x-auth-request-email", "email"),
+    ("x-auth-request-name", "name"),
+    ("x-auth-request-preferred-username", "preferred_username"),
+];
+
+const DEFAULT_ALGS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+
+impl Settings {
+    /// Validates a raw configuration, adding one problem per bad key to `problems`. Returns `None` when any problem
+    /// was found (by this call or earlier ones).
+    pub fn from_raw(raw: RawConfig, p: &mut Problems) -> Option<Settings> {
+        let server = ServerSettings {
+            listen: addr(p, "server.listen", raw.server.listen.as_deref().unwrap_or("0.0.0.0:4180")),
+            tls: match (raw.server.tls_cert_file, raw.server.tls_key_file) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+                (None, None) => None,
+                (Some(_), None) => p.bad("server.tls_key_file", "missing: tls_cert_file is set"),
+                (None, Some(_)) => p.bad("server.tls_cert_file", "missing: tls_key_file is set"),
+            },
+            trusted_proxies: raw
+                .server
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| cidr(p, &format!("server.trusted_proxies[{i}]"), s))
+                .collect(),
+            prefix: prefix(p, raw.server.prefix.as_deref().unwrap_or("/oauth2")),
+            max_header_bytes: range(p, "server.max_header_bytes", raw.server.max_header_bytes, 16384, 8192, 1 << 20)
+                as usize,
+            header_read_timeout: secs(p, "server.header_read_timeout_secs", raw.server.header_read_timeout_secs, 10),
+            idle_timeout: secs(p, "server.idle_timeout_secs", raw.server.idle_timeout_secs, 60),
+            max_connections: range(p, "server.max_connections", raw.server.max_connections, 16384, 1, 1 << 20)
+                as usize,
+            shutdown_grace: secs(p, "server.shutdown_grace_secs", raw.server.shutdown_grace_secs, 25),
+        };
+        let admin =
+            AdminSettings { listen: addr(p, "admin.listen", raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9180")) };
+        if admin.listen == server.listen {
+            p.add("admin.listen", "must differ from server.listen: the admin endpoints are never public");
+        }
+        let upstream = UpstreamSettings {
+            url: match raw.upstream.url.as_deref() {
+                Some(u) => http_url(p, "upstream.url", u).unwrap_or_else(placeholder_url),
+                None => p.missing("upstream.url").unwrap_or_else(placeholder_url),
+            },
+            connect_timeout: secs(p, "upstream.connect_timeout_secs", raw.upstream.connect_timeout_secs, 5),
+            timeout: secs(p, "upstream.timeout_secs", raw.upstream.timeout_secs, 60),
+        };
+        let oidc = oidc(p, raw.oidc);
+        let session = session(p, raw.session);
+        let headers = match raw.headers {
+            None => DEFAULT_HEADERS.iter().map(|(h, c)| (HeaderName::from_static(h), (*c).to_owned())).collect(),
+            Some(map) => map
+                .into_iter()
+                .filter_map(|(h, claim)| {
+                    let key = format!("headers.{h}");
+                    if claim.is_empty() {
+                        return p.bad(&key, "claim name is empty");
+                    }
+                    match HeaderName::try_from(h.as_str()) {
+                        Ok(name) if is_reserved_header(&name) => {
+                            p.bad(&key, "this header is managed by the proxy and cannot carry a claim")
+                        }
+                        Ok(name) => Some((name, claim)),
+                        Err(_) => p.bad(&key, "not a valid HTTP header name"),
+                    }
+                })
+                .collect(),
+        };
+        let routes = raw.routes.into_iter().enumerate().filter_map(|(i, r)| route(p, i, r)).collect();
+        let log = LogSettings {
+            format: match raw.log.format.as_deref().unwrap_or("json") {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                other => {
+                    p.add("log.format", format!("{other:?}: expected \"json\" or \"text\""));
+                    LogFormat::Json
+                }
+            },
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        };
+        let (oidc, session) = (oidc?, session?);
+        if !p.is_empty() {
+            return None;
+        }
+        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log })
+    }
+
+    /// The callback path, taken from `oidc.redirect_url`.
+    pub fn callback_path(&self) -> &str {
+        self.oidc.redirect_url.path()
+    }
+}
+
+fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
+    let issuer = match raw.issuer {
+        Some(i) => {
+            // The issuer is compared exactly, so it is kept as written; it must still be an https (or loopback
+            // http) URL without query or fragment (OpenID Connect Discovery §4.3).
+            if let Some(u) = http_url(p, "oidc.issuer", &i) {
+                if u.query().is_some() || u.fragment().is_some() {
+                    p.add("oidc.issuer", "must not have a query or fragment");
+                }
+            }
+            i
+        }
+        None => p.missing("oidc.issuer").unwrap_or_default(),
+    };
+    let client_id = raw.client_id.filter(|c| !c.is_empty()).or_else(|| p.missing("oidc.client_id"));
+    let redirect_url = match raw.redirect_url {
+        Some(r) => http_url(p, "oidc.redirect_url", &r),
+        None => p.missing("oidc.redirect_url"),
+    };
+    let allowed_algs = match raw.allowed_algs {
+        None => DEFAULT_ALGS.to_vec(),
+        Some(list) if list.is_empty() => p.bad("oidc.allowed_algs", "must name at least one algorithm").unwrap_or_default(),
+        Some(list) => list.iter().filter_map(|a| alg(p, a)).collect(),
+    };
+    let scopes = raw.scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        p.add("oidc.scopes", "must include \"openid\"");
+    }
+    let token_auth_method = match raw.token_auth_method.as_deref().unwrap_or("client_secret_basic") {
+        "client_secret_basic" => TokenAuthMethod::ClientSecretBasic,
+        "client_secret_post" => TokenAuthMethod::ClientSecretPost,
+        other => {
+            p.add("oidc.token_auth_method", format!("{other:?}: expected client_secret_basic or client_secret_post"));
+            TokenAuthMethod::ClientSecretBasic
+        }
+    };
+    let post_logout_redirect_url =
+        raw.post_logout_redirect_url.and_then(|u| http_url(p, "oidc.post_logout_redirect_url", &u));
+    let leeway = secs(p, "oidc.leeway_secs", raw.leeway_secs, 60);
+    if leeway > Duration::from_secs(300) {
+        p.add("oidc.leeway_secs", "at most 300: a larger leeway keeps expired tokens alive");
+    }
+    Some(OidcSettings {
+        issuer,
+        client_id: client_id?,
+        client_secret: raw.client_secret.map(Secret),
+        redirect_url: redirect_url?,
+        scopes,
+        allowed_algs,
+        extra_audiences: raw.extra_audiences.unwrap_or_default(),
+        leeway,
+        token_auth_method,
+        http_timeout: secs(p, "oidc.http_timeout_secs", raw.http_timeout_secs, 10),
+        jwks_refetch_interval: secs(p, "oidc.jwks_refetch_interval_secs", raw.jwks_refetch_interval_secs, 10),
+        post_logout_redirect_url,
+        forward_access_token: raw.forward_access_token.unwrap_or(false),
+        userinfo_claims: raw.userinfo_claims.unwrap_or(false),
+    })
+}
+
+fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSettings> {
+    let secret = match raw.secret {
+        Some(s) => strong_secret(p, "session.secret", s),
+        None => p.missing("session.secret"),
+    };
+    let previous_secrets = raw
+        .previous_secrets
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| strong_secret(p, &format!("session.previous_secrets[{i}]"), s))
+        .collect();
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| "idgate".into());
+    if cookie_name.is_empty() || cookie_name.len() > 64 || !cookie_name.bytes().all(is_token_char) {
+        p.add("session.cookie_name", "must be 1-64 letters, digits, '-' or '_'");
+    }
+    let store = match raw.store.as_deref().unwrap_or("cookie") {
+        "cookie" => StoreKind::Cookie,
+        "memory" => StoreKind::Memory,
+        "redis" => match raw.redis_url {
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreKind::Redis { url },
+            Some(_) => p.bad("session.redis_url", "must start with redis:// or rediss://").unwrap_or(StoreKind::Cookie),
+            None => p.bad("session.redis_url", "missing: session.store is \"redis\"").unwrap_or(StoreKind::Cookie),
+        },
+        other => p
+            .bad("session.store", &format!("{other:?}: expected \"cookie\", \"memory\" or \"redis\""))
+            .unwrap_or(StoreKind::Cookie),
+    };
+    Some(SessionSettings {
+        secret: secret?,
+        previous_secrets,
+        cookie_name,
+        cookie_secure: raw.cookie_secure.unwrap_or(true),
+        cookie_domain: raw.cookie_domain,
+        store,
+        max_flows: range(p, "session.max_flows", raw.max_flows, 3, 1, 10) as usize,
+    })
+}
+
+fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let prefix = match raw.prefix {
+        Some(pre) if pre.starts_with('/') && !pre.contains(['?', '#', '%']) && !pre.contains("//") => pre,
+        Some(_) => return p.bad(&key("prefix"), "must be a plain path starting with '/' (no '?', '#', '%', '//')"),
+        None => return p.missing(&key("prefix")),
+    };
+    let auth = match raw.auth.as_deref().unwrap_or("login") {
+        "login" => AuthMode::Login,
+        "api" => AuthMode::Api,
+        "public" => AuthMode::Public,
+        other => return p.bad(&key("auth"), &format!("{other:?}: expected \"login\", \"api\" or \"public\"")),
+    };
+    let email_domains: Vec<String> =
+        raw.email_domains.unwrap_or_default().into_iter().map(|d| d.to_ascii_lowercase()).collect();
+    if email_domains.iter().any(|d| d.is_empty() || d.contains('@')) {
+        p.add(&key("email_domains"), "each entry is a bare domain such as example.com");
+    }
+    let any_of = raw.any_of.unwrap_or_default();
+    let all_of = raw.all_of.unwrap_or_default();
+    let has_rules = !email_domains.is_empty() || raw.email_verified.is_some() || !any_of.is_empty() || !all_of.is_empty();
+    if auth == AuthMode::Public && has_rules {
+        p.add(&key("auth"), "a public route cannot have claim requirements");
+    }
+    Some(RouteSettings { prefix, auth, email_domains, email_verified: raw.email_verified.unwrap_or(false), any_of, all_of })
+}
+
+// === field helpers: each adds a problem naming the key and returns a usable placeholder ===
+
+fn addr(p: &mut Problems, key: &str, value: &str) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        p.add(key, format!("{value:?}: not an IP:port address"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn cidr(p: &mut Problems, key: &str, value: &str) -> Option<IpNet> {
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| p.add(key, format!("{value:?}: not a CIDR or IP address")))
+        .ok()
+}
+
+fn http_url(p: &mut Problems, key: &str, value: &str) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Some(u),
+        Ok(_) => p.bad(key, &format!("{value:?}: not an absolute http(s) URL")),
+        Err(e) => p.bad(key, &format!("{value:?}: not an absolute URL ({e})")),
+    }
+}
+
+fn placeholder_url() -> Url {
+    Url::parse("http://127.0.0.1/").expect("static URL parses")
+}
+
+fn prefix(p: &mut Problems, value: &str) -> String {
+    let ok = value.starts_with('/') && value.len() > 1 && !value.ends_with('/') && !value.contains(['?', '#', '%']);
+    if !ok {
+        p.add("server.prefix", format!("{value:?}: must look like /oauth2 (leading '/', no trailing '/')"));
+    }
+    value.to_owned()
+}
+
+fn secs(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(range(p, key, value, default, 1, 86_400))
+}
+
+fn range(p: &mut Problems, key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        p.add(key, format!("{v}: must be between {min} and {max}"));
+        return default;
+    }
+    v
+}
+
+fn alg(p: &mut Problems, value: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    let alg = match value {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        "none" | "HS256" | "HS384" | "HS512" => {
+            return p.bad("oidc.allowed_algs", &format!("{value:?} is never allowed: ID tokens must be signed with the issuer's asymmetric key"));
+        }
+        other => return p.bad("oidc.allowed_algs", &format!("{other:?}: unsupported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)")),
+    };
+    Some(alg)
+}
+
+fn strong_secret(p: &mut Problems, key: &str, value: String) -> Option<Secret> {
+    use base64::Engine;
+    let value = value.trim().to_owned();
+    let decoded_len = [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE]
+        .iter()
+        .find_map(|e| e.decode(&value).ok())
+        .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&value).ok())
+        .map(|b| b.len());
+    if decoded_len.unwrap_or(value.len()) < 32 {
+        return p.bad(key, "too short: use 32 random bytes or more (`idgate gen-secret`)");
+    }
+    Some(Secret(value))
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Headers idgate itself manages and a claim mapping may not overwrite.
+fn is_reserved_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "host" | "cookie" | "authorization" | "content-length" | "transfer-encoding" | "connection" | "upgrade")
+        || n.starts_with("x-forwarded-")
+        || n == "forwarded"
+}

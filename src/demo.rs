@@ -1,0 +1,137 @@
+//! `idgate demo`: the development issuer, an upstream that shows the headers it received, and idgate in front of
+//! it, all on loopback, with nothing to configure.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{Response, StatusCode, header};
+use tokio::net::TcpListener;
+
+use crate::{
+    app,
+    body::{self, Body},
+    clock::{Clock, SystemClock},
+    config::{
+        Secret, Settings, StoreKind, TokenAuthMethod,
+        settings::{AdminSettings, DEFAULT_HEADERS, LogFormat, LogSettings, OidcSettings, ServerSettings, SessionSettings, UpstreamSettings},
+    },
+    dev_issuer::{DevAlg, DevClient, DevIssuer},
+    error::escape,
+    server::{self, Limits},
+    telemetry::metrics::Metrics,
+};
+
+/// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
+pub async fn run(port: u16) -> Result<(), String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let proxy_url = format!("http://127.0.0.1:{port}");
+    let client = DevClient {
+        client_id: "idgate-demo".into(),
+        client_secret: crate::random::token(24),
+        redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
+    };
+    let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock)).await.map_err(|e| format!("development issuer: {e}"))?;
+    let upstream = spawn_echo_upstream(loopback(0)).await.map_err(|e| format!("demo upstream: {e}"))?;
+    let settings = demo_settings(loopback(port), &client, issuer.issuer(), upstream)?;
+    let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "\n  idgate demo is running.\n\n    Open {proxy_url}/ in a browser and log in with any name.\n\n  \
+         upstream (echoes the headers it receives): http://{upstream}\n  \
+         development issuer: {}\n  admin: http://{}/metrics\n\n  \
+         !! The development issuer logs in anyone: it is for local use only. !!\n  Ctrl-C stops.\n",
+        issuer.issuer(),
+        running.admin_addr
+    );
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        app::termination_signal().await;
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    issuer.stop();
+    Ok(())
+}
+
+fn demo_settings(listen: SocketAddr, client: &DevClient, issuer: &str, upstream: SocketAddr) -> Result<Settings, String> {
+    let url = |s: &str| url::Url::parse(s).map_err(|e| format!("{s}: {e}"));
+    Ok(Settings {
+        server: ServerSettings {
+            listen,
+            tls: None,
+            trusted_proxies: vec![],
+            prefix: "/oauth2".into(),
+            max_header_bytes: 16384,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(2),
+        },
+        admin: AdminSettings { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
+        upstream: UpstreamSettings { url: url(&format!("http://{upstream}"))?, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30) },
+        oidc: OidcSettings {
+            issuer: issuer.to_owned(),
+            client_id: client.client_id.clone(),
+            client_secret: Some(Secret::new(client.client_secret.clone())),
+            redirect_url: url(&client.redirect_uris[0])?,
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            allowed_algs: vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256],
+            extra_audiences: vec![],
+            leeway: Duration::from_secs(60),
+            token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            http_timeout: Duration::from_secs(5),
+            jwks_refetch_interval: Duration::from_secs(10),
+            post_logout_redirect_url: None,
+            forward_access_token: false,
+            userinfo_claims: false,
+        },
+        session: SessionSettings {
+            secret: Secret::new(crate::random::token(32)),
+            previous_secrets: vec![],
+            cookie_name: "idgate".into(),
+            cookie_secure: false,
+            cookie_domain: None,
+            store: StoreKind::Cookie,
+            max_flows: 3,
+        },
+        headers: DEFAULT_HEADERS.iter().map(|(h, c)| (http::HeaderName::from_static(h), (*c).to_owned())).chain([
+            (http::HeaderName::from_static("x-auth-request-roles"), "https://example.com/roles".to_owned()),
+            (http::HeaderName::from_static("x-auth-request-picture"), "picture".to_owned()),
+        ]).collect(),
+        routes: vec![],
+        log: LogSettings { format: LogFormat::Text, level: "info".into() },
+    })
+}
+
+/// An upstream that answers every request with a page listing the headers it received.
+pub async fn spawn_echo_upstream(listen: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let limits = Limits { max_header_bytes: 65536, header_read_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60), max_connections: 1024 };
+    let handler = |req: http::Request<hyper::body::Incoming>, _peer| async move { echo(&req) };
+    tokio::spawn(server::serve(listener, None, limits, Arc::new(Metrics::default()), handler, std::future::pending(), Duration::from_secs(1)));
+    Ok(addr)
+}
+
+fn echo(req: &http::Request<hyper::body::Incoming>) -> Response<Body> {
+    let mut rows = String::new();
+    for (name, value) in req.headers() {
+        let v = String::from_utf8_lossy(value.as_bytes());
+        let mark = if name.as_str().starts_with("x-auth-request-") { " style=\"background:#e6ffe6\"" } else { "" };
+        rows.push_str(&format!("<tr{mark}><td><code>{}</code></td><td><code>{}</code></td></tr>", escape(name.as_str()), escape(&v)));
+    }
+    let user = req.headers().get("x-auth-request-name").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Demo upstream</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:50rem;margin:2rem auto}}td{{padding:2px 8px;vertical-align:top}}</style></head>\
+         <body><h1>Hello, {}</h1><p>This page is the application behind idgate. It received <code>{} {}</code> with these headers:</p>\
+         <table>{rows}</table><form method=\"get\" action=\"/oauth2/sign_out\"><button>Sign out</button></form></body></html>",
+        escape(&user),
+        escape(req.method().as_str()),
+        escape(req.uri().path()),
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(body::full(page))
+        .expect("valid response")
+}

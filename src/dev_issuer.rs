@@ -1,0 +1,458 @@
+//! The development OpenID Provider: discovery, JWKS, an authorize page whose form accepts any user name, a token
+//! endpoint with PKCE and client authentication, refresh, userinfo and end_session. Keys are real (generated at
+//! start), so `idgate demo` and the tests exercise the same validation code as production.
+//!
+//! **For local use only.** It authenticates nobody. It binds loopback addresses only.
+//!
+//! Tests turn its knobs ([`Knobs`]): token lifetime, algorithm, key rotation, and hooks that break tokens on purpose.
+
+pub mod keys;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aws_lc_rs::digest::{SHA256, digest};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+use crate::{
+    body::{self, Body},
+    clock::Clock,
+    error::{escape, html_page},
+    random,
+    server::{self, Limits},
+    telemetry::metrics::Metrics,
+};
+pub use keys::{DevAlg, SigningKey};
+
+/// Rewrites the claims of the next ID tokens (tests break tokens with it).
+pub type ClaimsHook = Arc<dyn Fn(&mut Map<String, Value>) + Send + Sync>;
+/// Rewrites a signed ID token as a whole (tests: tamper with the signature, swap algorithms, …).
+pub type TokenHook = Arc<dyn Fn(String) -> String + Send + Sync>;
+
+/// The issuer's adjustable behaviour.
+#[derive(Clone)]
+pub struct Knobs {
+    pub id_token_lifetime_secs: i64,
+    pub claims_hook: Option<ClaimsHook>,
+    pub token_hook: Option<TokenHook>,
+    /// Answer the token endpoint with this HTTP status and OAuth error instead.
+    pub token_error: Option<(u16, &'static str)>,
+    /// Answer every request with 503 (an outage).
+    pub down: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self { id_token_lifetime_secs: 3600, claims_hook: None, token_hook: None, token_error: None, down: false }
+    }
+}
+
+/// How the development issuer is registered with its one client.
+#[derive(Debug, Clone)]
+pub struct DevClient {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Redirect URIs accepted (exact match).
+    pub redirect_uris: Vec<String>,
+}
+
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+    nonce: Option<String>,
+    challenge: String,
+    user: String,
+    scope: String,
+}
+
+struct Inner {
+    issuer: String,
+    client: DevClient,
+    clock: Arc<dyn Clock>,
+    keys: Mutex<Vec<SigningKey>>,
+    knobs: Mutex<Knobs>,
+    codes: Mutex<HashMap<String, Grant>>,
+    refresh_tokens: Mutex<HashMap<String, (String, String)>>,
+    access_tokens: Mutex<HashMap<String, String>>,
+    requests: Mutex<HashMap<&'static str, u64>>,
+}
+
+/// A running development issuer.
+#[derive(Clone)]
+pub struct DevIssuer {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl DevIssuer {
+    /// Starts on `listen` (a loopback address; port 0 picks a free one) signing with `alg`.
+    pub async fn start(listen: SocketAddr, alg: DevAlg, client: DevClient, clock: Arc<dyn Clock>) -> std::io::Result<DevIssuer> {
+        if !listen.ip().is_loopback() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the development issuer binds loopback addresses only"));
+        }
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            issuer: format!("http://{addr}"),
+            client,
+            clock,
+            keys: Mutex::new(vec![SigningKey::generate(alg)]),
+            knobs: Mutex::new(Knobs::default()),
+            codes: Mutex::default(),
+            refresh_tokens: Mutex::default(),
+            access_tokens: Mutex::default(),
+            requests: Mutex::default(),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let limits = Limits { max_header_bytes: 16384, header_read_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60), max_connections: 1024 };
+        let handler_inner = Arc::clone(&inner);
+        let handler = move |req, _peer| {
+            let inner = Arc::clone(&handler_inner);
+            async move { inner.handle(req).await }
+        };
+        let mut rx = stopped;
+        tokio::spawn(server::serve(listener, None, limits, Arc::new(Metrics::default()), handler, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }, Duration::from_secs(1)));
+        Ok(DevIssuer { inner, addr, stop })
+    }
+
+    /// The issuer identifier (`http://127.0.0.1:PORT`).
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes the knobs.
+    pub fn configure(&self, f: impl FnOnce(&mut Knobs)) {
+        if let Ok(mut k) = self.inner.knobs.lock() {
+            f(&mut k);
+        }
+    }
+
+    /// Signs new tokens with a fresh key of `alg`. `keep_old`: the old keys stay published (soft rotation);
+    /// otherwise they disappear (hard rotation).
+    pub fn rotate_key(&self, alg: DevAlg, keep_old: bool) -> String {
+        let key = SigningKey::generate(alg);
+        let kid = key.kid.clone();
+        if let Ok(mut keys) = self.inner.keys.lock() {
+            if !keep_old {
+                keys.clear();
+            }
+            keys.push(key);
+        }
+        kid
+    }
+
+    /// Signs arbitrary claims with the current key (tests).
+    pub fn sign(&self, claims: &Value) -> String {
+        self.with_key(|k| k.sign(claims))
+    }
+
+    /// Runs `f` with the current signing key (tests build bad tokens with it).
+    pub fn with_key<T>(&self, f: impl FnOnce(&SigningKey) -> T) -> T {
+        let keys = self.inner.keys.lock().expect("dev issuer key lock");
+        f(keys.last().expect("the dev issuer always has a key"))
+    }
+
+    /// How many requests a path received (`jwks`, `token`, `discovery`, `authorize`, `userinfo`).
+    pub fn request_count(&self, what: &'static str) -> u64 {
+        self.inner.requests.lock().map(|r| r.get(what).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// The claims the issuer puts in a token for `user` (before hooks).
+    pub fn claims_for(&self, user: &str, nonce: Option<&str>) -> Map<String, Value> {
+        self.inner.claims_for(user, nonce, &self.inner.client.client_id)
+    }
+
+    /// Stops serving.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Inner {
+    fn count(&self, what: &'static str) {
+        if let Ok(mut r) = self.requests.lock() {
+            *r.entry(what).or_default() += 1;
+        }
+    }
+
+    fn knobs(&self) -> Knobs {
+        self.knobs.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if self.knobs().down {
+            return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "temporarily_unavailable"}));
+        }
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let (parts, incoming) = req.into_parts();
+        let form = body::collect_limited(incoming, 64 * 1024).await.unwrap_or_default();
+        match (parts.method.clone(), path.as_str()) {
+            (Method::GET, "/.well-known/openid-configuration") => {
+                self.count("discovery");
+                json_response(StatusCode::OK, &self.discovery())
+            }
+            (Method::GET, "/jwks") => {
+                self.count("jwks");
+                let keys: Vec<Value> = self.keys.lock().map(|k| k.iter().map(SigningKey::jwk).collect()).unwrap_or_default();
+                json_response(StatusCode::OK, &json!({ "keys": keys }))
+            }
+            (Method::GET, "/authorize") => {
+                self.count("authorize");
+                self.authorize_page(&query)
+            }
+            (Method::POST, "/authorize") => self.authorize_submit(&query, &form),
+            (Method::POST, "/token") => {
+                self.count("token");
+                self.token(&parts.headers, &form)
+            }
+            (Method::GET, "/userinfo") => {
+                self.count("userinfo");
+                self.userinfo(&parts.headers)
+            }
+            (Method::GET, "/end_session") => self.end_session(&query),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+        }
+    }
+
+    fn discovery(&self) -> Value {
+        let i = &self.issuer;
+        json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/authorize"),
+            "token_endpoint": format!("{i}/token"),
+            "jwks_uri": format!("{i}/jwks"),
+            "userinfo_endpoint": format!("{i}/userinfo"),
+            "end_session_endpoint": format!("{i}/end_session"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+
+    /// Checks an authorization request; returns its parameters or an error page.
+    fn check_authorize(&self, query: &str) -> Result<HashMap<String, String>, Response<Body>> {
+        let p: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
+        let bad = |why: &str| Err(html_page(StatusCode::BAD_REQUEST, "Bad authorization request", why, ""));
+        if get("client_id") != self.client.client_id {
+            return bad("unknown client_id");
+        }
+        if !self.client.redirect_uris.iter().any(|r| r == get("redirect_uri")) {
+            return bad("redirect_uri is not registered for this client");
+        }
+        if get("response_type") != "code" {
+            return bad("only response_type=code is supported");
+        }
+        if get("code_challenge_method") != "S256" || get("code_challenge").len() < 43 {
+            return bad("PKCE with S256 is required");
+        }
+        if !get("scope").split(' ').any(|s| s == "openid") {
+            return bad("the openid scope is required");
+        }
+        Ok(p)
+    }
+
+    fn authorize_page(&self, query: &str) -> Response<Body> {
+        if let Err(page) = self.check_authorize(query) {
+            return page;
+        }
+        let form = format!(
+            "<form method=\"post\" action=\"/authorize?{}\"><label>User name <input name=\"username\" autofocus required></label> \
+             <button type=\"submit\">Log in</button></form>\
+             <p><small>Development issuer: any name logs in. For local use only.</small></p>",
+            escape(query)
+        );
+        html_page(StatusCode::OK, "idgate development issuer", "Log in as anyone.", &form)
+    }
+
+    fn authorize_submit(&self, query: &str, form: &[u8]) -> Response<Body> {
+        let p = match self.check_authorize(query) {
+            Ok(p) => p,
+            Err(page) => return page,
+        };
+        let fields: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
+        let user = fields.get("username").map(|u| u.trim()).unwrap_or("");
+        if user.is_empty() || user.len() > 64 {
+            return html_page(StatusCode::BAD_REQUEST, "Bad login", "A user name of 1-64 characters is needed.", "");
+        }
+        let code = random::token(24);
+        let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+        if let Ok(mut codes) = self.codes.lock() {
+            codes.insert(code.clone(), Grant {
+                client_id: get("client_id"),
+                redirect_uri: get("redirect_uri"),
+                nonce: p.get("nonce").cloned(),
+                challenge: get("code_challenge"),
+                user: user.to_owned(),
+                scope: get("scope"),
+            });
+        }
+        let mut target = url::Url::parse(&get("redirect_uri")).expect("registered redirect URIs parse");
+        {
+            let mut q = target.query_pairs_mut();
+            q.append_pair("code", &code);
+            if let Some(s) = p.get("state") {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.issuer);
+        }
+        Response::builder().status(StatusCode::FOUND).header(header::LOCATION, target.as_str()).body(body::empty()).expect("valid response")
+    }
+
+    fn client_authenticated(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let (id, secret) = match basic {
+            Some(pair) => match pair.split_once(':') {
+                Some((i, s)) => (url_decode(i), url_decode(s)),
+                None => return false,
+            },
+            None => (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default()),
+        };
+        id == self.client.client_id && secret == self.client.client_secret
+    }
+
+    fn token(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+        let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
+        let oauth_error = |status: StatusCode, e: &str| json_response(status, &json!({"error": e}));
+        if !self.client_authenticated(headers, &f) {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        }
+        let knobs = self.knobs();
+        if let Some((status, e)) = knobs.token_error {
+            return oauth_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), e);
+        }
+        let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+        let (user, nonce, scope) = match get("grant_type") {
+            "authorization_code" => {
+                // A code works once: it is removed whether or not the rest checks out.
+                let Some(grant) = self.codes.lock().ok().and_then(|mut c| c.remove(get("code"))) else {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                };
+                let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, get("code_verifier").as_bytes()));
+                if grant.redirect_uri != get("redirect_uri") || grant.client_id != self.client.client_id || challenge != grant.challenge {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                }
+                (grant.user, grant.nonce, grant.scope)
+            }
+            "refresh_token" => {
+                // Rotating refresh tokens: the old one is spent.
+                let Some((user, scope)) = self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token"))) else {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                };
+                (user, None, scope)
+            }
+            _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        };
+        let mut claims = self.claims_for(&user, nonce.as_deref(), &self.client.client_id);
+        claims.insert("exp".into(), json!(self.clock.now() + knobs.id_token_lifetime_secs));
+        if let Some(hook) = &knobs.claims_hook {
+            hook(&mut claims);
+        }
+        let mut id_token = self.keys.lock().map(|k| k.last().map(|k| k.sign(&Value::Object(claims))).unwrap_or_default()).unwrap_or_default();
+        if let Some(hook) = &knobs.token_hook {
+            id_token = hook(id_token);
+        }
+        let access_token = random::token(24);
+        if let Ok(mut a) = self.access_tokens.lock() {
+            a.insert(access_token.clone(), user.clone());
+        }
+        let mut answer = json!({
+            "access_token": access_token, "token_type": "Bearer", "expires_in": knobs.id_token_lifetime_secs, "id_token": id_token,
+        });
+        if scope.split(' ').any(|s| s == "offline_access") {
+            let rt = random::token(24);
+            if let Ok(mut r) = self.refresh_tokens.lock() {
+                r.insert(rt.clone(), (user, scope));
+            }
+            answer["refresh_token"] = json!(rt);
+        }
+        json_response(StatusCode::OK, &answer)
+    }
+
+    fn claims_for(&self, user: &str, nonce: Option<&str>, aud: &str) -> Map<String, Value> {
+        let now = self.clock.now();
+        let login = user.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect::<String>();
+        let login = if login.is_empty() { "user".to_owned() } else { login };
+        let roles: Vec<&str> = if login.starts_with("admin") { vec!["user", "admin"] } else { vec!["user"] };
+        let mut c = json!({
+            "iss": self.issuer, "sub": format!("dev|{login}"), "aud": aud, "iat": now, "exp": now + 3600,
+            "name": user, "preferred_username": login, "email": format!("{login}@example.com"), "email_verified": true,
+            "picture": format!("https://example.com/avatars/{login}.png"),
+            "https://example.com/roles": roles,
+        });
+        if let Some(n) = nonce {
+            c["nonce"] = json!(n);
+        }
+        match c {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn userinfo(&self, headers: &http::HeaderMap) -> Response<Body> {
+        let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let user = token.and_then(|t| self.access_tokens.lock().ok().and_then(|a| a.get(t).cloned()));
+        match user {
+            Some(u) => {
+                let mut c = self.claims_for(&u, None, &self.client.client_id);
+                for k in ["iss", "aud", "iat", "exp"] {
+                    c.remove(k);
+                }
+                json_response(StatusCode::OK, &Value::Object(c))
+            }
+            None => json_response(StatusCode::UNAUTHORIZED, &json!({"error": "invalid_token"})),
+        }
+    }
+
+    fn end_session(&self, query: &str) -> Response<Body> {
+        let p: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        match p.get("post_logout_redirect_uri") {
+            Some(target) if target.starts_with("http://127.0.0.1") || target.starts_with("http://localhost") => {
+                Response::builder().status(StatusCode::FOUND).header(header::LOCATION, target).body(body::empty()).expect("valid response")
+            }
+            _ => html_page(StatusCode::OK, "Signed out", "You are signed out of the development issuer.", ""),
+        }
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(v.to_string()))
+        .expect("valid response")
+}

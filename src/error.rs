@@ -1,0 +1,206 @@
+//! The one place that turns a failed request into a response. Decides by who is at fault — the client (302 to
+//! login, 401, 400, 403), the issuer (502/503), the upstream (502/504) — logs one line, and never puts internal
+//! text, tokens or claim values in a body.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::{
+    body::{self, Body},
+    forward::UpstreamError,
+    login::LoginError,
+    oidc::{ProviderError, TokenError},
+    policy::Denied,
+    route::{BadPath, RequestKind},
+    session::SessionError,
+};
+
+/// Everything that can end a request early.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    BadPath(#[from] BadPath),
+    #[error("no valid session: {0}")]
+    NoSession(SessionError),
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
+    #[error("an ID token was presented as a bearer credential")]
+    IdTokenAsBearer,
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+/// What `respond` needs to know about the request.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub kind: RequestKind,
+    /// A browser without a session may be sent to log in (route `auth = "login"`).
+    pub may_redirect: bool,
+    /// Path and query to come back to after login.
+    pub return_to: &'a str,
+    pub prefix: &'a str,
+    /// `Set-Cookie` values to send with the answer (clearing a dead session).
+    pub clear: Vec<HeaderValue>,
+    pub request_id: &'a str,
+}
+
+/// Builds the response for `err` and logs it once.
+pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
+    let retry = format!("{}/start?rd=/", ctx.prefix);
+    let id = ctx.request_id;
+    let mut resp = match err {
+        RequestError::BadPath(e) => {
+            tracing::info!(request_id = id, error = %e, "bad request path");
+            answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", "The request path is not acceptable.", None)
+        }
+        RequestError::BadRequest(why) => {
+            tracing::info!(request_id = id, error = why, "bad request");
+            answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", "The request is not acceptable.", None)
+        }
+        RequestError::NoSession(cause) => {
+            tracing::debug!(request_id = id, cause = %cause, "no session");
+            if ctx.may_redirect && ctx.kind == RequestKind::Navigation {
+                let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
+                redirect(&format!("{}/start?rd={rd}", ctx.prefix))
+            } else {
+                json(StatusCode::UNAUTHORIZED, "unauthenticated", "A valid session is required.")
+            }
+        }
+        RequestError::Forbidden(d) => {
+            tracing::info!(request_id = id, route = %d.route, requirement = d.requirement, "access denied");
+            let msg = format!("Access to {} requires {}.", d.route, d.requirement);
+            answer(&ctx, StatusCode::FORBIDDEN, "forbidden", &msg, None)
+        }
+        RequestError::IdTokenAsBearer => {
+            tracing::info!(request_id = id, "refused an ID token presented as a bearer credential");
+            json(StatusCode::UNAUTHORIZED, "invalid_token", "ID tokens are not API credentials; present an access token.")
+        }
+        RequestError::Upstream(e) => {
+            tracing::warn!(request_id = id, error = %e, "upstream failed");
+            let status = match e {
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            };
+            answer(&ctx, status, "upstream_unavailable", "The application is not answering. Try again shortly.", None)
+        }
+        RequestError::Login(e) => login_error(e, &ctx, &retry),
+    };
+    for c in ctx.clear {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body> {
+    let id = ctx.request_id;
+    let again = Some(retry);
+    match e {
+        LoginError::DuplicateParameter(_) | LoginError::MissingParameter(_) => {
+            tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
+            answer(ctx, StatusCode::BAD_REQUEST, e.reason(), "The login request is malformed.", again)
+        }
+        LoginError::UnknownState | LoginError::Replayed | LoginError::FlowExpired | LoginError::IssuerMismatch => {
+            tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
+            answer(ctx, StatusCode::BAD_REQUEST, e.reason(), "This login could not be completed. Please start again.", again)
+        }
+        LoginError::IdpError { error, .. } => {
+            tracing::info!(request_id = id, reason = e.reason(), idp_error = %error, "issuer returned an error");
+            let msg = format!("The identity provider did not log you in ({error}).");
+            answer(ctx, StatusCode::BAD_REQUEST, "idp_error", &msg, again)
+        }
+        LoginError::BadCsrf => {
+            tracing::info!(request_id = id, reason = e.reason(), "sign-out refused");
+            answer(ctx, StatusCode::FORBIDDEN, "bad_csrf", "Sign-out must be confirmed from the sign-out page.", None)
+        }
+        LoginError::Token(TokenError::Rejected(r)) => {
+            tracing::warn!(request_id = id, reason = r.reason(), error = %r, "ID token rejected");
+            answer(ctx, StatusCode::UNAUTHORIZED, "invalid_id_token", "The identity provider's token was not accepted.", again)
+        }
+        LoginError::Token(TokenError::Provider(p)) => {
+            tracing::warn!(request_id = id, error = %p, "issuer unavailable");
+            let status = match p {
+                ProviderError::Refused { .. } => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            answer(ctx, status, "issuer_unavailable", "The identity provider is not available. Try again shortly.", again)
+        }
+        LoginError::NoIdToken => {
+            tracing::warn!(request_id = id, "token endpoint answered without an id_token (is the openid scope allowed?)");
+            answer(ctx, StatusCode::BAD_GATEWAY, "no_id_token", "The identity provider returned no ID token.", again)
+        }
+        LoginError::SessionTooLarge => {
+            tracing::error!(request_id = id, "session too large for cookies; use session.store = \"memory\" or \"redis\"");
+            answer(ctx, StatusCode::INTERNAL_SERVER_ERROR, "session_too_large", "The session is too large to keep.", None)
+        }
+    }
+}
+
+/// An HTML page for navigations, JSON otherwise.
+fn answer(ctx: &Context<'_>, status: StatusCode, code: &str, message: &str, retry: Option<&str>) -> Response<Body> {
+    match ctx.kind {
+        RequestKind::Navigation => {
+            let link = retry.map(|r| format!("<p><a href=\"{}\">Try again</a></p>", escape(r))).unwrap_or_default();
+            html_page(status, status.canonical_reason().unwrap_or("Error"), message, &link)
+        }
+        RequestKind::Api => json(status, code, message),
+    }
+}
+
+/// A `302 Found` to `location`.
+pub fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::empty())
+        .expect("static response parts are valid")
+}
+
+/// A JSON error body `{"error": code, "message": message}`.
+pub fn json(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let text = serde_json::json!({ "error": code, "message": message }).to_string();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(text))
+        .expect("static response parts are valid")
+}
+
+/// A small HTML page. `title` and `message` are escaped; `extra_html` is trusted markup built by idgate.
+pub fn html_page(status: StatusCode, title: &str, message: &str, extra_html: &str) -> Response<Body> {
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}}</style></head>\
+         <body><h1>{t}</h1><p>{m}</p>{extra_html}</body></html>",
+        t = escape(title),
+        m = escape(message),
+    );
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-content-type-options", "nosniff")
+        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+        .body(body::full(page))
+        .expect("static response parts are valid")
+}
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,66 @@
+//! The claims of a validated ID token. Holds claims only: no token, so nothing built from `Claims` can carry one.
+
+use serde_json::{Map, Value};
+
+/// Claims of a validated ID token (or a session opened from one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims(Map<String, Value>);
+
+impl Claims {
+    /// Wraps a claim map. Only [`super::validate`] and the session opener (which re-reads a token it validated and
+    /// sealed itself) build one.
+    pub(crate) fn new(map: Map<String, Value>) -> Self {
+        Self(map)
+    }
+
+    /// The subject.
+    pub fn sub(&self) -> &str {
+        self.0.get("sub").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// Expiry, seconds since the epoch (validated to exist).
+    pub fn exp(&self) -> i64 {
+        self.0.get("exp").and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))).unwrap_or(0)
+    }
+
+    /// A claim by name. A name that is not a top-level claim and contains dots is read as a path into nested
+    /// objects (`address.country`); URL-shaped names (`https://example.com/roles`) are looked up whole.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        if let Some(v) = self.0.get(name) {
+            return Some(v);
+        }
+        if name.contains("://") {
+            return None;
+        }
+        let mut parts = name.split('.');
+        let mut cur = self.0.get(parts.next()?)?;
+        for part in parts {
+            cur = cur.as_object()?.get(part)?;
+        }
+        Some(cur)
+    }
+
+    /// A claim as a list of strings: a string is one value, an array its string/number/bool members, a number or
+    /// bool its text. Objects and nulls give nothing.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        match self.get(name) {
+            Some(Value::Array(items)) => items.iter().filter_map(scalar_text).collect(),
+            Some(v) => scalar_text(v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The whole claim map, for `/oauth2/userinfo`.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

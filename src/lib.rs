@@ -1,0 +1,34 @@
+//! idgate — an authenticating reverse proxy. A request flows one way through these modules:
+//!
+//! ```text
+//! server ─► route::classify ─┬─ our endpoints (start, callback, sign_out) ─► login ─► 302 + Set-Cookie
+//!                            │     callback: oidc (token endpoint) ─► id_token::validate ─► session::seal
+//!                            ├─ public route ─► identity::strip ─► forward
+//!                            └─ protected route, auth, userinfo ─► pipeline:
+//!                                  session::open ─► policy::authorize ─► identity::strip + apply ─► forward | answer
+//!              any error ─► error::respond ─► one response, one log line
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod app;
+pub mod server;
+pub mod route;
+pub mod login;
+pub mod oidc;
+pub mod id_token;
+pub mod session;
+pub mod policy;
+pub mod identity;
+pub mod forward;
+pub mod pipeline;
+pub mod error;
+
+pub mod body;
+pub mod check;
+pub mod client;
+pub mod clock;
+pub mod demo;
+pub mod dev_issuer;
+pub mod random;
+pub mod telemetry;

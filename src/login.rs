@@ -1,0 +1,80 @@
+//! idgate's login endpoints: `start` (state, nonce, PKCE → flow cookie → 302 to the issuer), `callback` (flow ↔
+//! state, code redeemed, ID token validated, session sealed → 302 back) and `sign_out`.
+
+pub mod callback;
+pub mod flow;
+pub mod redirect;
+pub mod sign_out;
+pub mod start;
+
+use crate::oidc::{ProviderError, TokenError};
+
+/// A login step failed. `Display` is safe to log; pages show only fixed text and the issuer's error code.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("parameter {0} given more than once")]
+    DuplicateParameter(&'static str),
+    #[error("parameter {0} missing")]
+    MissingParameter(&'static str),
+    #[error("no login in progress for this state (expired, finished, or started in another browser)")]
+    UnknownState,
+    #[error("callback replayed")]
+    Replayed,
+    #[error("login took too long")]
+    FlowExpired,
+    #[error("callback iss parameter differs from the issuer")]
+    IssuerMismatch,
+    #[error("issuer answered error {error:?}")]
+    IdpError { error: String, description: Option<String> },
+    #[error("token endpoint returned no id_token")]
+    NoIdToken,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the session does not fit in cookies")]
+    SessionTooLarge,
+    #[error("sign-out form token missing or invalid")]
+    BadCsrf,
+}
+
+impl From<ProviderError> for LoginError {
+    fn from(e: ProviderError) -> Self {
+        LoginError::Token(TokenError::Provider(e))
+    }
+}
+
+impl LoginError {
+    /// Label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoginError::DuplicateParameter(_) => "duplicate_parameter",
+            LoginError::MissingParameter(_) => "missing_parameter",
+            LoginError::UnknownState => "unknown_state",
+            LoginError::Replayed => "replayed",
+            LoginError::FlowExpired => "flow_expired",
+            LoginError::IssuerMismatch => "issuer_mismatch",
+            LoginError::IdpError { .. } => "idp_error",
+            LoginError::NoIdToken => "no_id_token",
+            LoginError::Token(TokenError::Rejected(r)) => r.reason(),
+            LoginError::Token(TokenError::Provider(_)) => "issuer_unavailable",
+            LoginError::SessionTooLarge => "session_too_large",
+            LoginError::BadCsrf => "bad_csrf",
+        }
+    }
+}
+
+/// Query parameters, refusing duplicates of the ones that matter (a peer's confusion bug).
+pub(crate) fn query_params(query: Option<&str>, unique: &[&'static str]) -> Result<Vec<(String, String)>, LoginError> {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    for name in unique {
+        if pairs.iter().filter(|(k, _)| k == name).count() > 1 {
+            return Err(LoginError::DuplicateParameter(name));
+        }
+    }
+    Ok(pairs)
+}
+
+/// The value of `name` in parsed parameters.
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}

@@ -1,0 +1,81 @@
+//! The callback: the state must match a flow cookie of this browser (consumed once), the code is redeemed with the
+//! PKCE verifier, the ID token is validated (nonce included), and a new session replaces any old one.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use http::{HeaderMap, Response, StatusCode, header};
+
+use super::{LoginError, flow::FLOW_TTL_SECS, flow::Flows, param, query_params};
+use crate::{
+    app::State,
+    body::{self, Body},
+    session::NewSession,
+    telemetry::metrics::Event,
+};
+
+/// `GET` on the redirect URL's path.
+pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Result<Response<Body>, LoginError> {
+    let params = query_params(query, &["state", "code", "iss", "error"])?;
+    let flow_state = param(&params, "state").filter(|s| Flows::is_state(s));
+    if let Some(error) = param(&params, "error") {
+        return Err(LoginError::IdpError {
+            error: error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect(),
+            description: param(&params, "error_description").map(|d| d.chars().take(200).collect()),
+        });
+    }
+    let flow_state = flow_state.ok_or(LoginError::MissingParameter("state"))?;
+    let flow = state.flows.find(req, flow_state).ok_or(LoginError::UnknownState)?;
+    let now = state.clock.now();
+    if now - flow.created > FLOW_TTL_SECS {
+        return Err(LoginError::FlowExpired);
+    }
+    // One use per state, even if the flow cookie is replayed with it.
+    let mut first_use = false;
+    state.used_states.get_with(flow.state.clone(), || {
+        first_use = true;
+    });
+    if !first_use {
+        return Err(LoginError::Replayed);
+    }
+    let metadata = state.provider.metadata()?;
+    if let Some(iss) = param(&params, "iss") {
+        if iss != metadata.issuer {
+            return Err(LoginError::IssuerMismatch);
+        }
+    }
+    let code = param(&params, "code").ok_or(LoginError::MissingParameter("code"))?;
+    let tokens = state.provider.redeem(code, &flow.verifier).await?;
+    let id_token = tokens.id_token.as_deref().ok_or(LoginError::NoIdToken)?;
+    let claims = state.provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
+    let oidc = state.provider.settings();
+    let new = NewSession {
+        id_token,
+        claims: &claims,
+        refresh_token: tokens.refresh_token.as_deref(),
+        access_token: if oidc.forward_access_token { tokens.access_token.as_deref() } else { None },
+    };
+    let cookies = state.sessions.seal(req, &new, now).map_err(|_| LoginError::SessionTooLarge)?;
+    state.provider.metrics().event(Event::Login("success"));
+    tracing::info!(
+        target: "idgate::audit",
+        event = "login",
+        sub = claims.sub(),
+        iss = %metadata.issuer,
+        session = %session_ref(id_token),
+        expires_at = claims.exp(),
+        "login succeeded"
+    );
+    let mut resp = Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, &flow.return_to)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::SET_COOKIE, state.flows.end(&flow.state));
+    for c in cookies {
+        resp = resp.header(header::SET_COOKIE, c);
+    }
+    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+}
+
+/// A short, stable reference to a session for logs: a hash prefix of its ID token, never the token.
+pub fn session_ref(id_token: &str) -> String {
+    digest(&SHA256, id_token.as_bytes()).as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,50 @@
+//! Starting a login: a fresh state, nonce and PKCE (S256) verifier, sealed into a flow cookie; a 302 to the
+//! issuer's authorization endpoint.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::{HeaderMap, Response, StatusCode, header};
+
+use super::{LoginError, flow::Flow, redirect};
+use crate::{
+    app::State,
+    body::{self, Body},
+    random,
+};
+
+/// `GET {prefix}/start?rd=PATH`: begins a login that returns to `rd` (same-origin paths only).
+pub fn start(state: &State, req: &HeaderMap, rd: Option<&str>) -> Result<Response<Body>, LoginError> {
+    let metadata = state.provider.metadata()?;
+    let oidc = state.provider.settings();
+    let flow = Flow {
+        state: random::token(16),
+        nonce: random::token(16),
+        verifier: random::token(32),
+        return_to: redirect::safe(rd),
+        created: state.clock.now(),
+    };
+    let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, flow.verifier.as_bytes()));
+    let mut url = url::Url::parse(&metadata.authorization_endpoint)
+        .map_err(|e| crate::oidc::ProviderError::BadDocument { what: "discovery", why: e.to_string() })?;
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &oidc.client_id)
+        .append_pair("redirect_uri", oidc.redirect_url.as_str())
+        .append_pair("scope", &oidc.scopes.join(" "))
+        .append_pair("state", &flow.state)
+        .append_pair("nonce", &flow.nonce)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    if oidc.scopes.iter().any(|s| s == "offline_access") {
+        // Some issuers (oidc-provider among them) issue a refresh token only with explicit consent.
+        url.query_pairs_mut().append_pair("prompt", "consent");
+    }
+    let mut resp = Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, url.as_str())
+        .header(header::CACHE_CONTROL, "no-store");
+    for c in state.flows.begin(req, &flow) {
+        resp = resp.header(header::SET_COOKIE, c);
+    }
+    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+}

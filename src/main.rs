@@ -1,0 +1,94 @@
+//! The idgate binary: parse the command line, load configuration before binding anything, run. Exit status: 0 ok,
+//! 2 configuration error (every problem printed, one per line), 1 start-up or runtime failure.
+
+use std::{process::ExitCode, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use clap::Parser;
+use idgate::{
+    app,
+    cli::{Cli, Command},
+    clock::SystemClock,
+    config, demo, telemetry,
+};
+
+const EXIT_CONFIG: u8 = 2;
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::GenSecret = cli.command {
+        println!("{}", STANDARD.encode(idgate::random::bytes::<32>()));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("idgate: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => run(config).await,
+            Command::Check { config } => check(config).await,
+            Command::Demo { port } => {
+                telemetry::init(&config::settings::LogSettings { format: config::LogFormat::Text, level: "info".into() });
+                match demo::run(port).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("idgate demo: {e}");
+                        ExitCode::from(EXIT_RUNTIME)
+                    }
+                }
+            }
+            Command::GenSecret => ExitCode::SUCCESS,
+        }
+    })
+}
+
+fn load(path: Option<std::path::PathBuf>) -> Result<config::Settings, ExitCode> {
+    config::load_from_process(path.as_deref()).map_err(|e| {
+        eprintln!("idgate: invalid configuration:");
+        for p in &e.problems {
+            eprintln!("  {}: {}", p.key, p.why);
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn run(path: Option<std::path::PathBuf>) -> ExitCode {
+    let settings = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    telemetry::init(&settings.log);
+    let running = match app::start(settings, Arc::new(SystemClock)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("idgate: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        app::termination_signal().await;
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn check(path: Option<std::path::PathBuf>) -> ExitCode {
+    let settings = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let report = idgate::check::run(&settings).await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
+}

@@ -1,0 +1,210 @@
+//! Everything idgate asks of the OpenID Provider: discovery, keys, the token and userinfo endpoints. All I/O with
+//! the issuer lives here; validation itself is the pure [`crate::id_token`].
+
+pub mod discovery;
+pub mod jwks;
+pub mod token;
+
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+
+use crate::{
+    body,
+    client::HttpClient,
+    config::settings::OidcSettings,
+    id_token::{self, Claims, Expectations, KeySet, Rejection},
+    telemetry::metrics::{Event, Metrics},
+};
+pub use discovery::Metadata;
+pub use token::Tokens;
+
+/// Largest answer accepted from the issuer.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Why a call to the issuer failed. `Display` never includes secrets or tokens.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("issuer not ready: discovery and keys not loaded yet")]
+    NotReady,
+    #[error("request to {what} failed: {why}")]
+    Unreachable { what: &'static str, why: String },
+    #[error("{what} answered HTTP {status}")]
+    Status { what: &'static str, status: u16 },
+    #[error("{what} answered with an unusable document: {why}")]
+    BadDocument { what: &'static str, why: String },
+    #[error("discovery issuer {got:?} differs from the configured issuer {expected:?}")]
+    IssuerMismatch { expected: String, got: String },
+    #[error("token endpoint refused: {error}")]
+    Refused { error: String, description: Option<String> },
+}
+
+/// Discovery metadata and keys once loaded.
+#[derive(Debug)]
+struct Loaded {
+    metadata: Arc<Metadata>,
+    expectations: Arc<Expectations>,
+}
+
+/// The issuer, as idgate knows it. Built once; loads itself in the background.
+pub struct Provider {
+    settings: OidcSettings,
+    http: HttpClient,
+    loaded: RwLock<Option<Loaded>>,
+    keys: jwks::KeyCache,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// A provider not yet loaded.
+    pub fn new(settings: OidcSettings, http: HttpClient, metrics: Arc<Metrics>) -> Self {
+        let keys = jwks::KeyCache::new(settings.jwks_refetch_interval);
+        Self { settings, http, loaded: RwLock::new(None), keys, metrics }
+    }
+
+    /// The configured settings.
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
+    }
+
+    /// Fetches discovery and keys once. `/readyz` is true after the first success.
+    pub async fn load(&self) -> Result<(), ProviderError> {
+        let metadata = discovery::fetch(self, &self.settings.issuer).await?;
+        self.keys.refresh(self, &metadata.jwks_uri).await?;
+        let expectations = Expectations {
+            issuer: metadata.issuer.clone(),
+            audiences: std::iter::once(self.settings.client_id.clone()).chain(self.settings.extra_audiences.iter().cloned()).collect(),
+            allowed_algs: self.settings.allowed_algs.clone(),
+            leeway: self.settings.leeway.as_secs() as i64,
+        };
+        if let Ok(mut slot) = self.loaded.write() {
+            *slot = Some(Loaded { metadata: Arc::new(metadata), expectations: Arc::new(expectations) });
+        }
+        Ok(())
+    }
+
+    /// Loads in the background: retries with backoff until the first success, then refreshes the keys as their
+    /// `Cache-Control: max-age` says (bounded). An issuer outage keeps the keys already loaded.
+    pub fn spawn_loader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(200);
+            loop {
+                match this.load().await {
+                    Ok(()) => {
+                        tracing::info!(issuer = %this.settings.issuer, keys = this.keys.current().len(), "issuer discovery and keys loaded");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "issuer not loaded yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+            loop {
+                tokio::time::sleep(this.keys.refresh_in()).await;
+                if let Ok(m) = this.metadata() {
+                    if let Err(e) = this.keys.refresh(&this, &m.jwks_uri).await {
+                        tracing::warn!(error = %e, "periodic JWKS refresh failed; keeping the keys we have");
+                    }
+                }
+            }
+        })
+    }
+
+    /// True once discovery and keys are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.loaded.read().map(|l| l.is_some()).unwrap_or(false)
+    }
+
+    /// The discovery metadata.
+    pub fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
+        self.loaded.read().ok().and_then(|l| l.as_ref().map(|l| Arc::clone(&l.metadata))).ok_or(ProviderError::NotReady)
+    }
+
+    fn expectations(&self) -> Result<Arc<Expectations>, ProviderError> {
+        self.loaded.read().ok().and_then(|l| l.as_ref().map(|l| Arc::clone(&l.expectations))).ok_or(ProviderError::NotReady)
+    }
+
+    /// Validates an ID token with the current keys; a `kid` we do not know causes one throttled, shared JWKS
+    /// re-fetch and a second attempt.
+    pub async fn validate_id_token(&self, raw: &str, nonce: Option<&str>, now: i64) -> Result<Claims, TokenError> {
+        let want = self.expectations()?;
+        let first = id_token::validate(raw, &self.keys.current(), &want, nonce, now);
+        let result = match first {
+            Err(Rejection::UnknownKey) => {
+                let kid = id_token::kid_of(raw, &want.allowed_algs).ok().flatten();
+                let metadata = self.metadata()?;
+                let keys = self.keys.for_unknown_kid(self, &metadata.jwks_uri, kid.as_deref()).await;
+                id_token::validate(raw, &keys, &want, nonce, now)
+            }
+            other => other,
+        };
+        result.map_err(|r| {
+            self.metrics.event(Event::Rejection(r.reason()));
+            TokenError::Rejected(r)
+        })
+    }
+
+    /// Sends `req` to the issuer and reads a bounded answer, all within the configured timeout.
+    async fn call(&self, what: &'static str, req: Request<body::Body>) -> Result<Answer, ProviderError> {
+        let unreachable = |why: String| ProviderError::Unreachable { what, why };
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| unreachable(e.to_string()))?;
+            let status = resp.status();
+            let cache_control = resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let body = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES).await.map_err(|e| unreachable(e.to_string()))?;
+            Ok(Answer { status, cache_control, body })
+        };
+        tokio::time::timeout(self.settings.http_timeout, exchange).await.map_err(|_| unreachable("timed out".into()))?
+    }
+
+    /// GETs a document that must answer 2xx.
+    async fn get(&self, what: &'static str, url: &str) -> Result<Answer, ProviderError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(header::ACCEPT, "application/json")
+            .body(body::empty())
+            .map_err(|e| ProviderError::BadDocument { what, why: format!("bad URL: {e}") })?;
+        let answer = self.call(what, req).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status { what, status: answer.status.as_u16() });
+        }
+        Ok(answer)
+    }
+
+    /// The metrics sink.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The keys currently in use.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.current()
+    }
+}
+
+/// An answer from the issuer.
+struct Answer {
+    status: StatusCode,
+    cache_control: Option<String>,
+    body: Bytes,
+}
+
+/// A token that could not be accepted: the issuer was not usable, or the token was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("ID token rejected: {0}")]
+    Rejected(Rejection),
+}

@@ -1,0 +1,99 @@
+//! The token endpoint (authorization code, refresh) and the userinfo endpoint.
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use http::{Method, Request, header};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Provider, ProviderError};
+use crate::{body, config::TokenAuthMethod};
+
+/// What the token endpoint returned. `Debug` shows no token.
+#[derive(Deserialize)]
+pub struct Tokens {
+    pub id_token: Option<String>,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("id_token", &self.id_token.is_some())
+            .field("access_token", &self.access_token.is_some())
+            .field("refresh_token", &self.refresh_token.is_some())
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    error_description: Option<String>,
+}
+
+impl Provider {
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens.
+    pub async fn redeem(&self, code: &str, verifier: &str) -> Result<Tokens, ProviderError> {
+        let redirect = self.settings.redirect_url.as_str();
+        self.token_request(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect), ("code_verifier", verifier)])
+            .await
+    }
+
+    /// Uses a refresh token (`grant_type=refresh_token`).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, ProviderError> {
+        self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+    }
+
+    async fn token_request(&self, params: &[(&str, &str)]) -> Result<Tokens, ProviderError> {
+        const WHAT: &str = "token endpoint";
+        let metadata = self.metadata()?;
+        let mut form: Vec<(&str, &str)> = params.to_vec();
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(&metadata.token_endpoint)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let s = &self.settings;
+        let secret = s.client_secret.as_ref().map(|c| c.expose()).unwrap_or("");
+        match s.token_auth_method {
+            TokenAuthMethod::ClientSecretBasic if s.client_secret.is_some() => {
+                // RFC 6749 §2.3.1: both parts form-urlencoded before base64.
+                let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+                let basic = STANDARD.encode(format!("{}:{}", enc(&s.client_id), enc(secret)));
+                req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
+            }
+            TokenAuthMethod::ClientSecretBasic => form.push(("client_id", &s.client_id)),
+            TokenAuthMethod::ClientSecretPost => form.extend([("client_id", s.client_id.as_str()), ("client_secret", secret)]),
+        }
+        let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+        let req = req.body(body::full(encoded)).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
+        let answer = self.call(WHAT, req).await?;
+        if !answer.status.is_success() {
+            return Err(match serde_json::from_slice::<OAuthError>(&answer.body) {
+                Ok(e) => ProviderError::Refused { error: e.error, description: e.error_description },
+                Err(_) => ProviderError::Status { what: WHAT, status: answer.status.as_u16() },
+            });
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })
+    }
+
+    /// Asks the userinfo endpoint for the full profile with an access token.
+    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, ProviderError> {
+        const WHAT: &str = "userinfo endpoint";
+        let metadata = self.metadata()?;
+        let url = metadata.userinfo_endpoint.as_deref().ok_or(ProviderError::BadDocument { what: WHAT, why: "discovery names no userinfo_endpoint".into() })?;
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(header::ACCEPT, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {access_token}"))
+            .body(body::empty())
+            .map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
+        let answer = self.call(WHAT, req).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status { what: WHAT, status: answer.status.as_u16() });
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })
+    }
+}

@@ -1,0 +1,130 @@
+//! Access rules evaluated against a session's claims. Pure: no I/O. The only way to get a [`Permit`] is
+//! [`Rules::authorize`], and writing identity headers takes one, so nothing reaches the upstream unauthorized.
+
+use crate::{config::settings::RouteSettings, id_token::Claims};
+
+/// Proof that the claims satisfied the route's rule.
+#[derive(Debug)]
+pub struct Permit {
+    _private: (),
+}
+
+/// The claims do not satisfy a rule. Names the rule, never the user's claim values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("access denied by route {route:?}: {requirement}")]
+pub struct Denied {
+    pub route: String,
+    pub requirement: &'static str,
+}
+
+/// The compiled `[[routes]]` requirements, indexed like the route table.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    routes: Vec<RouteSettings>,
+}
+
+impl Rules {
+    /// Compiles the rules.
+    pub fn new(routes: &[RouteSettings]) -> Self {
+        Self { routes: routes.to_vec() }
+    }
+
+    /// Checks the claims against rule `index` (`None`: the default rule, any valid session).
+    pub fn authorize(&self, index: Option<usize>, claims: &Claims) -> Result<Permit, Denied> {
+        let Some(r) = index.and_then(|i| self.routes.get(i)) else {
+            return Ok(Permit { _private: () });
+        };
+        let deny = |requirement| Err(Denied { route: r.prefix.clone(), requirement });
+        if !r.email_domains.is_empty() {
+            let email = claims.values("email");
+            let domain = match email.as_slice() {
+                [one] => email_domain(one),
+                _ => None,
+            };
+            if !domain.is_some_and(|d| r.email_domains.iter().any(|want| *want == d)) {
+                return deny("email domain");
+            }
+        }
+        if r.email_verified && claims.get("email_verified") != Some(&serde_json::Value::Bool(true)) {
+            return deny("verified email");
+        }
+        for (claim, wanted) in &r.any_of {
+            let have = claims.values(claim);
+            if !wanted.iter().any(|w| have.contains(w)) {
+                return deny("claim any_of");
+            }
+        }
+        for (claim, wanted) in &r.all_of {
+            let have = claims.values(claim);
+            if !wanted.iter().all(|w| have.contains(w)) {
+                return deny("claim all_of");
+            }
+        }
+        Ok(Permit { _private: () })
+    }
+}
+
+/// The domain of an email with exactly one `@`, lowercased. `a@b@evil.com` has none (a peer's bypass).
+fn email_domain(email: &str) -> Option<String> {
+    let mut parts = email.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    (!local.is_empty() && !domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthMode;
+    use serde_json::json;
+
+    fn claims(v: serde_json::Value) -> Claims {
+        Claims::new(v.as_object().unwrap().clone())
+    }
+
+    fn rule(f: impl FnOnce(&mut RouteSettings)) -> Rules {
+        let mut r = RouteSettings {
+            prefix: "/admin".into(),
+            auth: AuthMode::Login,
+            email_domains: vec![],
+            email_verified: false,
+            any_of: Default::default(),
+            all_of: Default::default(),
+        };
+        f(&mut r);
+        Rules::new(&[r])
+    }
+
+    #[test]
+    fn email_domain_rule() {
+        let rules = rule(|r| r.email_domains = vec!["example.com".into()]);
+        assert!(rules.authorize(Some(0), &claims(json!({"email": "a@Example.com"}))).is_ok());
+        for bad in [json!({"email": "a@evil.com"}), json!({"email": "a@example.com@evil.com"}), json!({"email": "a@evil.com@example.com"}),
+                    json!({"email": "@example.com"}), json!({}), json!({"email": ["a@example.com", "b@evil.com"]}), json!({"email": "a@sub.example.com"})] {
+            assert!(rules.authorize(Some(0), &claims(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn claim_rules() {
+        let rules = rule(|r| {
+            r.any_of.insert("https://example.com/roles".into(), vec!["admin".into(), "ops".into()]);
+            r.all_of.insert("groups".into(), vec!["staff".into(), "eu".into()]);
+        });
+        let ok = json!({"https://example.com/roles": ["ops"], "groups": ["eu", "staff", "x"]});
+        assert!(rules.authorize(Some(0), &claims(ok)).is_ok());
+        let denied = rules.authorize(Some(0), &claims(json!({"https://example.com/roles": ["user"], "groups": ["eu", "staff"]}))).unwrap_err();
+        assert_eq!(denied.requirement, "claim any_of");
+        assert!(!denied.to_string().contains("user"), "a denial never echoes claim values");
+        assert!(rules.authorize(Some(0), &claims(json!({"https://example.com/roles": "admin", "groups": ["eu"]}))).is_err());
+    }
+
+    #[test]
+    fn email_verified_rule() {
+        let rules = rule(|r| r.email_verified = true);
+        assert!(rules.authorize(Some(0), &claims(json!({"email_verified": true}))).is_ok());
+        assert!(rules.authorize(Some(0), &claims(json!({"email_verified": "true"}))).is_err());
+        assert!(rules.authorize(Some(0), &claims(json!({}))).is_err());
+    }
+}

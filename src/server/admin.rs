@@ -1,0 +1,33 @@
+//! The admin listener — never the public one: `/healthz` (alive), `/readyz` (issuer loaded), `/metrics`.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::{
+    app::State,
+    body::{self, Body},
+};
+
+/// Answers one admin request.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (status, content_type, text) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => {
+            if state.provider.is_ready() {
+                (StatusCode::OK, "text/plain", "ready\n".to_owned())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: issuer discovery and keys not loaded\n".to_owned())
+            }
+        }
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(text))
+        .expect("static response parts are valid")
+}

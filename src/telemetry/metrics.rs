@@ -1,0 +1,157 @@
+//! Prometheus metrics, prefixed `idgate_`. Hot-path counters are atomics; rarer events (logins, rejections, JWKS
+//! fetches) share one small map keyed by static names, so a label value is never built from request data.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+/// Upper bounds of the latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Counters with one label, named by static strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    /// `idgate_logins_total{result}`
+    Login(&'static str),
+    /// `idgate_id_token_rejections_total{reason}`
+    Rejection(&'static str),
+    /// `idgate_jwks_fetches_total{result}`
+    JwksFetch(&'static str),
+    /// `idgate_upstream_errors_total{kind}`
+    UpstreamError(&'static str),
+    /// `idgate_sign_outs_total{kind}`
+    SignOut(&'static str),
+    /// `idgate_refreshes_total{result}`
+    Refresh(&'static str),
+    /// `idgate_session_store_errors_total{op}`
+    StoreError(&'static str),
+}
+
+impl Event {
+    fn name_and_label(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Event::Login(v) => ("idgate_logins_total", "result", v),
+            Event::Rejection(v) => ("idgate_id_token_rejections_total", "reason", v),
+            Event::JwksFetch(v) => ("idgate_jwks_fetches_total", "result", v),
+            Event::UpstreamError(v) => ("idgate_upstream_errors_total", "kind", v),
+            Event::SignOut(v) => ("idgate_sign_outs_total", "kind", v),
+            Event::Refresh(v) => ("idgate_refreshes_total", "result", v),
+            Event::StoreError(v) => ("idgate_session_store_errors_total", "op", v),
+        }
+    }
+}
+
+/// All of idgate's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    by_class: [AtomicU64; 5],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+    upstream_latency_count: AtomicU64,
+    upstream_latency_sum_micros: AtomicU64,
+    open_connections: AtomicI64,
+    events: Mutex<BTreeMap<Event, u64>>,
+}
+
+impl Metrics {
+    /// Counts one finished request.
+    pub fn request(&self, status: u16, elapsed: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].fetch_add(1, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// Time to the upstream's response head.
+    pub fn upstream_latency(&self, elapsed: Duration) {
+        self.upstream_latency_count.fetch_add(1, Relaxed);
+        self.upstream_latency_sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// A connection opened (+1) or closed (-1).
+    pub fn connections(&self, delta: i64) {
+        self.open_connections.fetch_add(delta, Relaxed);
+    }
+
+    /// Counts one event.
+    pub fn event(&self, e: Event) {
+        if let Ok(mut map) = self.events.lock() {
+            *map.entry(e).or_default() += 1;
+        }
+    }
+
+    /// The count of one event (for tests and `check`).
+    pub fn count(&self, e: Event) -> u64 {
+        self.events.lock().map(|m| m.get(&e).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        out.push_str("# HELP idgate_requests_total Requests answered, by status class.\n");
+        out.push_str("# TYPE idgate_requests_total counter\n");
+        for (i, c) in self.by_class.iter().enumerate() {
+            let _ = writeln!(out, "idgate_requests_total{{class=\"{}xx\"}} {}", i + 1, c.load(Relaxed));
+        }
+        out.push_str("# HELP idgate_request_duration_seconds Time from request head to response head.\n");
+        out.push_str("# TYPE idgate_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (b, c) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(out, "idgate_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(out, "idgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.latency_sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "idgate_request_duration_seconds_sum {sum}\nidgate_request_duration_seconds_count {count}");
+        out.push_str("# TYPE idgate_upstream_duration_seconds summary\n");
+        let up_sum = self.upstream_latency_sum_micros.load(Relaxed) as f64 / 1e6;
+        let up_count = self.upstream_latency_count.load(Relaxed);
+        let _ = writeln!(out, "idgate_upstream_duration_seconds_sum {up_sum}\nidgate_upstream_duration_seconds_count {up_count}");
+        out.push_str("# TYPE idgate_open_connections gauge\n");
+        let _ = writeln!(out, "idgate_open_connections {}", self.open_connections.load(Relaxed));
+        if let Ok(map) = self.events.lock() {
+            let mut last = "";
+            for (e, v) in map.iter() {
+                let (name, label, value) = e.name_and_label();
+                if name != last {
+                    let _ = writeln!(out, "# TYPE {name} counter");
+                    last = name;
+                }
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {v}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.request(200, Duration::from_micros(300));
+        m.request(502, Duration::from_millis(30));
+        m.event(Event::Login("success"));
+        m.event(Event::Login("success"));
+        let text = m.render();
+        assert!(text.contains("idgate_requests_total{class=\"2xx\"} 1"));
+        assert!(text.contains("idgate_requests_total{class=\"5xx\"} 1"));
+        assert!(text.contains("idgate_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("idgate_request_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("idgate_logins_total{result=\"success\"} 2"));
+    }
+}
