@@ -21,7 +21,11 @@ use crate::{
     policy::Rules,
     route::{self, Endpoint, Route, RouteTable},
     server::{self, Limits},
-    session::{Sessions, cookie::Attributes, seal::{KeyRing, Purpose}},
+    session::{
+        Sessions,
+        cookie::Attributes,
+        seal::{KeyRing, Purpose},
+    },
     telemetry::{self, metrics::Metrics},
 };
 
@@ -67,8 +71,16 @@ impl State {
             routes: RouteTable::new(&prefix, &callback, &settings.routes),
             rules: Rules::new(&settings.routes),
             headers: HeaderPlan::new(&settings.headers, &s.cookie_name),
-            forwarder: Forwarder::new(http, &settings.upstream.url, settings.upstream.timeout, settings.server.trusted_proxies.clone()),
-            used_states: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(600)).build(),
+            forwarder: Forwarder::new(
+                http,
+                &settings.upstream.url,
+                settings.upstream.timeout,
+                settings.server.trusted_proxies.clone(),
+            ),
+            used_states: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
             provider,
             metrics,
             clock,
@@ -97,7 +109,14 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
         Ok(r) => r,
         Err(Failure { err, clear }) => {
             let may_redirect = matches!(route, Some(Route::Proxy { auth: AuthMode::Login, .. }));
-            let ctx = Context { kind, may_redirect, return_to: &return_to, prefix: state.routes.prefix(), clear, request_id: &request_id };
+            let ctx = Context {
+                kind,
+                may_redirect,
+                return_to: &return_to,
+                prefix: state.routes.prefix(),
+                clear,
+                request_id: &request_id,
+            };
             error::respond(&err, ctx)
         }
     };
@@ -125,13 +144,15 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             let params = login::query_params(query.as_deref(), &["rd"])?;
             Ok(login::start::start(state, req.headers(), login::param(&params, "rd"))?)
         }
-        Route::Endpoint(Endpoint::Callback) => Ok(login::callback::callback(state, req.headers(), query.as_deref()).await?),
+        Route::Endpoint(Endpoint::Callback) => {
+            Ok(login::callback::callback(state, req.headers(), query.as_deref()).await?)
+        }
         Route::Endpoint(Endpoint::SignOut) => {
             let (parts, incoming) = req.into_parts();
             let form = if parts.method == Method::POST {
-                body::collect_limited(incoming, MAX_FORM_BYTES)
-                    .await
-                    .map_err(|_| Failure::from(crate::error::RequestError::BadRequest("sign-out form too large or unreadable")))?
+                body::collect_limited(incoming, MAX_FORM_BYTES).await.map_err(|_| {
+                    Failure::from(crate::error::RequestError::BadRequest("sign-out form too large or unreadable"))
+                })?
             } else {
                 bytes::Bytes::new()
             };
@@ -185,9 +206,27 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     };
     let public = bind("server.listen", settings.server.listen).await?;
     let admin = bind("admin.listen", settings.admin.listen).await?;
+    start_on(settings, clock, public, admin).await
+}
+
+/// Serves on listeners bound by the caller (tests bind port 0 first to learn the address).
+pub async fn start_on(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    public: TcpListener,
+    admin: TcpListener,
+) -> Result<Running, StartError> {
     let tls = settings.server.tls.as_ref().map(server::tls::acceptor).transpose()?;
-    let public_addr = public.local_addr().map_err(|source| StartError::Bind { key: "server.listen", addr: settings.server.listen, source })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { key: "admin.listen", addr: settings.admin.listen, source })?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+        key: "server.listen",
+        addr: settings.server.listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        key: "admin.listen",
+        addr: settings.admin.listen,
+        source,
+    })?;
     let limits = Limits {
         max_header_bytes: settings.server.max_header_bytes,
         header_read_timeout: settings.server.header_read_timeout,
@@ -210,7 +249,15 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
         let st = Arc::clone(&state);
         let handler = move |req, _peer| server::admin::handle(Arc::clone(&st), req);
         let admin_limits = Limits { max_connections: 64, ..limits };
-        server::serve(admin, None, admin_limits, Arc::new(Metrics::default()), handler, signal(stopped), Duration::from_secs(1))
+        server::serve(
+            admin,
+            None,
+            admin_limits,
+            Arc::new(Metrics::default()),
+            handler,
+            signal(stopped),
+            Duration::from_secs(1),
+        )
     };
     tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %state.settings.upstream.url, issuer = %state.settings.oidc.issuer, "idgate serving");
     let done = tokio::spawn(async move {
@@ -242,4 +289,3 @@ pub async fn termination_signal() {
     }
     tracing::info!("shutdown signal received; draining");
 }
-

@@ -16,7 +16,11 @@ pub struct Report {
 pub async fn run(settings: &Settings) -> Report {
     let mut r = Report { ok: true, lines: Vec::new() };
     let s = settings;
-    r.lines.push(format!("public listener  {}{}", s.server.listen, if s.server.tls.is_some() { " (https)" } else { "" }));
+    r.lines.push(format!(
+        "public listener  {}{}",
+        s.server.listen,
+        if s.server.tls.is_some() { " (https)" } else { "" }
+    ));
     r.lines.push(format!("admin listener   {} (/healthz /readyz /metrics)", s.admin.listen));
     r.lines.push(format!("upstream         {}", s.upstream.url));
     r.lines.push(format!("issuer           {}", s.oidc.issuer));
@@ -37,29 +41,54 @@ pub async fn run(settings: &Settings) -> Report {
     let redirect = &s.oidc.redirect_url;
     let loopback = matches!(redirect.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     if redirect.scheme() != "https" && !loopback {
-        warn(&mut r, false, "oidc.redirect_url is not https: browsers will send the session cookie in clear text".into());
+        warn(
+            &mut r,
+            false,
+            "oidc.redirect_url is not https: browsers will send the session cookie in clear text".into(),
+        );
     }
     if !redirect.path().starts_with(&format!("{}/", s.server.prefix)) {
-        warn(&mut r, false, format!("oidc.redirect_url path {} is outside server.prefix {}: login flow cookies then use Path=/", redirect.path(), s.server.prefix));
+        warn(
+            &mut r,
+            false,
+            format!(
+                "oidc.redirect_url path {} is outside server.prefix {}: login flow cookies then use Path=/",
+                redirect.path(),
+                s.server.prefix
+            ),
+        );
     }
     if redirect.scheme() == "http" && s.session.cookie_secure && !loopback {
         warn(&mut r, true, "session.cookie_secure is true but oidc.redirect_url is http: the browser will drop the cookies (use https, or cookie_secure = false for local tests)".into());
     }
-    let provider = Arc::new(Provider::new(s.oidc.clone(), client::build(s.upstream.connect_timeout), Arc::new(Metrics::default())));
+    let provider = Arc::new(Provider::new(
+        s.oidc.clone(),
+        client::build(s.upstream.connect_timeout),
+        Arc::new(Metrics::default()),
+    ));
     match provider.load().await {
         Ok(()) => {
-            r.lines.push(format!("ok    discovery reachable, issuer matches, {} signing key(s) loaded", provider.keys().len()));
+            r.lines.push(format!(
+                "ok    discovery reachable, issuer matches, {} signing key(s) loaded",
+                provider.keys().len()
+            ));
             if let Ok(m) = provider.metadata() {
                 if m.code_challenge_methods_supported.as_ref().is_some_and(|v| !v.iter().any(|x| x == "S256")) {
                     warn(&mut r, false, "the issuer does not list S256 in code_challenge_methods_supported".into());
                 }
                 if m.end_session_endpoint.is_none() {
-                    r.lines.push("note  the issuer has no end_session_endpoint: sign-out ends the local session only".into());
+                    r.lines.push(
+                        "note  the issuer has no end_session_endpoint: sign-out ends the local session only".into(),
+                    );
                 }
             }
         }
         Err(e) => warn(&mut r, true, format!("issuer: {e}")),
     }
-    r.lines.push(if r.ok { "configuration OK".into() } else { "configuration NOT usable: fix the ERROR lines above".into() });
+    r.lines.push(if r.ok {
+        "configuration OK".into()
+    } else {
+        "configuration NOT usable: fix the ERROR lines above".into()
+    });
     r
 }

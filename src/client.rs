@@ -20,7 +20,10 @@ pub fn build(connect_timeout: Duration) -> HttpClient {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     if native.certs.is_empty() {
-        tracing::warn!(errors = native.errors.len(), "no system CA certificates found: https to upstream or issuer will fail");
+        tracing::warn!(
+            errors = native.errors.len(),
+            "no system CA certificates found: https to upstream or issuer will fail"
+        );
     }
     roots.add_parsable_certificates(native.certs);
     build_with_roots(connect_timeout, roots)

@@ -66,13 +66,8 @@ impl Problems {
 const NON_SETTING_VARS: [&str; 1] = ["IDGATE_CONFIG"];
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 5] = [
-    "server.trusted_proxies",
-    "oidc.scopes",
-    "oidc.allowed_algs",
-    "oidc.extra_audiences",
-    "session.previous_secrets",
-];
+const LIST_KEYS: [&str; 5] =
+    ["server.trusted_proxies", "oidc.scopes", "oidc.allowed_algs", "oidc.extra_audiences", "session.previous_secrets"];
 
 /// Loads the file at `path`, applies overrides from `env` (the process environment, or a map in tests), resolves
 /// `*_file` secrets and validates the result.

@@ -12,7 +12,10 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{
         Secret, Settings, StoreKind, TokenAuthMethod,
-        settings::{AdminSettings, DEFAULT_HEADERS, LogFormat, LogSettings, OidcSettings, ServerSettings, SessionSettings, UpstreamSettings},
+        settings::{
+            AdminSettings, DEFAULT_HEADERS, LogFormat, LogSettings, OidcSettings, ServerSettings, SessionSettings,
+            UpstreamSettings,
+        },
     },
     dev_issuer::{DevAlg, DevClient, DevIssuer},
     error::escape,
@@ -30,7 +33,9 @@ pub async fn run(port: u16) -> Result<(), String> {
         client_secret: crate::random::token(24),
         redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
     };
-    let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock)).await.map_err(|e| format!("development issuer: {e}"))?;
+    let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock))
+        .await
+        .map_err(|e| format!("development issuer: {e}"))?;
     let upstream = spawn_echo_upstream(loopback(0)).await.map_err(|e| format!("demo upstream: {e}"))?;
     let settings = demo_settings(loopback(port), &client, issuer.issuer(), upstream)?;
     let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
@@ -52,7 +57,12 @@ pub async fn run(port: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn demo_settings(listen: SocketAddr, client: &DevClient, issuer: &str, upstream: SocketAddr) -> Result<Settings, String> {
+fn demo_settings(
+    listen: SocketAddr,
+    client: &DevClient,
+    issuer: &str,
+    upstream: SocketAddr,
+) -> Result<Settings, String> {
     let url = |s: &str| url::Url::parse(s).map_err(|e| format!("{s}: {e}"));
     Ok(Settings {
         server: ServerSettings {
@@ -67,7 +77,11 @@ fn demo_settings(listen: SocketAddr, client: &DevClient, issuer: &str, upstream:
             shutdown_grace: Duration::from_secs(2),
         },
         admin: AdminSettings { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
-        upstream: UpstreamSettings { url: url(&format!("http://{upstream}"))?, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30) },
+        upstream: UpstreamSettings {
+            url: url(&format!("http://{upstream}"))?,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+        },
         oidc: OidcSettings {
             issuer: issuer.to_owned(),
             client_id: client.client_id.clone(),
@@ -93,10 +107,14 @@ fn demo_settings(listen: SocketAddr, client: &DevClient, issuer: &str, upstream:
             store: StoreKind::Cookie,
             max_flows: 3,
         },
-        headers: DEFAULT_HEADERS.iter().map(|(h, c)| (http::HeaderName::from_static(h), (*c).to_owned())).chain([
-            (http::HeaderName::from_static("x-auth-request-roles"), "https://example.com/roles".to_owned()),
-            (http::HeaderName::from_static("x-auth-request-picture"), "picture".to_owned()),
-        ]).collect(),
+        headers: DEFAULT_HEADERS
+            .iter()
+            .map(|(h, c)| (http::HeaderName::from_static(h), (*c).to_owned()))
+            .chain([
+                (http::HeaderName::from_static("x-auth-request-roles"), "https://example.com/roles".to_owned()),
+                (http::HeaderName::from_static("x-auth-request-picture"), "picture".to_owned()),
+            ])
+            .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
     })
@@ -106,9 +124,22 @@ fn demo_settings(listen: SocketAddr, client: &DevClient, issuer: &str, upstream:
 pub async fn spawn_echo_upstream(listen: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let limits = Limits { max_header_bytes: 65536, header_read_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60), max_connections: 1024 };
+    let limits = Limits {
+        max_header_bytes: 65536,
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 1024,
+    };
     let handler = |req: http::Request<hyper::body::Incoming>, _peer| async move { echo(&req) };
-    tokio::spawn(server::serve(listener, None, limits, Arc::new(Metrics::default()), handler, std::future::pending(), Duration::from_secs(1)));
+    tokio::spawn(server::serve(
+        listener,
+        None,
+        limits,
+        Arc::new(Metrics::default()),
+        handler,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
     Ok(addr)
 }
 
@@ -117,9 +148,17 @@ fn echo(req: &http::Request<hyper::body::Incoming>) -> Response<Body> {
     for (name, value) in req.headers() {
         let v = String::from_utf8_lossy(value.as_bytes());
         let mark = if name.as_str().starts_with("x-auth-request-") { " style=\"background:#e6ffe6\"" } else { "" };
-        rows.push_str(&format!("<tr{mark}><td><code>{}</code></td><td><code>{}</code></td></tr>", escape(name.as_str()), escape(&v)));
+        rows.push_str(&format!(
+            "<tr{mark}><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            escape(name.as_str()),
+            escape(&v)
+        ));
     }
-    let user = req.headers().get("x-auth-request-name").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let user = req
+        .headers()
+        .get("x-auth-request-name")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Demo upstream</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:50rem;margin:2rem auto}}td{{padding:2px 8px;vertical-align:top}}</style></head>\

@@ -98,9 +98,17 @@ pub struct DevIssuer {
 
 impl DevIssuer {
     /// Starts on `listen` (a loopback address; port 0 picks a free one) signing with `alg`.
-    pub async fn start(listen: SocketAddr, alg: DevAlg, client: DevClient, clock: Arc<dyn Clock>) -> std::io::Result<DevIssuer> {
+    pub async fn start(
+        listen: SocketAddr,
+        alg: DevAlg,
+        client: DevClient,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<DevIssuer> {
         if !listen.ip().is_loopback() {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the development issuer binds loopback addresses only"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the development issuer binds loopback addresses only",
+            ));
         }
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -116,16 +124,29 @@ impl DevIssuer {
             requests: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let limits = Limits { max_header_bytes: 16384, header_read_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60), max_connections: 1024 };
+        let limits = Limits {
+            max_header_bytes: 16384,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        };
         let handler_inner = Arc::clone(&inner);
         let handler = move |req, _peer| {
             let inner = Arc::clone(&handler_inner);
             async move { inner.handle(req).await }
         };
         let mut rx = stopped;
-        tokio::spawn(server::serve(listener, None, limits, Arc::new(Metrics::default()), handler, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }, Duration::from_secs(1)));
+        tokio::spawn(server::serve(
+            listener,
+            None,
+            limits,
+            Arc::new(Metrics::default()),
+            handler,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+            Duration::from_secs(1),
+        ));
         Ok(DevIssuer { inner, addr, stop })
     }
 
@@ -213,7 +234,8 @@ impl Inner {
             }
             (Method::GET, "/jwks") => {
                 self.count("jwks");
-                let keys: Vec<Value> = self.keys.lock().map(|k| k.iter().map(SigningKey::jwk).collect()).unwrap_or_default();
+                let keys: Vec<Value> =
+                    self.keys.lock().map(|k| k.iter().map(SigningKey::jwk).collect()).unwrap_or_default();
                 json_response(StatusCode::OK, &json!({ "keys": keys }))
             }
             (Method::GET, "/authorize") => {
@@ -253,11 +275,11 @@ impl Inner {
         })
     }
 
-    /// Checks an authorization request; returns its parameters or an error page.
-    fn check_authorize(&self, query: &str) -> Result<HashMap<String, String>, Response<Body>> {
+    /// Checks an authorization request; returns its parameters or why it is refused.
+    fn check_authorize(&self, query: &str) -> Result<HashMap<String, String>, &'static str> {
         let p: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
-        let bad = |why: &str| Err(html_page(StatusCode::BAD_REQUEST, "Bad authorization request", why, ""));
+        let bad = Err;
         if get("client_id") != self.client.client_id {
             return bad("unknown client_id");
         }
@@ -277,8 +299,8 @@ impl Inner {
     }
 
     fn authorize_page(&self, query: &str) -> Response<Body> {
-        if let Err(page) = self.check_authorize(query) {
-            return page;
+        if let Err(why) = self.check_authorize(query) {
+            return bad_authorize(why);
         }
         let form = format!(
             "<form method=\"post\" action=\"/authorize?{}\"><label>User name <input name=\"username\" autofocus required></label> \
@@ -292,7 +314,7 @@ impl Inner {
     fn authorize_submit(&self, query: &str, form: &[u8]) -> Response<Body> {
         let p = match self.check_authorize(query) {
             Ok(p) => p,
-            Err(page) => return page,
+            Err(why) => return bad_authorize(why),
         };
         let fields: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
         let user = fields.get("username").map(|u| u.trim()).unwrap_or("");
@@ -302,14 +324,17 @@ impl Inner {
         let code = random::token(24);
         let get = |k: &str| p.get(k).cloned().unwrap_or_default();
         if let Ok(mut codes) = self.codes.lock() {
-            codes.insert(code.clone(), Grant {
-                client_id: get("client_id"),
-                redirect_uri: get("redirect_uri"),
-                nonce: p.get("nonce").cloned(),
-                challenge: get("code_challenge"),
-                user: user.to_owned(),
-                scope: get("scope"),
-            });
+            codes.insert(
+                code.clone(),
+                Grant {
+                    client_id: get("client_id"),
+                    redirect_uri: get("redirect_uri"),
+                    nonce: p.get("nonce").cloned(),
+                    challenge: get("code_challenge"),
+                    user: user.to_owned(),
+                    scope: get("scope"),
+                },
+            );
         }
         let mut target = url::Url::parse(&get("redirect_uri")).expect("registered redirect URIs parse");
         {
@@ -320,7 +345,11 @@ impl Inner {
             }
             q.append_pair("iss", &self.issuer);
         }
-        Response::builder().status(StatusCode::FOUND).header(header::LOCATION, target.as_str()).body(body::empty()).expect("valid response")
+        Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, target.as_str())
+            .body(body::empty())
+            .expect("valid response")
     }
 
     fn client_authenticated(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
@@ -335,7 +364,10 @@ impl Inner {
                 Some((i, s)) => (url_decode(i), url_decode(s)),
                 None => return false,
             },
-            None => (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default()),
+            None => (
+                form.get("client_id").cloned().unwrap_or_default(),
+                form.get("client_secret").cloned().unwrap_or_default(),
+            ),
         };
         id == self.client.client_id && secret == self.client.client_secret
     }
@@ -358,14 +390,19 @@ impl Inner {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
                 let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, get("code_verifier").as_bytes()));
-                if grant.redirect_uri != get("redirect_uri") || grant.client_id != self.client.client_id || challenge != grant.challenge {
+                if grant.redirect_uri != get("redirect_uri")
+                    || grant.client_id != self.client.client_id
+                    || challenge != grant.challenge
+                {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
                 (grant.user, grant.nonce, grant.scope)
             }
             "refresh_token" => {
                 // Rotating refresh tokens: the old one is spent.
-                let Some((user, scope)) = self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token"))) else {
+                let Some((user, scope)) =
+                    self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token")))
+                else {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
                 (user, None, scope)
@@ -377,7 +414,11 @@ impl Inner {
         if let Some(hook) = &knobs.claims_hook {
             hook(&mut claims);
         }
-        let mut id_token = self.keys.lock().map(|k| k.last().map(|k| k.sign(&Value::Object(claims))).unwrap_or_default()).unwrap_or_default();
+        let mut id_token = self
+            .keys
+            .lock()
+            .map(|k| k.last().map(|k| k.sign(&Value::Object(claims))).unwrap_or_default())
+            .unwrap_or_default();
         if let Some(hook) = &knobs.token_hook {
             id_token = hook(id_token);
         }
@@ -419,7 +460,8 @@ impl Inner {
     }
 
     fn userinfo(&self, headers: &http::HeaderMap) -> Response<Body> {
-        let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let token =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let user = token.and_then(|t| self.access_tokens.lock().ok().and_then(|a| a.get(t).cloned()));
         match user {
             Some(u) => {
@@ -437,11 +479,19 @@ impl Inner {
         let p: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         match p.get("post_logout_redirect_uri") {
             Some(target) if target.starts_with("http://127.0.0.1") || target.starts_with("http://localhost") => {
-                Response::builder().status(StatusCode::FOUND).header(header::LOCATION, target).body(body::empty()).expect("valid response")
+                Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(header::LOCATION, target)
+                    .body(body::empty())
+                    .expect("valid response")
             }
             _ => html_page(StatusCode::OK, "Signed out", "You are signed out of the development issuer.", ""),
         }
     }
+}
+
+fn bad_authorize(why: &str) -> Response<Body> {
+    html_page(StatusCode::BAD_REQUEST, "Bad authorization request", why, "")
 }
 
 fn url_decode(s: &str) -> String {

@@ -76,7 +76,11 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
         }
         RequestError::IdTokenAsBearer => {
             tracing::info!(request_id = id, "refused an ID token presented as a bearer credential");
-            json(StatusCode::UNAUTHORIZED, "invalid_token", "ID tokens are not API credentials; present an access token.")
+            json(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "ID tokens are not API credentials; present an access token.",
+            )
         }
         RequestError::Upstream(e) => {
             tracing::warn!(request_id = id, error = %e, "upstream failed");
@@ -104,7 +108,13 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
         }
         LoginError::UnknownState | LoginError::Replayed | LoginError::FlowExpired | LoginError::IssuerMismatch => {
             tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
-            answer(ctx, StatusCode::BAD_REQUEST, e.reason(), "This login could not be completed. Please start again.", again)
+            answer(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                e.reason(),
+                "This login could not be completed. Please start again.",
+                again,
+            )
         }
         LoginError::IdpError { error, .. } => {
             tracing::info!(request_id = id, reason = e.reason(), idp_error = %error, "issuer returned an error");
@@ -117,23 +127,48 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
         }
         LoginError::Token(TokenError::Rejected(r)) => {
             tracing::warn!(request_id = id, reason = r.reason(), error = %r, "ID token rejected");
-            answer(ctx, StatusCode::UNAUTHORIZED, "invalid_id_token", "The identity provider's token was not accepted.", again)
+            answer(
+                ctx,
+                StatusCode::UNAUTHORIZED,
+                "invalid_id_token",
+                "The identity provider's token was not accepted.",
+                again,
+            )
         }
         LoginError::Token(TokenError::Provider(p)) => {
             tracing::warn!(request_id = id, error = %p, "issuer unavailable");
             let status = match p {
-                ProviderError::Refused { .. } => StatusCode::BAD_GATEWAY,
+                // A refusal (invalid_grant, invalid_client) is a broken exchange; a 5xx answer is an outage.
+                ProviderError::Refused { status, .. } if *status < 500 => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
-            answer(ctx, status, "issuer_unavailable", "The identity provider is not available. Try again shortly.", again)
+            answer(
+                ctx,
+                status,
+                "issuer_unavailable",
+                "The identity provider is not available. Try again shortly.",
+                again,
+            )
         }
         LoginError::NoIdToken => {
-            tracing::warn!(request_id = id, "token endpoint answered without an id_token (is the openid scope allowed?)");
+            tracing::warn!(
+                request_id = id,
+                "token endpoint answered without an id_token (is the openid scope allowed?)"
+            );
             answer(ctx, StatusCode::BAD_GATEWAY, "no_id_token", "The identity provider returned no ID token.", again)
         }
         LoginError::SessionTooLarge => {
-            tracing::error!(request_id = id, "session too large for cookies; use session.store = \"memory\" or \"redis\"");
-            answer(ctx, StatusCode::INTERNAL_SERVER_ERROR, "session_too_large", "The session is too large to keep.", None)
+            tracing::error!(
+                request_id = id,
+                "session too large for cookies; use session.store = \"memory\" or \"redis\""
+            );
+            answer(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session_too_large",
+                "The session is too large to keep.",
+                None,
+            )
         }
     }
 }

@@ -109,7 +109,11 @@ impl Forwarder {
         let mut target = String::with_capacity(self.base_path.len() + path_and_query.len());
         target.push_str(&self.base_path);
         target.push_str(path_and_query);
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())

@@ -117,17 +117,14 @@ fn parse<'a>(raw: &'a str, allowed: &[Algorithm]) -> Result<Parsed<'a>, Rejectio
         return Err(Rejection::Malformed("empty part"));
     }
     let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| Rejection::Malformed("header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| Rejection::Malformed("header is not a JSON object with alg"))?;
+    let header: Header = serde_json::from_slice(&header_bytes)
+        .map_err(|_| Rejection::Malformed("header is not a JSON object with alg"))?;
     if header.crit.is_some() {
         return Err(Rejection::Malformed("critical header extensions are not understood"));
     }
     // `none` and HMAC algorithms are not in any allow-list the configuration accepts; checking membership is the
     // whole rule, whatever the spelling.
-    let alg = allowed
-        .iter()
-        .copied()
-        .find(|a| alg_name(*a) == header.alg)
-        .ok_or(Rejection::AlgNotAllowed)?;
+    let alg = allowed.iter().copied().find(|a| alg_name(*a) == header.alg).ok_or(Rejection::AlgNotAllowed)?;
     let payload_bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| Rejection::Malformed("payload is not base64url"))?;
     let payload: Map<String, Value> =
         serde_json::from_slice(&payload_bytes).map_err(|_| Rejection::Malformed("payload is not a JSON object"))?;
@@ -155,7 +152,13 @@ pub fn alg_name(a: Algorithm) -> &'static str {
 
 /// Validates `raw` and returns its claims. `nonce` is the value sent with the authorization request (`None` where
 /// none is expected, as on refresh when the first token had none).
-pub fn validate(raw: &str, keys: &KeySet, want: &Expectations, nonce: Option<&str>, now: i64) -> Result<Claims, Rejection> {
+pub fn validate(
+    raw: &str,
+    keys: &KeySet,
+    want: &Expectations,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<Claims, Rejection> {
     let parsed = parse(raw, &want.allowed_algs)?;
     let key = keys.find(parsed.kid.as_deref(), parsed.alg).ok_or(Rejection::UnknownKey)?;
     let ok = jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), key, parsed.alg)
@@ -206,10 +209,10 @@ fn check_claims(c: &Map<String, Value>, want: &Expectations, nonce: Option<&str>
     if iat > now.saturating_add(leeway) {
         return Err(Rejection::IssuedInFuture);
     }
-    if let Some(nbf) = time_claim(c, "nbf")? {
-        if nbf > now.saturating_add(leeway) {
-            return Err(Rejection::NotYetValid);
-        }
+    if let Some(nbf) = time_claim(c, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(Rejection::NotYetValid);
     }
     if let Some(expected) = nonce {
         match c.get("nonce") {

@@ -74,10 +74,10 @@ impl HeaderPlan {
             .collect();
         let joined = kept.join("; ");
         headers.remove(COOKIE);
-        if !joined.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&joined) {
-                headers.insert(COOKIE, v);
-            }
+        if !joined.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&joined)
+        {
+            headers.insert(COOKIE, v);
         }
     }
 
@@ -137,7 +137,14 @@ mod tests {
     #[test]
     fn strips_spoofed_variants_and_our_cookies() {
         let mut h = HeaderMap::new();
-        for name in ["X-Auth-Request-User", "x_auth_request_user", "X-AUTH-REQUEST-EMAIL", "x-user_roles", "X_Name", "x-forwarded-user"] {
+        for name in [
+            "X-Auth-Request-User",
+            "x_auth_request_user",
+            "X-AUTH-REQUEST-EMAIL",
+            "x-user_roles",
+            "X_Name",
+            "x-forwarded-user",
+        ] {
             h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("evil"));
         }
         h.append("x-auth-request-user", HeaderValue::from_static("evil2"));

@@ -9,9 +9,9 @@
 //!              any error ─► error::respond ─► one response, one log line
 //! ```
 
-pub mod cli;
-pub mod config;
-pub mod app;
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+// The data path, in the order a request meets it.
 pub mod server;
 pub mod route;
 pub mod login;
@@ -24,11 +24,15 @@ pub mod forward;
 pub mod pipeline;
 pub mod error;
 
-pub mod body;
+// Beside the path: start-up, configuration, wiring and support.
+pub mod cli;
+pub mod config;
+pub mod app;
 pub mod check;
+pub mod body;
 pub mod client;
 pub mod clock;
-pub mod demo;
-pub mod dev_issuer;
 pub mod random;
 pub mod telemetry;
+pub mod dev_issuer;
+pub mod demo;

@@ -64,8 +64,9 @@ impl LoginError {
 
 /// Query parameters, refusing duplicates of the ones that matter (a peer's confusion bug).
 pub(crate) fn query_params(query: Option<&str>, unique: &[&'static str]) -> Result<Vec<(String, String)>, LoginError> {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     for name in unique {
         if pairs.iter().filter(|(k, _)| k == name).count() > 1 {
             return Err(LoginError::DuplicateParameter(name));

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).await,
             Command::Demo { port } => {
-                telemetry::init(&config::settings::LogSettings { format: config::LogFormat::Text, level: "info".into() });
+                telemetry::init(&config::settings::LogSettings {
+                    format: config::LogFormat::Text,
+                    level: "info".into(),
+                });
                 match demo::run(port).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

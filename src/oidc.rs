@@ -36,8 +36,8 @@ pub enum ProviderError {
     BadDocument { what: &'static str, why: String },
     #[error("discovery issuer {got:?} differs from the configured issuer {expected:?}")]
     IssuerMismatch { expected: String, got: String },
-    #[error("token endpoint refused: {error}")]
-    Refused { error: String, description: Option<String> },
+    #[error("token endpoint refused with HTTP {status}: {error}")]
+    Refused { status: u16, error: String, description: Option<String> },
 }
 
 /// Discovery metadata and keys once loaded.
@@ -80,7 +80,9 @@ impl Provider {
         self.keys.refresh(self, &metadata.jwks_uri).await?;
         let expectations = Expectations {
             issuer: metadata.issuer.clone(),
-            audiences: std::iter::once(self.settings.client_id.clone()).chain(self.settings.extra_audiences.iter().cloned()).collect(),
+            audiences: std::iter::once(self.settings.client_id.clone())
+                .chain(self.settings.extra_audiences.iter().cloned())
+                .collect(),
             allowed_algs: self.settings.allowed_algs.clone(),
             leeway: self.settings.leeway.as_secs() as i64,
         };
@@ -111,10 +113,10 @@ impl Provider {
             }
             loop {
                 tokio::time::sleep(this.keys.refresh_in()).await;
-                if let Ok(m) = this.metadata() {
-                    if let Err(e) = this.keys.refresh(&this, &m.jwks_uri).await {
-                        tracing::warn!(error = %e, "periodic JWKS refresh failed; keeping the keys we have");
-                    }
+                if let Ok(m) = this.metadata()
+                    && let Err(e) = this.keys.refresh(&this, &m.jwks_uri).await
+                {
+                    tracing::warn!(error = %e, "periodic JWKS refresh failed; keeping the keys we have");
                 }
             }
         })
@@ -131,7 +133,11 @@ impl Provider {
     }
 
     fn expectations(&self) -> Result<Arc<Expectations>, ProviderError> {
-        self.loaded.read().ok().and_then(|l| l.as_ref().map(|l| Arc::clone(&l.expectations))).ok_or(ProviderError::NotReady)
+        self.loaded
+            .read()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| Arc::clone(&l.expectations)))
+            .ok_or(ProviderError::NotReady)
     }
 
     /// Validates an ID token with the current keys; a `kid` we do not know causes one throttled, shared JWKS
@@ -160,8 +166,11 @@ impl Provider {
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
-            let cache_control = resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let body = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES).await.map_err(|e| unreachable(e.to_string()))?;
+            let cache_control =
+                resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let body = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
             Ok(Answer { status, cache_control, body })
         };
         tokio::time::timeout(self.settings.http_timeout, exchange).await.map_err(|_| unreachable("timed out".into()))?

@@ -31,7 +31,13 @@ impl<E: Into<RequestError>> From<E> for Failure {
 type Result<T> = std::result::Result<T, Failure>;
 
 /// A proxied path: public routes skip the session but not the stripping.
-pub async fn proxy(state: &State, mut req: Request<Incoming>, peer: Peer, auth: AuthMode, rule: Option<usize>) -> Result<Response<Body>> {
+pub async fn proxy(
+    state: &State,
+    mut req: Request<Incoming>,
+    peer: Peer,
+    auth: AuthMode,
+    rule: Option<usize>,
+) -> Result<Response<Body>> {
     refuse_id_token_bearer(state, req.headers())?;
     if auth == AuthMode::Public {
         state.headers.strip(req.headers_mut());
@@ -42,10 +48,10 @@ pub async fn proxy(state: &State, mut req: Request<Incoming>, peer: Peer, auth: 
     let headers = req.headers_mut();
     state.headers.strip(headers);
     state.headers.apply(headers, session.claims(), &permit);
-    if let Some(at) = session.access_token() {
-        if let Ok(v) = HeaderValue::from_str(at) {
-            headers.insert("x-forwarded-access-token", v);
-        }
+    if let Some(at) = session.access_token()
+        && let Ok(v) = HeaderValue::from_str(at)
+    {
+        headers.insert("x-forwarded-access-token", v);
     }
     let started = tokio::time::Instant::now();
     let resp = state.forwarder.send(req, peer).await;
@@ -132,7 +138,8 @@ fn looks_like_our_id_token(token: &str, issuer: &str, client_id: &str) -> bool {
     let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let decode =
+        |s: &str| URL_SAFE_NO_PAD.decode(s).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
     let (Some(header), Some(claims)) = (decode(h), decode(p)) else {
         return false;
     };
@@ -144,4 +151,3 @@ fn looks_like_our_id_token(token: &str, issuer: &str, client_id: &str) -> bool {
     let claims = Claims::new(map.clone());
     claims.get("iss").and_then(|v| v.as_str()) == Some(issuer) && claims.values("aud").iter().any(|a| a == client_id)
 }
-

@@ -21,7 +21,10 @@ pub enum Endpoint {
 pub enum Route {
     Endpoint(Endpoint),
     /// A proxied path: its auth mode and the index of its rule (`None`: the default, login required).
-    Proxy { auth: AuthMode, rule: Option<usize> },
+    Proxy {
+        auth: AuthMode,
+        rule: Option<usize>,
+    },
 }
 
 /// Who is asking: a browser navigating (may be sent to log in) or anything else (gets 401/403 JSON).
@@ -50,7 +53,7 @@ impl RouteTable {
     pub fn new(prefix: &str, callback_path: &str, routes: &[RouteSettings]) -> Self {
         let mut table: Vec<(String, AuthMode, usize)> =
             routes.iter().enumerate().map(|(i, r)| (r.prefix.trim_end_matches('/').to_owned(), r.auth, i)).collect();
-        table.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Self { prefix: prefix.to_owned(), callback: callback_path.to_owned(), routes: table }
     }
 
@@ -84,7 +87,8 @@ impl RouteTable {
     pub fn rule_for(&self, path: &str) -> Route {
         for (prefix, auth, i) in &self.routes {
             let matches = prefix.is_empty()
-                || (path.starts_with(prefix.as_str()) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')));
+                || (path.starts_with(prefix.as_str())
+                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')));
             if matches {
                 return Route::Proxy { auth: *auth, rule: Some(*i) };
             }
@@ -145,7 +149,8 @@ pub fn kind(method: &Method, headers: &HeaderMap) -> RequestKind {
     if let Some(mode) = h("sec-fetch-mode") {
         return if mode.eq_ignore_ascii_case("navigate") { RequestKind::Navigation } else { RequestKind::Api };
     }
-    let accepts_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    let accepts_html =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if accepts_html { RequestKind::Navigation } else { RequestKind::Api }
 }
 
@@ -194,7 +199,11 @@ mod tests {
             any_of: Default::default(),
             all_of: Default::default(),
         };
-        RouteTable::new("/oauth2", "/oauth2/callback", &[r("/public", AuthMode::Public), r("/public/secret", AuthMode::Login), r("/api", AuthMode::Api)])
+        RouteTable::new(
+            "/oauth2",
+            "/oauth2/callback",
+            &[r("/public", AuthMode::Public), r("/public/secret", AuthMode::Login), r("/api", AuthMode::Api)],
+        )
     }
 
     #[test]

@@ -9,10 +9,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    config::settings::SessionSettings,
-    id_token::Claims,
-};
+use crate::{config::settings::SessionSettings, id_token::Claims};
 use cookie::Attributes;
 use seal::{KeyRing, Purpose};
 
@@ -123,7 +120,8 @@ impl Sessions {
 
     /// `Set-Cookie` values for a new session, replacing whatever session cookies the request carried.
     pub fn seal(&self, req: &HeaderMap, new: &NewSession<'_>, now: i64) -> Result<Vec<HeaderValue>, SessionError> {
-        let sealed = Sealed { id_token: new.id_token, refresh_token: new.refresh_token, access_token: new.access_token };
+        let sealed =
+            Sealed { id_token: new.id_token, refresh_token: new.refresh_token, access_token: new.access_token };
         let plain = serde_json::to_vec(&sealed).map_err(|_| SessionError::TooLarge)?;
         let value = self.ring.seal(&self.name, &plain);
         let max_age = new.claims.exp() - now;

@@ -19,10 +19,12 @@ pub fn init(log: &LogSettings) {
 
 /// A request id: the client's `X-Request-Id` when it is short and printable, otherwise a fresh random one.
 pub fn request_id(headers: &http::HeaderMap) -> String {
-    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
-            return v.to_owned();
-        }
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return v.to_owned();
     }
     crate::random::token(12)
 }

@@ -207,8 +207,7 @@ impl Settings {
                 as usize,
             header_read_timeout: secs(p, "server.header_read_timeout_secs", raw.server.header_read_timeout_secs, 10),
             idle_timeout: secs(p, "server.idle_timeout_secs", raw.server.idle_timeout_secs, 60),
-            max_connections: range(p, "server.max_connections", raw.server.max_connections, 16384, 1, 1 << 20)
-                as usize,
+            max_connections: range(p, "server.max_connections", raw.server.max_connections, 16384, 1, 1 << 20) as usize,
             shutdown_grace: secs(p, "server.shutdown_grace_secs", raw.server.shutdown_grace_secs, 25),
         };
         let admin =
@@ -275,10 +274,10 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
         Some(i) => {
             // The issuer is compared exactly, so it is kept as written; it must still be an https (or loopback
             // http) URL without query or fragment (OpenID Connect Discovery §4.3).
-            if let Some(u) = http_url(p, "oidc.issuer", &i) {
-                if u.query().is_some() || u.fragment().is_some() {
-                    p.add("oidc.issuer", "must not have a query or fragment");
-                }
+            if let Some(u) = http_url(p, "oidc.issuer", &i)
+                && (u.query().is_some() || u.fragment().is_some())
+            {
+                p.add("oidc.issuer", "must not have a query or fragment");
             }
             i
         }
@@ -291,7 +290,9 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
     };
     let allowed_algs = match raw.allowed_algs {
         None => DEFAULT_ALGS.to_vec(),
-        Some(list) if list.is_empty() => p.bad("oidc.allowed_algs", "must name at least one algorithm").unwrap_or_default(),
+        Some(list) if list.is_empty() => {
+            p.bad("oidc.allowed_algs", "must name at least one algorithm").unwrap_or_default()
+        }
         Some(list) => list.iter().filter_map(|a| alg(p, a)).collect(),
     };
     let scopes = raw.scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
@@ -389,11 +390,19 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
     }
     let any_of = raw.any_of.unwrap_or_default();
     let all_of = raw.all_of.unwrap_or_default();
-    let has_rules = !email_domains.is_empty() || raw.email_verified.is_some() || !any_of.is_empty() || !all_of.is_empty();
+    let has_rules =
+        !email_domains.is_empty() || raw.email_verified.is_some() || !any_of.is_empty() || !all_of.is_empty();
     if auth == AuthMode::Public && has_rules {
         p.add(&key("auth"), "a public route cannot have claim requirements");
     }
-    Some(RouteSettings { prefix, auth, email_domains, email_verified: raw.email_verified.unwrap_or(false), any_of, all_of })
+    Some(RouteSettings {
+        prefix,
+        auth,
+        email_domains,
+        email_verified: raw.email_verified.unwrap_or(false),
+        any_of,
+        all_of,
+    })
 }
 
 // === field helpers: each adds a problem naming the key and returns a usable placeholder ===
@@ -459,9 +468,17 @@ fn alg(p: &mut Problems, value: &str) -> Option<Algorithm> {
         "ES384" => ES384,
         "EdDSA" => EdDSA,
         "none" | "HS256" | "HS384" | "HS512" => {
-            return p.bad("oidc.allowed_algs", &format!("{value:?} is never allowed: ID tokens must be signed with the issuer's asymmetric key"));
+            return p.bad(
+                "oidc.allowed_algs",
+                &format!("{value:?} is never allowed: ID tokens must be signed with the issuer's asymmetric key"),
+            );
         }
-        other => return p.bad("oidc.allowed_algs", &format!("{other:?}: unsupported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)")),
+        other => {
+            return p.bad(
+                "oidc.allowed_algs",
+                &format!("{other:?}: unsupported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"),
+            );
+        }
     };
     Some(alg)
 }

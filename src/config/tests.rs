@@ -1,0 +1,231 @@
+use std::{collections::HashMap, io::Write};
+
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:4180"
+trusted_proxies = ["10.0.0.0/8"]
+[admin]
+listen = "127.0.0.1:9180"
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "https://issuer.example.com"
+client_id = "my-app"
+client_secret = "s3cret"
+redirect_url = "https://app.example.com/oauth2/callback"
+[session]
+secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+[headers]
+"X-Auth-Request-User" = "sub"
+"X-Roles" = "https://example.com/roles"
+"#;
+
+fn file(ext: &str, text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(ext).tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn keys(e: &ConfigError) -> Vec<&str> {
+    e.problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn good_file_loads_with_defaults() {
+    let f = file(".toml", GOOD);
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.oidc.client_id, "my-app");
+    assert_eq!(s.oidc.scopes, ["openid", "profile", "email"]);
+    assert_eq!(s.session.cookie_name, "idgate");
+    assert!(s.session.cookie_secure);
+    assert_eq!(s.callback_path(), "/oauth2/callback");
+    assert_eq!(s.headers.len(), 2);
+    assert_eq!(s.headers[1].0.as_str(), "x-roles");
+    assert_eq!(s.headers[1].1, "https://example.com/roles");
+    assert_eq!(s.server.trusted_proxies.len(), 1);
+}
+
+#[test]
+fn yaml_is_accepted() {
+    let yaml = "upstream:\n  url: http://127.0.0.1:8080\noidc:\n  issuer: https://i.example.com\n  client_id: c\n  redirect_url: https://a.example.com/oauth2/callback\nsession:\n  secret: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n";
+    let f = file(".yaml", yaml);
+    assert_eq!(load(f.path(), &HashMap::new()).unwrap().oidc.issuer, "https://i.example.com");
+}
+
+#[test]
+fn environment_overrides_and_idgate_config_coexist() {
+    let f = file(".toml", GOOD);
+    let e = env(&[
+        ("IDGATE_CONFIG", "/somewhere/else.toml"),
+        ("IDGATE_OIDC__CLIENT_SECRET", "from-env"),
+        ("IDGATE_OIDC__SCOPES", "openid,email,offline_access"),
+        ("IDGATE_SESSION__COOKIE_SECURE", "false"),
+        ("IDGATE_SERVER__MAX_CONNECTIONS", "77"),
+        ("UNRELATED", "x"),
+    ]);
+    let s = load(f.path(), &e).unwrap();
+    assert_eq!(s.oidc.client_secret.unwrap().expose(), "from-env");
+    assert_eq!(s.oidc.scopes, ["openid", "email", "offline_access"]);
+    assert!(!s.session.cookie_secure);
+    assert_eq!(s.server.max_connections, 77);
+}
+
+#[test]
+fn secret_files_are_read() {
+    let secret = file(".txt", "file-secret\n");
+    let session = file(".txt", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n");
+    let text = GOOD
+        .replace("client_secret = \"s3cret\"", &format!("client_secret_file = {:?}", secret.path()))
+        .replace("secret = \"MDEy", "secret_old = \"MDEy");
+    let text = text.replace(
+        "secret_old = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"",
+        &format!("secret_file = {:?}", session.path()),
+    );
+    let f = file(".toml", &text);
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.oidc.client_secret.unwrap().expose(), "file-secret");
+    assert_eq!(s.session.secret.expose(), "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    // The environment can name the file too.
+    let f = file(".toml", GOOD);
+    let s = load(
+        f.path(),
+        &env(&[
+            ("IDGATE_OIDC__CLIENT_SECRET_FILE", secret.path().to_str().unwrap()),
+            ("IDGATE_OIDC__CLIENT_SECRET", ""),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(keys(&s), ["oidc.client_secret_file"], "both set is an error: {s}");
+}
+
+#[test]
+fn missing_secret_file_names_the_key() {
+    let text = GOOD.replace("client_secret = \"s3cret\"", "client_secret_file = \"/nonexistent/secret\"");
+    let e = load(file(".toml", &text).path(), &HashMap::new()).unwrap_err();
+    assert_eq!(keys(&e), ["oidc.client_secret_file"]);
+    assert!(e.to_string().contains("/nonexistent/secret"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+[server]
+listen = "not-an-address"
+trusted_proxies = ["10.0.0.0/33"]
+max_header_bytes = 10
+[upstream]
+url = "ftp://x"
+[oidc]
+issuer = "issuer.example.com"
+redirect_url = "/callback"
+allowed_algs = ["HS256", "none", "XX1"]
+scopes = ["profile"]
+[session]
+secret = "tiny-secret-value"
+store = "disk"
+"#;
+    let e = load(file(".toml", text).path(), &HashMap::new()).unwrap_err();
+    let k = keys(&e);
+    for want in [
+        "server.listen",
+        "server.trusted_proxies[0]",
+        "server.max_header_bytes",
+        "upstream.url",
+        "oidc.issuer",
+        "oidc.client_id",
+        "oidc.redirect_url",
+        "oidc.allowed_algs",
+        "oidc.scopes",
+        "session.secret",
+        "session.store",
+    ] {
+        assert!(k.contains(&want), "{want} not reported in {k:?}");
+    }
+    assert_eq!(k.iter().filter(|x| **x == "oidc.allowed_algs").count(), 3);
+    assert!(!e.to_string().contains("tiny-secret-value"), "secret values are never echoed: {e}");
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_named() {
+    let e =
+        load(file(".toml", &GOOD.replace("[admin]", "[admin]\nlisten_typo = 1")).path(), &HashMap::new()).unwrap_err();
+    assert!(e.to_string().contains("listen_typo"), "{e}");
+    let e = load(file(".toml", &format!("{GOOD}\n[bogus]\nx = 1\n")).path(), &HashMap::new()).unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e = load(
+        file(
+            ".toml",
+            &GOOD.replace("listen = \"127.0.0.1:4180\"", "listen = \"127.0.0.1:4180\"\nmax_connections = \"many\""),
+        )
+        .path(),
+        &HashMap::new(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("max_connections"), "{e}");
+    let e = load(file(".toml", GOOD).path(), &env(&[("IDGATE_OIDC__CLIENT_SECRT", "x")])).unwrap_err();
+    assert!(e.to_string().contains("client_secrt"), "{e}");
+    let e = load(file(".toml", GOOD).path(), &env(&[("IDGATE_LOGLEVEL", "x")])).unwrap_err();
+    assert_eq!(keys(&e), ["IDGATE_LOGLEVEL"]);
+}
+
+#[test]
+fn unreadable_or_unparsable_files() {
+    let e = load(std::path::Path::new("/nonexistent/idgate.toml"), &HashMap::new()).unwrap_err();
+    assert_eq!(keys(&e), ["config"]);
+    let e = load(file(".toml", "[server\nlisten=").path(), &HashMap::new()).unwrap_err();
+    assert_eq!(keys(&e), ["config"]);
+    let e = load(file(".ini", GOOD).path(), &HashMap::new()).unwrap_err();
+    assert!(e.to_string().contains(".toml"));
+}
+
+#[test]
+fn route_and_header_validation() {
+    let text = format!(
+        "{GOOD}\n[[routes]]\nprefix = \"public\"\n[[routes]]\nprefix = \"/p\"\nauth = \"public\"\nemail_domains = [\"example.com\"]\n[[routes]]\nprefix = \"/x\"\nauth = \"maybe\"\n"
+    );
+    let e = load(file(".toml", &text).path(), &HashMap::new()).unwrap_err();
+    assert_eq!(keys(&e), ["routes[0].prefix", "routes[1].auth", "routes[2].auth"]);
+    let bad_header = GOOD.replace("\"X-Roles\"", "\"Cookie\"");
+    let e = load(file(".toml", &bad_header).path(), &HashMap::new()).unwrap_err();
+    assert!(keys(&e)[0].starts_with("headers."), "{e}");
+}
+
+#[test]
+fn example_configs_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+            // Examples name secret files that exist only in a deployment: give them real files.
+            let secret = file(".txt", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = regex_lite_replace_files(&text, secret.path().to_str().unwrap());
+            let f = file(".toml", &text);
+            load(f.path(), &HashMap::new()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "config/ holds the sidecar, gateway and docker examples");
+}
+
+/// Points every `*_file = "..."` line at `path`.
+fn regex_lite_replace_files(text: &str, path: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if (t.starts_with("client_secret_file") || t.starts_with("secret_file")) && t.contains('=') {
+                format!("{} = {path:?}", t.split('=').next().unwrap().trim())
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

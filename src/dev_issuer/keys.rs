@@ -52,9 +52,17 @@ impl SigningKey {
     /// Generates a fresh key for `alg` (RSA 2048 or the matching curve).
     pub fn generate(alg: DevAlg) -> Self {
         let material = match alg {
-            DevAlg::RS256 | DevAlg::PS256 => Material::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key generation")),
-            DevAlg::ES256 => Material::Ec(EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key generation"), "P-256"),
-            DevAlg::ES384 => Material::Ec(EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).expect("P-384 key generation"), "P-384"),
+            DevAlg::RS256 | DevAlg::PS256 => {
+                Material::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key generation"))
+            }
+            DevAlg::ES256 => Material::Ec(
+                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key generation"),
+                "P-256",
+            ),
+            DevAlg::ES384 => Material::Ec(
+                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).expect("P-384 key generation"),
+                "P-384",
+            ),
         };
         Self { kid: crate::random::token(9), alg, material }
     }

@@ -62,7 +62,12 @@ impl KeySet {
             keys: Vec<serde_json::Value>,
         }
         let doc: Doc = serde_json::from_slice(json).map_err(|_| KeySetError::NotJwks)?;
-        let keys: Vec<Key> = doc.keys.into_iter().filter_map(|v| serde_json::from_value::<Jwk>(v).ok()).filter_map(key_from_jwk).collect();
+        let keys: Vec<Key> = doc
+            .keys
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+            .filter_map(key_from_jwk)
+            .collect();
         if keys.is_empty() {
             return Err(KeySetError::NoUsableKey);
         }

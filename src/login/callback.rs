@@ -37,10 +37,10 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
         return Err(LoginError::Replayed);
     }
     let metadata = state.provider.metadata()?;
-    if let Some(iss) = param(&params, "iss") {
-        if iss != metadata.issuer {
-            return Err(LoginError::IssuerMismatch);
-        }
+    if let Some(iss) = param(&params, "iss")
+        && iss != metadata.issuer
+    {
+        return Err(LoginError::IssuerMismatch);
     }
     let code = param(&params, "code").ok_or(LoginError::MissingParameter("code"))?;
     let tokens = state.provider.redeem(code, &flow.verifier).await?;

@@ -62,7 +62,8 @@ impl Flows {
         existing.sort();
         existing.dedup_by(|a, b| a.1 == b.1);
         let excess = (existing.len() + 1).saturating_sub(self.max);
-        let mut out: Vec<HeaderValue> = existing.iter().take(excess).map(|(_, n)| self.attrs.clear(n, &self.path)).collect();
+        let mut out: Vec<HeaderValue> =
+            existing.iter().take(excess).map(|(_, n)| self.attrs.clear(n, &self.path)).collect();
         let name = self.name(&flow.state);
         let value = self.ring.seal(&name, &serde_json::to_vec(flow).unwrap_or_default());
         out.push(self.attrs.set(&name, &value, &self.path, FLOW_TTL_SECS));
@@ -87,6 +88,9 @@ impl Flows {
 
     /// `Set-Cookie` deleting every flow cookie the request carried.
     pub fn end_all(&self, req: &HeaderMap) -> Vec<HeaderValue> {
-        cookie::iter(req).filter(|(n, _)| n.starts_with(self.prefix.as_str())).map(|(n, _)| self.attrs.clear(n, &self.path)).collect()
+        cookie::iter(req)
+            .filter(|(n, _)| n.starts_with(self.prefix.as_str()))
+            .map(|(n, _)| self.attrs.clear(n, &self.path))
+            .collect()
     }
 }

@@ -18,7 +18,13 @@ const CSRF_NAME: &str = "idgate-sign-out";
 const CSRF_TTL_SECS: i64 = 600;
 
 /// `GET|POST {prefix}/sign_out?rd=PATH`. `form` is the POST body (form-urlencoded).
-pub fn sign_out(state: &State, method: &Method, req: &HeaderMap, query: Option<&str>, form: &[u8]) -> Result<Response<Body>, LoginError> {
+pub fn sign_out(
+    state: &State,
+    method: &Method,
+    req: &HeaderMap,
+    query: Option<&str>,
+    form: &[u8],
+) -> Result<Response<Body>, LoginError> {
     let session = state.sessions.open(req, state.clock.now()).ok();
     let binding = session.as_ref().map(|s| session_ref(s.id_token_hint())).unwrap_or_else(|| "-".into());
     let params = query_params(query, &["rd"])?;
@@ -48,26 +54,29 @@ pub fn sign_out(state: &State, method: &Method, req: &HeaderMap, query: Option<&
         return Err(LoginError::BadCsrf);
     }
     let mut location = rd.clone();
-    if let (Some(s), Ok(m)) = (&session, state.provider.metadata()) {
-        if let Some(end) = m.end_session_endpoint.as_deref().and_then(|e| url::Url::parse(e).ok()) {
-            let mut end = end;
-            {
-                let mut q = end.query_pairs_mut();
-                q.append_pair("id_token_hint", s.id_token_hint());
-                q.append_pair("client_id", &state.provider.settings().client_id);
-                if let Some(post) = &state.provider.settings().post_logout_redirect_url {
-                    q.append_pair("post_logout_redirect_uri", post.as_str());
-                }
-                q.append_pair("state", &random::token(16));
+    if let (Some(s), Ok(m)) = (&session, state.provider.metadata())
+        && let Some(end) = m.end_session_endpoint.as_deref().and_then(|e| url::Url::parse(e).ok())
+    {
+        let mut end = end;
+        {
+            let mut q = end.query_pairs_mut();
+            q.append_pair("id_token_hint", s.id_token_hint());
+            q.append_pair("client_id", &state.provider.settings().client_id);
+            if let Some(post) = &state.provider.settings().post_logout_redirect_url {
+                q.append_pair("post_logout_redirect_uri", post.as_str());
             }
-            location = end.into();
+            q.append_pair("state", &random::token(16));
         }
+        location = end.into();
     }
     if let Some(s) = &session {
         state.provider.metrics().event(Event::SignOut("rp_initiated"));
         tracing::info!(target: "idgate::audit", event = "logout", sub = s.claims().sub(), session = %binding, "signed out");
     }
-    let mut resp = Response::builder().status(StatusCode::FOUND).header(header::LOCATION, location).header(header::CACHE_CONTROL, "no-store");
+    let mut resp = Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store");
     for c in state.sessions.clear(req).into_iter().chain(state.flows.end_all(req)) {
         resp = resp.header(header::SET_COOKIE, c);
     }

@@ -31,11 +31,16 @@ pub fn url_for(issuer: &str) -> String {
 pub(super) async fn fetch(p: &Provider, issuer: &str) -> Result<Metadata, ProviderError> {
     const WHAT: &str = "discovery";
     let answer = p.get(WHAT, &url_for(issuer)).await?;
-    let m: Metadata = serde_json::from_slice(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
+    let m: Metadata = serde_json::from_slice(&answer.body)
+        .map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
     if m.issuer != issuer {
         return Err(ProviderError::IssuerMismatch { expected: issuer.to_owned(), got: m.issuer });
     }
-    for (name, url) in [("authorization_endpoint", &m.authorization_endpoint), ("token_endpoint", &m.token_endpoint), ("jwks_uri", &m.jwks_uri)] {
+    for (name, url) in [
+        ("authorization_endpoint", &m.authorization_endpoint),
+        ("token_endpoint", &m.token_endpoint),
+        ("jwks_uri", &m.jwks_uri),
+    ] {
         if url::Url::parse(url).is_err() {
             return Err(ProviderError::BadDocument { what: WHAT, why: format!("{name} is not a URL") });
         }

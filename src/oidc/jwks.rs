@@ -57,7 +57,8 @@ impl KeyCache {
         const WHAT: &str = "jwks_uri";
         let result = async {
             let answer = p.get(WHAT, jwks_uri).await?;
-            let keys = KeySet::from_jwks(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
+            let keys = KeySet::from_jwks(&answer.body)
+                .map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
             Ok((keys, answer.cache_control))
         }
         .await;

@@ -36,8 +36,13 @@ impl Provider {
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
     pub async fn redeem(&self, code: &str, verifier: &str) -> Result<Tokens, ProviderError> {
         let redirect = self.settings.redirect_url.as_str();
-        self.token_request(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect), ("code_verifier", verifier)])
-            .await
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ])
+        .await
     }
 
     /// Uses a refresh token (`grant_type=refresh_token`).
@@ -64,14 +69,21 @@ impl Provider {
                 req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
             }
             TokenAuthMethod::ClientSecretBasic => form.push(("client_id", &s.client_id)),
-            TokenAuthMethod::ClientSecretPost => form.extend([("client_id", s.client_id.as_str()), ("client_secret", secret)]),
+            TokenAuthMethod::ClientSecretPost => {
+                form.extend([("client_id", s.client_id.as_str()), ("client_secret", secret)])
+            }
         }
         let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
-        let req = req.body(body::full(encoded)).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
+        let req =
+            req.body(body::full(encoded)).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
         let answer = self.call(WHAT, req).await?;
         if !answer.status.is_success() {
             return Err(match serde_json::from_slice::<OAuthError>(&answer.body) {
-                Ok(e) => ProviderError::Refused { error: e.error, description: e.error_description },
+                Ok(e) => ProviderError::Refused {
+                    status: answer.status.as_u16(),
+                    error: e.error,
+                    description: e.error_description,
+                },
                 Err(_) => ProviderError::Status { what: WHAT, status: answer.status.as_u16() },
             });
         }
@@ -82,7 +94,10 @@ impl Provider {
     pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, ProviderError> {
         const WHAT: &str = "userinfo endpoint";
         let metadata = self.metadata()?;
-        let url = metadata.userinfo_endpoint.as_deref().ok_or(ProviderError::BadDocument { what: WHAT, why: "discovery names no userinfo_endpoint".into() })?;
+        let url = metadata
+            .userinfo_endpoint
+            .as_deref()
+            .ok_or(ProviderError::BadDocument { what: WHAT, why: "discovery names no userinfo_endpoint".into() })?;
         let req = Request::builder()
             .method(Method::GET)
             .uri(url)

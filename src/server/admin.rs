@@ -18,7 +18,11 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
             if state.provider.is_ready() {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: issuer discovery and keys not loaded\n".to_owned())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: issuer discovery and keys not loaded\n".to_owned(),
+                )
             }
         }
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),

@@ -27,7 +27,8 @@ pub fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError>
     if certs.is_empty() {
         return Err(TlsError::Cert { path: cert_path, why: "no certificate in the file".into() });
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key { path: key_path, why: e.to_string() })?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key { path: key_path, why: e.to_string() })?;
     let mut config = rustls::ServerConfig::builder_with_provider(rustls::crypto::aws_lc_rs::default_provider().into())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Mismatch(e.to_string()))?

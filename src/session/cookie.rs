@@ -10,15 +10,10 @@ pub const MAX_CHUNKS: usize = 8;
 
 /// Iterates over `(name, value)` pairs of every `Cookie` header.
 pub fn iter(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (n, v) = pair.trim().split_once('=')?;
-            Some((n.trim(), v.trim()))
-        })
+    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).filter_map(|pair| {
+        let (n, v) = pair.trim().split_once('=')?;
+        Some((n.trim(), v.trim()))
+    })
 }
 
 /// The first value of cookie `name`.
@@ -35,12 +30,14 @@ pub fn get_chunked(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut parts: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let prefix_len = name.len() + 1;
     for (n, v) in iter(headers) {
-        if n.len() == prefix_len + 1 && n.starts_with(name) && n.as_bytes()[name.len()] == b'_' {
-            if let Some(i) = (n.as_bytes()[prefix_len] as char).to_digit(10) {
-                if (i as usize) < MAX_CHUNKS && parts[i as usize].is_none() {
-                    parts[i as usize] = Some(v);
-                }
-            }
+        if n.len() == prefix_len + 1
+            && n.starts_with(name)
+            && n.as_bytes()[name.len()] == b'_'
+            && let Some(i) = (n.as_bytes()[prefix_len] as char).to_digit(10)
+            && (i as usize) < MAX_CHUNKS
+            && parts[i as usize].is_none()
+        {
+            parts[i as usize] = Some(v);
         }
     }
     let mut out = String::new();
@@ -91,7 +88,14 @@ impl Attributes {
     /// `Set-Cookie` values storing `value` under `name`, chunked when large, and clearing whatever chunks or whole
     /// cookie of that name the request carried and the new value does not overwrite. `None` when the value is too
     /// large even for [`MAX_CHUNKS`] chunks.
-    pub fn set_chunked(&self, req: &HeaderMap, name: &str, value: &str, path: &str, max_age: i64) -> Option<Vec<HeaderValue>> {
+    pub fn set_chunked(
+        &self,
+        req: &HeaderMap,
+        name: &str,
+        value: &str,
+        path: &str,
+        max_age: i64,
+    ) -> Option<Vec<HeaderValue>> {
         let mut out = Vec::new();
         if value.len() <= CHUNK_BYTES {
             out.push(self.set(name, value, path, max_age));
@@ -100,7 +104,8 @@ impl Attributes {
             }
             return Some(out);
         }
-        let chunks: Vec<&str> = value.as_bytes().chunks(CHUNK_BYTES).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+        let chunks: Vec<&str> =
+            value.as_bytes().chunks(CHUNK_BYTES).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
         if chunks.len() > MAX_CHUNKS {
             return None;
         }
@@ -118,7 +123,9 @@ impl Attributes {
 
     /// `Set-Cookie` values clearing `name` and every chunk of it the request carried.
     pub fn clear_chunked(&self, req: &HeaderMap, name: &str, path: &str) -> Vec<HeaderValue> {
-        std::iter::once(self.clear(name, path)).chain(present_chunks(req, name).map(|i| self.clear(&chunk_name(name, i), path))).collect()
+        std::iter::once(self.clear(name, path))
+            .chain(present_chunks(req, name).map(|i| self.clear(&chunk_name(name, i), path)))
+            .collect()
     }
 }
 
@@ -166,6 +173,8 @@ mod tests {
         assert!(text.iter().any(|s| s.starts_with("idgate=; ") && s.contains("Max-Age=0")));
         assert!(text.iter().any(|s| s.starts_with("idgate_5=; ") && s.contains("Max-Age=0")));
         assert!(text.iter().all(|s| s.contains("HttpOnly") && s.contains("SameSite=Lax") && s.contains("Secure")));
-        assert!(a.set_chunked(&HeaderMap::new(), "idgate", &"v".repeat(CHUNK_BYTES * MAX_CHUNKS + 1), "/", 60).is_none());
+        assert!(
+            a.set_chunked(&HeaderMap::new(), "idgate", &"v".repeat(CHUNK_BYTES * MAX_CHUNKS + 1), "/", 60).is_none()
+        );
     }
 }

@@ -71,7 +71,11 @@ impl KeyRing {
         buf.extend_from_slice(plaintext);
         let tag = self
             .current
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(name.as_bytes()), &mut buf[1 + NONCE_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(name.as_bytes()),
+                &mut buf[1 + NONCE_LEN..],
+            )
             .expect("AES-GCM sealing of a bounded buffer cannot fail");
         buf.extend_from_slice(tag.as_ref());
         URL_SAFE_NO_PAD.encode(buf)
@@ -86,7 +90,9 @@ impl KeyRing {
         let nonce: [u8; NONCE_LEN] = bytes[1..1 + NONCE_LEN].try_into().map_err(|_| Unsealable)?;
         for key in std::iter::once(&self.current).chain(&self.previous) {
             let mut work = bytes[1 + NONCE_LEN..].to_vec();
-            if let Ok(plain) = key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(name.as_bytes()), &mut work) {
+            if let Ok(plain) =
+                key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(name.as_bytes()), &mut work)
+            {
                 let n = plain.len();
                 work.truncate(n);
                 return Ok(work);

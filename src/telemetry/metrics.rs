@@ -114,11 +114,15 @@ impl Metrics {
         let count = self.latency_count.load(Relaxed);
         let _ = writeln!(out, "idgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.latency_sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "idgate_request_duration_seconds_sum {sum}\nidgate_request_duration_seconds_count {count}");
+        let _ =
+            writeln!(out, "idgate_request_duration_seconds_sum {sum}\nidgate_request_duration_seconds_count {count}");
         out.push_str("# TYPE idgate_upstream_duration_seconds summary\n");
         let up_sum = self.upstream_latency_sum_micros.load(Relaxed) as f64 / 1e6;
         let up_count = self.upstream_latency_count.load(Relaxed);
-        let _ = writeln!(out, "idgate_upstream_duration_seconds_sum {up_sum}\nidgate_upstream_duration_seconds_count {up_count}");
+        let _ = writeln!(
+            out,
+            "idgate_upstream_duration_seconds_sum {up_sum}\nidgate_upstream_duration_seconds_count {up_count}"
+        );
         out.push_str("# TYPE idgate_open_connections gauge\n");
         let _ = writeln!(out, "idgate_open_connections {}", self.open_connections.load(Relaxed));
         if let Ok(map) = self.events.lock() {

@@ -1,0 +1,240 @@
+//! The real binary: exit codes, `check`, `gen-secret`, and `run` streaming large bodies through a real upstream
+//! without the proxy's memory growing with them.
+
+use std::{
+    convert::Infallible,
+    io::Write,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::{body::Frame, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use idgate::{
+    clock::SystemClock,
+    dev_issuer::{DevAlg, DevClient, DevIssuer},
+};
+use tokio::net::TcpListener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_idgate");
+const MIB: usize = 1024 * 1024;
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn gen_secret_prints_32_random_bytes() {
+    let a = Command::new(BIN).arg("gen-secret").output().unwrap();
+    let b = Command::new(BIN).arg("gen-secret").output().unwrap();
+    assert!(a.status.success());
+    let text = String::from_utf8(a.stdout).unwrap();
+    use base64::Engine;
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap().len(), 32);
+    assert_ne!(text, String::from_utf8(b.stdout).unwrap());
+}
+
+#[test]
+fn help_explains_each_command() {
+    for cmd in ["run", "check", "demo", "gen-secret"] {
+        let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).len() > 40);
+    }
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_every_key() {
+    let f = config_file(
+        "[server]\nlisten = \"nope\"\n[oidc]\nissuer = \"not a url\"\nredirect_url = \"https://a.example.com/cb\"\nclient_id = \"c\"\n[session]\nsecret = \"x\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[typo]\n",
+    );
+    let out = Command::new(BIN).args(["check", "--config"]).arg(f.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("typo"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"));
+    let f = config_file(
+        "[server]\nlisten = \"nope\"\n[oidc]\nissuer = \"not a url\"\nredirect_url = \"https://a.example.com/cb\"\nclient_id = \"c\"\n[session]\nsecret = \"x\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let out = Command::new(BIN).args(["run", "--config"]).arg(f.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["server.listen", "oidc.issuer", "session.secret"] {
+        assert!(err.contains(key), "{key} not named: {err}");
+    }
+    let out = Command::new(BIN).args(["run"]).env_remove("IDGATE_CONFIG").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).args(["run", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn gate_config(port: u16, admin: u16, issuer: &str, upstream: std::net::SocketAddr) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n\
+         [oidc]\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_url = \"http://127.0.0.1:{port}/oauth2/callback\"\n\
+         [session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\ncookie_secure = false\n\
+         [[routes]]\nprefix = \"/stream\"\nauth = \"public\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n"
+    )
+}
+
+async fn issuer(port: u16) -> DevIssuer {
+    let client = DevClient {
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        redirect_uris: vec![format!("http://127.0.0.1:{port}/oauth2/callback")],
+    };
+    DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::new(SystemClock)).await.unwrap()
+}
+
+#[tokio::test]
+async fn check_reports_a_usable_deployment() {
+    let port = free_port();
+    let iss = issuer(port).await;
+    let f = config_file(&gate_config(port, free_port(), iss.issuer(), "127.0.0.1:1".parse().unwrap()));
+    let out = tokio::process::Command::new(BIN).args(["check", "--config"]).arg(f.path()).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("issuer matches") && text.contains("configuration OK"), "{text}");
+    iss.stop();
+    // An issuer that does not answer: exit 1 and say so.
+    let f = config_file(&gate_config(port, free_port(), "http://127.0.0.1:1", "127.0.0.1:1".parse().unwrap()));
+    let out = tokio::process::Command::new(BIN).args(["check", "--config"]).arg(f.path()).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ERROR issuer"));
+}
+
+/// An upstream that counts uploaded bytes and streams downloads generated on the fly.
+async fn streaming_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    if req.uri().path() == "/stream/download" {
+                        let chunks = futures_stream(100 * MIB);
+                        return Ok::<_, Infallible>(Response::new(StreamBody::new(chunks).boxed()));
+                    }
+                    let mut body = req.into_body();
+                    let mut n = 0usize;
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame.map(|f| f.into_data()) {
+                            n += data.map(|d| d.len()).unwrap_or(0);
+                        }
+                    }
+                    Ok(Response::new(Full::new(Bytes::from(n.to_string())).map_err(|never| match never {}).boxed()))
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A stream of `total` bytes in 64 KiB frames, produced lazily.
+fn futures_stream(total: usize) -> impl generated::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
+    generated::Chunks { left: total, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }
+}
+
+mod generated {
+    use super::*;
+    pub use futures_core::Stream;
+
+    pub struct Chunks {
+        pub left: usize,
+        pub chunk: Bytes,
+    }
+
+    impl Stream for Chunks {
+        type Item = Result<Frame<Bytes>, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let n = self.left.min(self.chunk.len());
+            self.left -= n;
+            std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+        }
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn run_streams_100_mib_each_way_without_growing() {
+    let port = free_port();
+    let admin = free_port();
+    let iss = issuer(port).await;
+    let upstream = streaming_upstream().await;
+    let f = config_file(&gate_config(port, admin, iss.issuer(), upstream));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(f.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::combinators::BoxBody<Bytes, Infallible>>();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let mut ok = false;
+    for _ in 0..100 {
+        let req = Request::get(&ready).body(Full::new(Bytes::new()).boxed()).unwrap();
+        if let Ok(r) = client.request(req).await
+            && r.status() == StatusCode::OK
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "idgate run became ready");
+    let baseline = peak_rss_kib(pid);
+
+    let upload = Request::post(format!("http://127.0.0.1:{port}/stream/upload"))
+        .body(StreamBody::new(futures_stream(100 * MIB)).boxed())
+        .unwrap();
+    let resp = client.request(upload).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let counted = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(std::str::from_utf8(&counted).unwrap(), (100 * MIB).to_string());
+
+    let download =
+        Request::get(format!("http://127.0.0.1:{port}/stream/download")).body(Full::new(Bytes::new()).boxed()).unwrap();
+    let resp = client.request(download).await.unwrap();
+    let mut body = resp.into_body();
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        n += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+    }
+    assert_eq!(n, 100 * MIB);
+    let peak = peak_rss_kib(pid);
+    assert!(peak < baseline + 32 * 1024, "peak RSS grew from {baseline} KiB to {peak} KiB while streaming 200 MiB");
+    child.kill().await.unwrap();
+    iss.stop();
+}

@@ -1,0 +1,245 @@
+//! The proxy hop: hop-by-hop headers, X-Forwarded-* trust, upgrades, HTTP/2 in and HTTP/1.1 out, upstream
+//! failures, graceful shutdown.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use idgate::config::AuthMode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::harness::{Browser, TestGate, route};
+
+fn public(s: &mut idgate::config::Settings) {
+    s.routes = vec![route("/", AuthMode::Public)];
+}
+
+/// An upstream with slow, hanging and upgrade endpoints.
+async fn special_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: Request<Incoming>| async move {
+                    match req.uri().path() {
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_millis(800)).await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow done"))))
+                        }
+                        "/hang" => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            Ok(Response::new(Full::new(Bytes::new())))
+                        }
+                        "/ws" => {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let mut io = TokioIo::new(up);
+                                    let mut buf = [0u8; 1024];
+                                    while let Ok(n) = io.read(&mut buf).await {
+                                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            });
+                            Ok(Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap())
+                        }
+                        _ => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let gate = TestGate::builder().settings(public).spawn().await;
+    let r = Browser::new()
+        .get_with(
+            &format!("{}/x", gate.base),
+            &[
+                ("connection", "keep-alive, x-client-hop"),
+                ("x-client-hop", "1"),
+                ("keep-alive", "timeout=9"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic eA=="),
+                ("x-end-to-end", "kept"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for gone in ["x-client-hop", "keep-alive", "te", "proxy-authorization"] {
+        assert!(r.upstream_header(gone).is_none(), "{gone} reached the upstream");
+    }
+    assert_eq!(r.upstream_header("x-end-to-end").as_deref(), Some("kept"));
+    assert!(!r.headers.contains_key("x-upstream-hop"), "a hop-by-hop response header named by Connection is removed");
+    assert!(!r.headers.contains_key("keep-alive"));
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_replaced_for_untrusted_peers() {
+    let gate = TestGate::builder().settings(public).spawn().await;
+    let r = Browser::new()
+        .get_with(
+            &format!("{}/x", gate.base),
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.com"),
+                ("x_forwarded_for", "7.7.7.7"),
+                ("forwarded", "for=6.6.6.6"),
+                ("host", "app.example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(r.upstream_header("x-forwarded-host").as_deref(), Some("app.example.com"));
+    assert!(r.upstream_header("x_forwarded_for").is_none());
+    assert!(r.upstream_header("forwarded").is_none());
+    assert_eq!(r.upstream_header("host").as_deref(), Some("app.example.com"), "Host is preserved");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_extended_for_trusted_proxies() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            public(s);
+            s.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        })
+        .spawn()
+        .await;
+    let r = Browser::new()
+        .get_with(
+            &format!("{}/x", gate.base),
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "app.example.com"),
+                ("x_forwarded_for", "7.7.7.7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(r.upstream_header("x-forwarded-host").as_deref(), Some("app.example.com"));
+    assert!(r.upstream_header("x_forwarded_for").is_none(), "underscore spellings are never believed");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_spliced_through() {
+    let upstream = special_upstream().await;
+    let gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
+    let stream = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = Request::builder()
+        .uri("/ws")
+        .header("host", "localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(resp.headers()["upgrade"], "websocket");
+    let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    for msg in [&b"hello"[..], b"through idgate"] {
+        io.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg);
+    }
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn http2_clients_reach_an_http1_upstream() {
+    let gate = TestGate::builder().settings(public).spawn().await;
+    let stream = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder().uri(format!("{}/h2/path?q=1", gate.base)).body(Empty::<Bytes>::new()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["uri"], "/h2/path?q=1");
+    assert!(body["headers"]["host"][0].as_str().unwrap().starts_with("127.0.0.1:"));
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_silent_upstream_is_504() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let gate = TestGate::builder().settings(public).upstream(closed).spawn().await;
+    let r = Browser::new().get(&format!("{}/x", gate.base)).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.text().contains("not answering") && !r.text().contains("refused"),
+        "short page, no internals: {}",
+        r.text()
+    );
+    assert!(gate.state().metrics.render().contains("idgate_requests_total{class=\"5xx\"} 1"));
+    gate.shutdown().await;
+
+    let upstream = special_upstream().await;
+    let gate = TestGate::builder()
+        .settings(|s| {
+            public(s);
+            s.upstream.timeout = Duration::from_secs(1);
+        })
+        .upstream(upstream)
+        .spawn()
+        .await;
+    let r = Browser::new().api().get(&format!("{}/hang", gate.base)).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let upstream = special_upstream().await;
+    let mut gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let url = format!("{}/slow", gate.base);
+    let in_flight = tokio::spawn(async move { Browser::new().get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = gate.running.take().unwrap();
+    let stopping = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(TcpStream::connect(addr).await.is_err(), "no new connections once draining");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "slow done");
+    stopping.await.unwrap();
+    gate.shutdown().await;
+}

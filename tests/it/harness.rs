@@ -1,0 +1,402 @@
+//! The test gate: the development issuer, an echo upstream and idgate, all in-process on loopback port 0, with
+//! settings built in code and a settable clock; and a cookie-keeping client that drives logins like a browser.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use idgate::{
+    app::{self, Running},
+    clock::{Clock, TestClock},
+    config::{
+        AuthMode, Secret, Settings, StoreKind, TokenAuthMethod,
+        settings::{
+            AdminSettings, DEFAULT_HEADERS, LogFormat, LogSettings, OidcSettings, RouteSettings, ServerSettings,
+            SessionSettings, UpstreamSettings,
+        },
+    },
+    dev_issuer::{DevAlg, DevClient, DevIssuer},
+};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-client-secret";
+pub const SESSION_SECRET: &str = "test-session-secret-test-session-secret";
+
+/// Installs a log subscriber when TEST_LOG is set.
+pub fn trace_init() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        idgate::telemetry::init(&LogSettings { format: LogFormat::Text, level: "debug".into() });
+    }
+}
+
+/// Builder for a [`TestGate`].
+pub struct Builder {
+    alg: DevAlg,
+    settings: Box<dyn FnOnce(&mut Settings)>,
+    upstream: Option<SocketAddr>,
+}
+
+/// A running issuer + upstream + idgate.
+pub struct TestGate {
+    pub issuer: DevIssuer,
+    pub clock: Arc<TestClock>,
+    pub running: Option<Running>,
+    pub base: String,
+    pub admin: String,
+}
+
+impl TestGate {
+    pub fn builder() -> Builder {
+        Builder { alg: DevAlg::RS256, settings: Box::new(|_| {}), upstream: None }
+    }
+
+    pub fn state(&self) -> &Arc<app::State> {
+        &self.running.as_ref().expect("running").state
+    }
+
+    /// A new browser-like client.
+    pub fn browser(&self) -> Browser {
+        Browser::new()
+    }
+
+    /// Logs `user` in with a fresh browser and returns it.
+    pub async fn login_as(&self, user: &str) -> Browser {
+        let b = self.browser();
+        let landed = b.login(&self.base, "/", user).await;
+        assert_eq!(landed.status, StatusCode::OK, "login of {user} landed with {landed:?}");
+        b
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.issuer.stop();
+    }
+}
+
+impl Builder {
+    pub fn alg(mut self, alg: DevAlg) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// Adjusts the settings before start.
+    pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
+        self.settings = Box::new(f);
+        self
+    }
+
+    /// Uses this upstream instead of the echo upstream.
+    pub fn upstream(mut self, addr: SocketAddr) -> Self {
+        self.upstream = Some(addr);
+        self
+    }
+
+    pub async fn spawn(self) -> TestGate {
+        trace_init();
+        let clock = Arc::new(TestClock::default());
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", public.local_addr().unwrap());
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let client = DevClient {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uris: vec![format!("{base}/oauth2/callback")],
+        };
+        let issuer =
+            DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)
+                .await
+                .unwrap();
+        let upstream = match self.upstream {
+            Some(u) => u,
+            None => spawn_json_echo().await,
+        };
+        let mut settings = settings(&base, issuer.issuer(), upstream);
+        (self.settings)(&mut settings);
+        let running = app::start_on(settings, Arc::clone(&clock) as Arc<dyn Clock>, public, admin).await.unwrap();
+        let gate = TestGate { issuer, clock, running: Some(running), base, admin: admin_url };
+        // Wait for discovery and keys (the loader retries quickly at first).
+        for _ in 0..200 {
+            if gate.state().provider.is_ready() {
+                return gate;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("issuer never became ready");
+    }
+}
+
+/// Settings for a gate at `base` in front of `upstream`.
+pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
+    Settings {
+        server: ServerSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            trusted_proxies: vec![],
+            prefix: "/oauth2".into(),
+            max_header_bytes: 16384,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        },
+        admin: AdminSettings { listen: "127.0.0.1:0".parse().unwrap() },
+        upstream: UpstreamSettings {
+            url: format!("http://{upstream}").parse().unwrap(),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+        },
+        oidc: OidcSettings {
+            issuer: issuer.to_owned(),
+            client_id: CLIENT_ID.into(),
+            client_secret: Some(Secret::new(CLIENT_SECRET)),
+            redirect_url: format!("{base}/oauth2/callback").parse().unwrap(),
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            allowed_algs: vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256],
+            extra_audiences: vec![],
+            leeway: Duration::from_secs(60),
+            token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            http_timeout: Duration::from_secs(3),
+            jwks_refetch_interval: Duration::from_secs(10),
+            post_logout_redirect_url: None,
+            forward_access_token: false,
+            userinfo_claims: false,
+        },
+        session: SessionSettings {
+            secret: Secret::new(SESSION_SECRET),
+            previous_secrets: vec![],
+            cookie_name: "idgate".into(),
+            cookie_secure: false,
+            cookie_domain: None,
+            store: StoreKind::Cookie,
+            max_flows: 3,
+        },
+        headers: DEFAULT_HEADERS
+            .iter()
+            .map(|(h, c)| (http::HeaderName::from_static(h), (*c).to_owned()))
+            .chain([(http::HeaderName::from_static("x-auth-request-roles"), "https://example.com/roles".to_owned())])
+            .collect(),
+        routes: vec![],
+        log: LogSettings { format: LogFormat::Text, level: "info".into() },
+    }
+}
+
+/// A `[[routes]]` entry.
+pub fn route(prefix: &str, auth: AuthMode) -> RouteSettings {
+    RouteSettings {
+        prefix: prefix.into(),
+        auth,
+        email_domains: vec![],
+        email_verified: false,
+        any_of: Default::default(),
+        all_of: Default::default(),
+    }
+}
+
+/// An upstream answering JSON: method, URI, headers (name → list of values as UTF-8), and body length.
+pub async fn spawn_json_echo() -> SocketAddr {
+    use hyper::{server::conn::http1, service::service_fn};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let (parts, body) = req.into_parts();
+                    let len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                    for (k, v) in &parts.headers {
+                        headers
+                            .entry(k.as_str().to_owned())
+                            .or_default()
+                            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    }
+                    let out = serde_json::json!({"method": parts.method.as_str(), "uri": parts.uri.to_string(), "headers": headers, "body_len": len});
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .header("connection", "x-upstream-hop")
+                            .header("x-upstream-hop", "secret")
+                            .header("keep-alive", "timeout=5")
+                            .body(Full::new(Bytes::from(out.to_string())))
+                            .unwrap(),
+                    )
+                });
+                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A collected response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn location(&self) -> &str {
+        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+    /// Header values the echo upstream received under `name`.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .map(|v| v.iter().map(|s| s.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("|"))
+    }
+}
+
+/// A browser stand-in: keeps cookies (by name; all servers here share 127.0.0.1), follows nothing by itself.
+#[derive(Clone)]
+pub struct Browser {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    pub jar: Arc<Mutex<BTreeMap<String, String>>>,
+    pub navigation: bool,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).build_http(), jar: Arc::default(), navigation: true }
+    }
+
+    /// The same jar, sending API-style requests (no text/html).
+    pub fn api(&self) -> Browser {
+        Browser { navigation: false, ..self.clone() }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.jar.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar.lock().unwrap().insert(name.into(), value.into());
+    }
+
+    pub async fn get(&self, url: &str) -> Resp {
+        self.send(Method::GET, url, HeaderMap::new(), Bytes::new()).await
+    }
+
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        self.send(Method::GET, url, h, Bytes::new()).await
+    }
+
+    pub async fn post_form(&self, url: &str, form: &str) -> Resp {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        self.send(Method::POST, url, h, Bytes::from(form.to_owned())).await
+    }
+
+    pub async fn send(&self, method: Method, url: &str, mut headers: HeaderMap, body: Bytes) -> Resp {
+        if self.navigation && !headers.contains_key(header::ACCEPT) {
+            headers.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml"));
+        }
+        let cookie = {
+            let jar = self.jar.lock().unwrap();
+            jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        };
+        if !cookie.is_empty() && !headers.contains_key(header::COOKIE) {
+            headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        }
+        let mut req = Request::builder().method(method).uri(url).body(Full::new(body)).unwrap();
+        *req.headers_mut() = headers;
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let r = Resp { status: parts.status, headers: parts.headers, body };
+        self.store(&r);
+        r
+    }
+
+    fn store(&self, r: &Resp) {
+        let mut jar = self.jar.lock().unwrap();
+        for c in r.set_cookies() {
+            let pair = c.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if c.contains("Max-Age=0") || value.is_empty() {
+                jar.remove(name);
+            } else {
+                jar.insert(name.into(), value.into());
+            }
+        }
+    }
+
+    /// Resolves a Location against `base`.
+    pub fn resolve(base: &str, location: &str) -> String {
+        if location.starts_with("http") { location.to_owned() } else { format!("{base}{location}") }
+    }
+
+    /// Starts at `path` and walks the login until the callback's redirect; returns the callback response.
+    pub async fn login_to_callback(&self, base: &str, path: &str, user: &str) -> Resp {
+        let first = self.get(&format!("{base}{path}")).await;
+        assert_eq!(first.status, StatusCode::FOUND, "protected page should redirect: {first:?}");
+        let start = self.get(&Self::resolve(base, first.location())).await;
+        assert_eq!(start.status, StatusCode::FOUND, "start should redirect to the issuer: {}", start.text());
+        self.authorize_and_callback(base, start.location(), user).await
+    }
+
+    /// Submits the issuer's login form for `authorize_url` and requests the callback it redirects to.
+    pub async fn authorize_and_callback(&self, base: &str, authorize_url: &str, user: &str) -> Resp {
+        let form = self.get(authorize_url).await;
+        assert_eq!(form.status, StatusCode::OK, "authorize page: {}", form.text());
+        let submitted = self.post_form(authorize_url, &format!("username={}", urlencode(user))).await;
+        assert_eq!(submitted.status, StatusCode::FOUND, "authorize submit: {}", submitted.text());
+        self.get(&Self::resolve(base, submitted.location())).await
+    }
+
+    /// The whole login from `path`; returns the final page (after following the callback's redirect).
+    pub async fn login(&self, base: &str, path: &str, user: &str) -> Resp {
+        let cb = self.login_to_callback(base, path, user).await;
+        assert_eq!(cb.status, StatusCode::FOUND, "callback: {} {}", cb.status, cb.text());
+        self.get(&Self::resolve(base, cb.location())).await
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A JWT-looking string anywhere in `text`.
+pub fn contains_jwt(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')).any(|w| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() >= 3 && parts[0].starts_with("eyJ") && parts[1].len() > 10
+    })
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary; a module per concern.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod cli;
+mod forward;
+mod identity;
+mod login;
+mod server;
