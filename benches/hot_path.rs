@@ -1,1 +1,94 @@
-fn main() {}
+//! The per-request hot path: opening a session cookie (~1.5 KB ID token), and validating RS256 / ES256 ID tokens
+//! with a cached key. Run with `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, header::COOKIE};
+use idgate::{
+    config::{Secret, StoreKind, settings::SessionSettings},
+    dev_issuer::{DevAlg, SigningKey},
+    id_token::{self, Expectations, KeySet},
+    session::{NewSession, Sessions},
+};
+use serde_json::{Value, json};
+
+const NOW: i64 = 1_800_000_000;
+
+fn claims(pad: usize) -> Value {
+    json!({
+        "iss": "https://issuer.example.com", "aud": "client", "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": NOW,
+        "exp": NOW + 36000, "nonce": "n-0S6_WzA2Mj", "name": "Alice Example", "email": "alice@example.com",
+        "email_verified": true, "picture": "https://example.com/avatars/alice.png",
+        "https://example.com/roles": ["user", "editor", "billing"], "pad": "x".repeat(pad),
+    })
+}
+
+fn session_open(c: &mut Criterion) {
+    let key = SigningKey::generate(DevAlg::RS256);
+    // Pad the claims until the token is about 1.5 KB, as a typical issuer's with a few custom claims.
+    let mut pad = 0;
+    let token = loop {
+        let t = key.sign(&claims(pad));
+        if t.len() >= 1500 {
+            break t;
+        }
+        pad += 16;
+    };
+    let settings = SessionSettings {
+        secret: Secret::new("bench-secret-bench-secret-bench-secret"),
+        previous_secrets: vec![],
+        cookie_name: "idgate".into(),
+        cookie_secure: true,
+        cookie_domain: None,
+        store: StoreKind::Cookie,
+        max_flows: 3,
+    };
+    let sessions = Sessions::new(&settings);
+    let parsed = id_token::validate(&token, &keyset(&key), &expect(), Some("n-0S6_WzA2Mj"), NOW).expect("valid token");
+    let set = sessions
+        .seal(
+            &HeaderMap::new(),
+            &NewSession { id_token: &token, claims: &parsed, refresh_token: None, access_token: None },
+            NOW,
+        )
+        .expect("sealed");
+    let pair = set[0].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let mut headers = HeaderMap::new();
+    headers.insert(COOKIE, HeaderValue::from_str(&format!("_ga=GA1.2.3; app=1; {pair}")).expect("header"));
+    c.bench_function(&format!("session_open ({} B token, {} B cookie)", token.len(), pair.len()), |b| {
+        b.iter(|| black_box(sessions.open(black_box(&headers), NOW).expect("opens")))
+    });
+}
+
+fn keyset(key: &SigningKey) -> KeySet {
+    KeySet::from_jwks(json!({"keys": [key.jwk()]}).to_string().as_bytes()).expect("jwks")
+}
+
+fn expect() -> Expectations {
+    Expectations {
+        issuer: "https://issuer.example.com".into(),
+        audiences: vec!["client".into()],
+        allowed_algs: vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256],
+        leeway: 60,
+    }
+}
+
+fn validate(c: &mut Criterion) {
+    for alg in [DevAlg::RS256, DevAlg::ES256] {
+        let key = SigningKey::generate(alg);
+        let keys = keyset(&key);
+        let want = expect();
+        let token = key.sign(&claims(0));
+        c.bench_function(&format!("id_token_validate {}", alg.name()), |b| {
+            b.iter(|| {
+                black_box(
+                    id_token::validate(black_box(&token), &keys, &want, Some("n-0S6_WzA2Mj"), NOW).expect("valid"),
+                )
+            })
+        });
+    }
+}
+
+criterion_group!(benches, session_open, validate);
+criterion_main!(benches);
