@@ -49,7 +49,7 @@ fn session_open(c: &mut Criterion) {
     let set = sessions
         .seal(
             &HeaderMap::new(),
-            &NewSession { id_token: &token, claims: &parsed, refresh_token: None, access_token: None },
+            &NewSession { id_token: &token, claims: &parsed, refresh_token: None, access_token: None, userinfo: None },
             NOW,
         )
         .expect("sealed");

@@ -46,6 +46,8 @@ pub struct Knobs {
     pub id_token_lifetime_secs: i64,
     pub claims_hook: Option<ClaimsHook>,
     pub token_hook: Option<TokenHook>,
+    /// Rewrites userinfo answers.
+    pub userinfo_hook: Option<ClaimsHook>,
     /// Answer the token endpoint with this HTTP status and OAuth error instead.
     pub token_error: Option<(u16, &'static str)>,
     /// Answer every request with 503 (an outage).
@@ -54,7 +56,14 @@ pub struct Knobs {
 
 impl Default for Knobs {
     fn default() -> Self {
-        Self { id_token_lifetime_secs: 3600, claims_hook: None, token_hook: None, token_error: None, down: false }
+        Self {
+            id_token_lifetime_secs: 3600,
+            claims_hook: None,
+            token_hook: None,
+            userinfo_hook: None,
+            token_error: None,
+            down: false,
+        }
     }
 }
 
@@ -468,6 +477,9 @@ impl Inner {
                 let mut c = self.claims_for(&u, None, &self.client.client_id);
                 for k in ["iss", "aud", "iat", "exp"] {
                     c.remove(k);
+                }
+                if let Some(hook) = &self.knobs().userinfo_hook {
+                    hook(&mut c);
                 }
                 json_response(StatusCode::OK, &Value::Object(c))
             }

@@ -150,6 +150,16 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 again,
             )
         }
+        LoginError::UserinfoMismatch => {
+            tracing::warn!(request_id = id, "userinfo endpoint answered for another subject; login refused");
+            answer(
+                ctx,
+                StatusCode::BAD_GATEWAY,
+                "userinfo_mismatch",
+                "The identity provider's profile did not match.",
+                again,
+            )
+        }
         LoginError::NoIdToken => {
             tracing::warn!(
                 request_id = id,

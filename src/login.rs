@@ -30,6 +30,8 @@ pub enum LoginError {
     NoIdToken,
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("userinfo answered for another subject")]
+    UserinfoMismatch,
     #[error("the session does not fit in cookies")]
     SessionTooLarge,
     #[error("sign-out form token missing or invalid")]
@@ -56,6 +58,7 @@ impl LoginError {
             LoginError::NoIdToken => "no_id_token",
             LoginError::Token(TokenError::Rejected(r)) => r.reason(),
             LoginError::Token(TokenError::Provider(_)) => "issuer_unavailable",
+            LoginError::UserinfoMismatch => "userinfo_mismatch",
             LoginError::SessionTooLarge => "session_too_large",
             LoginError::BadCsrf => "bad_csrf",
         }

@@ -52,6 +52,8 @@ pub struct NewSession<'a> {
     pub claims: &'a Claims,
     pub refresh_token: Option<&'a str>,
     pub access_token: Option<&'a str>,
+    /// Claims from the userinfo endpoint (same `sub`, checked by the caller) that the ID token lacks.
+    pub userinfo: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Why there is no session.
@@ -76,6 +78,8 @@ struct Sealed<'a> {
     refresh_token: Option<&'a str>,
     #[serde(borrow, rename = "a", default, skip_serializing_if = "Option::is_none")]
     access_token: Option<&'a str>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    userinfo: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Seals and opens session cookies; built once at start.
@@ -106,7 +110,10 @@ impl Sessions {
         let value = cookie::get_chunked(headers, &self.name).ok_or(SessionError::Missing)?;
         let plain = self.ring.open(&self.name, &value).map_err(|_| SessionError::Tampered)?;
         let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| SessionError::Tampered)?;
-        let claims = claims_of(sealed.id_token).ok_or(SessionError::Tampered)?;
+        let mut claims = claims_of(sealed.id_token).ok_or(SessionError::Tampered)?;
+        if let Some(extra) = sealed.userinfo {
+            claims.add_missing(extra);
+        }
         if claims.exp() <= now {
             return Err(SessionError::Expired);
         }
@@ -120,8 +127,12 @@ impl Sessions {
 
     /// `Set-Cookie` values for a new session, replacing whatever session cookies the request carried.
     pub fn seal(&self, req: &HeaderMap, new: &NewSession<'_>, now: i64) -> Result<Vec<HeaderValue>, SessionError> {
-        let sealed =
-            Sealed { id_token: new.id_token, refresh_token: new.refresh_token, access_token: new.access_token };
+        let sealed = Sealed {
+            id_token: new.id_token,
+            refresh_token: new.refresh_token,
+            access_token: new.access_token,
+            userinfo: new.userinfo.cloned(),
+        };
         let plain = serde_json::to_vec(&sealed).map_err(|_| SessionError::TooLarge)?;
         let value = self.ring.seal(&self.name, &plain);
         let max_age = new.claims.exp() - now;

@@ -50,9 +50,38 @@ impl Claims {
         }
     }
 
+    /// Adds claims the token does not carry (userinfo enrichment); the token's own claims always win.
+    pub(crate) fn add_missing(&mut self, extra: Map<String, Value>) {
+        for (k, v) in extra {
+            self.0.entry(k).or_insert(v);
+        }
+    }
+
     /// The whole claim map, for `/oauth2/userinfo`.
     pub fn as_map(&self) -> &Map<String, Value> {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_urls_and_dotted_paths() {
+        let c = Claims::new(
+            json!({"sub": "u", "https://example.com/roles": ["a", 1, true, {"x": 1}], "address": {"country": "NO"}, "a.b": "flat"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(c.values("https://example.com/roles"), ["a", "1", "true"]);
+        assert_eq!(c.values("address.country"), ["NO"]);
+        assert_eq!(c.values("a.b"), ["flat"], "a top-level claim with a dot wins");
+        assert!(c.values("address.missing").is_empty());
+        assert!(c.values("https://example.com/other").is_empty());
+        assert!(c.values("address").is_empty(), "objects give no header value");
     }
 }
 

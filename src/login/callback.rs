@@ -47,11 +47,24 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     let id_token = tokens.id_token.as_deref().ok_or(LoginError::NoIdToken)?;
     let claims = state.provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
     let oidc = state.provider.settings();
+    let userinfo = match (oidc.userinfo_claims, tokens.access_token.as_deref()) {
+        (true, Some(at)) => {
+            let mut info = state.provider.userinfo(at).await?;
+            // R15: the profile must be the same user's (OpenID Connect Core §5.3.2).
+            if info.get("sub").and_then(|s| s.as_str()) != Some(claims.sub()) {
+                return Err(LoginError::UserinfoMismatch);
+            }
+            info.remove("sub");
+            Some(info)
+        }
+        _ => None,
+    };
     let new = NewSession {
         id_token,
         claims: &claims,
         refresh_token: tokens.refresh_token.as_deref(),
         access_token: if oidc.forward_access_token { tokens.access_token.as_deref() } else { None },
+        userinfo: userinfo.as_ref(),
     };
     let cookies = state.sessions.seal(req, &new, now).map_err(|_| LoginError::SessionTooLarge)?;
     state.provider.metrics().event(Event::Login("success"));

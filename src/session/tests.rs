@@ -47,7 +47,7 @@ fn seal_then_open_until_exp() {
     let set = s
         .seal(
             &HeaderMap::new(),
-            &NewSession { id_token: &t, claims: &c, refresh_token: Some("rt"), access_token: None },
+            &NewSession { id_token: &t, claims: &c, refresh_token: Some("rt"), access_token: None, userinfo: None },
             NOW,
         )
         .unwrap();
@@ -74,7 +74,11 @@ fn large_sessions_are_chunked_and_reassembled() {
     let s = Sessions::new(&settings(SECRET, &[]));
     let (t, c) = token(9000);
     let set = s
-        .seal(&HeaderMap::new(), &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None }, NOW)
+        .seal(
+            &HeaderMap::new(),
+            &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None, userinfo: None },
+            NOW,
+        )
         .unwrap();
     assert!(set.len() >= 3, "{} cookies", set.len());
     assert!(set.iter().all(|v| v.len() < 4096));
@@ -90,7 +94,11 @@ fn tampered_foreign_and_garbage_cookies_are_no_session() {
     let s = Sessions::new(&settings(SECRET, &[]));
     let (t, c) = token(0);
     let set = s
-        .seal(&HeaderMap::new(), &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None }, NOW)
+        .seal(
+            &HeaderMap::new(),
+            &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None, userinfo: None },
+            NOW,
+        )
         .unwrap();
     let value = set[0].to_str().unwrap().split(';').next().unwrap().strip_prefix("idgate=").unwrap().to_owned();
     let mut flipped = value.clone().into_bytes();
@@ -113,7 +121,11 @@ fn rotation_keeps_old_sessions_open() {
     let old = Sessions::new(&settings(SECRET, &[]));
     let (t, c) = token(0);
     let set = old
-        .seal(&HeaderMap::new(), &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None }, NOW)
+        .seal(
+            &HeaderMap::new(),
+            &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None, userinfo: None },
+            NOW,
+        )
         .unwrap();
     let rotated = Sessions::new(&settings("brand-new-secret-brand-new-secret-03", &[SECRET]));
     assert!(rotated.open(&request_with(&set), NOW).is_ok());

@@ -41,6 +41,7 @@ pub fn trace_init() {
 /// Builder for a [`TestGate`].
 pub struct Builder {
     alg: DevAlg,
+    redirect_uri: Option<String>,
     settings: Box<dyn FnOnce(&mut Settings)>,
     upstream: Option<SocketAddr>,
 }
@@ -56,7 +57,7 @@ pub struct TestGate {
 
 impl TestGate {
     pub fn builder() -> Builder {
-        Builder { alg: DevAlg::RS256, settings: Box::new(|_| {}), upstream: None }
+        Builder { alg: DevAlg::RS256, redirect_uri: None, settings: Box::new(|_| {}), upstream: None }
     }
 
     pub fn state(&self) -> &Arc<app::State> {
@@ -96,6 +97,12 @@ impl Builder {
         self
     }
 
+    /// Registers this redirect URI at the issuer instead of the gate's own (a proxy in front).
+    pub fn redirect_uri(mut self, uri: String) -> Self {
+        self.redirect_uri = Some(uri);
+        self
+    }
+
     /// Uses this upstream instead of the echo upstream.
     pub fn upstream(mut self, addr: SocketAddr) -> Self {
         self.upstream = Some(addr);
@@ -112,7 +119,7 @@ impl Builder {
         let client = DevClient {
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
-            redirect_uris: vec![format!("{base}/oauth2/callback")],
+            redirect_uris: vec![self.redirect_uri.clone().unwrap_or_else(|| format!("{base}/oauth2/callback"))],
         };
         let issuer =
             DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)

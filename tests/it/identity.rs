@@ -212,3 +212,32 @@ async fn forward_auth_ignores_the_original_uri_from_untrusted_peers() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a spoofed X-Forwarded-Uri does not make a path public");
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn userinfo_claims_enrich_the_session_only_for_the_same_subject() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.oidc.userinfo_claims = true;
+            s.headers.push((http::HeaderName::from_static("x-groups"), "groups".into()));
+        })
+        .spawn()
+        .await;
+    gate.issuer.configure(|k| {
+        k.userinfo_hook = Some(std::sync::Arc::new(|c| {
+            c.insert("groups".into(), serde_json::json!(["staff", "eu"]));
+            c.insert("name".into(), serde_json::json!("Not The Token's Name"));
+        }))
+    });
+    let b = gate.login_as("rita").await;
+    let r = b.get(&format!("{}/", gate.base)).await;
+    assert_eq!(r.upstream_header("x-groups").as_deref(), Some("staff,eu"));
+    assert_eq!(r.upstream_header("x-auth-request-name").as_deref(), Some("rita"), "the token's own claims win");
+    gate.issuer.configure(|k| {
+        k.userinfo_hook = Some(std::sync::Arc::new(|c| {
+            c.insert("sub".into(), serde_json::json!("dev|someone-else"));
+        }))
+    });
+    let cb = gate.browser().login_to_callback(&gate.base, "/", "rita").await;
+    assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "userinfo for another sub is refused: {}", cb.text());
+    gate.shutdown().await;
+}

@@ -450,3 +450,39 @@ async fn sign_out_needs_the_confirmation_form_then_ends_everything() {
     assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_secret_post_authenticates_at_the_token_endpoint() {
+    let gate = TestGate::builder()
+        .settings(|s| s.oidc.token_auth_method = idgate::config::TokenAuthMethod::ClientSecretPost)
+        .spawn()
+        .await;
+    gate.login_as("sam").await;
+    gate.shutdown().await;
+    let gate = TestGate::builder()
+        .settings(|s| s.oidc.client_secret = Some(idgate::config::Secret::new("wrong")))
+        .spawn()
+        .await;
+    let cb = gate.browser().login_to_callback(&gate.base, "/", "sam").await;
+    assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "a wrong client secret is a clear refusal: {}", cb.text());
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stolen_code_redeemed_in_another_browser_is_refused() {
+    let gate = TestGate::builder().spawn().await;
+    let victim = gate.browser();
+    let start = victim.get(&format!("{}/oauth2/start", gate.base)).await;
+    let submitted = victim.post_form(start.location(), "username=victim").await;
+    let code =
+        url::Url::parse(submitted.location()).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    // The attacker starts their own login and swaps in the victim's code: PKCE binds the code to the victim's flow.
+    let attacker = gate.browser();
+    let own = attacker.get(&format!("{}/oauth2/start", gate.base)).await;
+    let state =
+        url::Url::parse(own.location()).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let r = attacker.get(&format!("{}/oauth2/callback?code={code}&state={state}", gate.base)).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(attacker.cookie("idgate").is_none());
+    gate.shutdown().await;
+}

@@ -7,4 +7,5 @@ mod cli;
 mod forward;
 mod identity;
 mod login;
+mod nginx;
 mod server;
