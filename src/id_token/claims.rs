@@ -63,6 +63,15 @@ impl Claims {
     }
 }
 
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,14 +91,5 @@ mod tests {
         assert!(c.values("address.missing").is_empty());
         assert!(c.values("https://example.com/other").is_empty());
         assert!(c.values("address").is_empty(), "objects give no header value");
-    }
-}
-
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
