@@ -46,11 +46,15 @@ pub struct State {
     pub forwarder: Forwarder,
     /// States already redeemed, kept as long as a flow lives: a replayed callback fails even with its cookie.
     pub used_states: moka::sync::Cache<String, ()>,
+    /// `jti`s of logout tokens already acted on (replay guard).
+    pub logout_jtis: moka::sync::Cache<String, ()>,
+    /// Refreshes in flight or just done, shared by concurrent requests of one session.
+    pub refreshes: login::refresh::Flights,
 }
 
 impl State {
     /// Builds the state. Nothing here does I/O; the issuer loads in the background once started.
-    pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Arc<State> {
+    pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
         let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
@@ -59,8 +63,8 @@ impl State {
         let callback = settings.callback_path().to_owned();
         let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
         let attrs = Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() };
-        State {
-            sessions: Sessions::new(s),
+        Ok(State {
+            sessions: Sessions::new(s).map_err(|e| StartError::Store(e.to_string()))?,
             flows: Flows {
                 ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
                 prefix: format!("{}_flow_", s.cookie_name),
@@ -81,12 +85,17 @@ impl State {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
+            logout_jtis: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(900))
+                .build(),
+            refreshes: login::refresh::flights(),
             provider,
             metrics,
             clock,
             settings,
         }
-        .into()
+        .into())
     }
 }
 
@@ -142,7 +151,8 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
         Route::Proxy { auth, rule } => pipeline::proxy(state, req, peer, auth, rule).await,
         Route::Endpoint(Endpoint::Start) => {
             let params = login::query_params(query.as_deref(), &["rd"])?;
-            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"))?)
+            let interactive = login::param(&params, "interactive").is_some();
+            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive)?)
         }
         Route::Endpoint(Endpoint::Callback) => {
             Ok(login::callback::callback(state, req.headers(), query.as_deref()).await?)
@@ -156,10 +166,17 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             } else {
                 bytes::Bytes::new()
             };
-            Ok(login::sign_out::sign_out(state, &parts.method, &parts.headers, query.as_deref(), &form)?)
+            Ok(login::sign_out::sign_out(state, &parts.method, &parts.headers, query.as_deref(), &form).await?)
         }
-        Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer),
-        Route::Endpoint(Endpoint::Userinfo) => pipeline::userinfo(state, req.headers()),
+        Route::Endpoint(Endpoint::BackchannelLogout) => {
+            let (parts, incoming) = req.into_parts();
+            let form = body::collect_limited(incoming, MAX_FORM_BYTES).await.map_err(|_| {
+                Failure::from(crate::error::RequestError::BadRequest("logout form too large or unreadable"))
+            })?;
+            Ok(login::backchannel::backchannel_logout(state, &parts.method, &parts.headers, &form).await)
+        }
+        Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer).await,
+        Route::Endpoint(Endpoint::Userinfo) => pipeline::userinfo(state, req.headers()).await,
     }
 }
 
@@ -197,6 +214,8 @@ pub enum StartError {
     Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] server::tls::TlsError),
+    #[error("session.redis_url: {0}")]
+    Store(String),
 }
 
 /// Binds both listeners, starts loading the issuer, and serves until stopped.
@@ -234,7 +253,7 @@ pub async fn start_on(
         max_connections: settings.server.max_connections,
     };
     let grace = settings.server.shutdown_grace;
-    let state = State::new(settings, clock);
+    let state = State::new(settings, clock)?;
     let loader = state.provider.spawn_loader();
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {

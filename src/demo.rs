@@ -11,7 +11,7 @@ use crate::{
     body::{self, Body},
     clock::{Clock, SystemClock},
     config::{
-        Secret, Settings, StoreKind, TokenAuthMethod,
+        Secret, Settings, TokenAuthMethod,
         settings::{
             AdminSettings, DEFAULT_HEADERS, LogFormat, LogSettings, OidcSettings, ServerSettings, SessionSettings,
             UpstreamSettings,
@@ -99,13 +99,8 @@ fn demo_settings(
             userinfo_claims: false,
         },
         session: SessionSettings {
-            secret: Secret::new(crate::random::token(32)),
-            previous_secrets: vec![],
-            cookie_name: "idgate".into(),
             cookie_secure: false,
-            cookie_domain: None,
-            store: StoreKind::Cookie,
-            max_flows: 3,
+            ..SessionSettings::with_secret(Secret::new(crate::random::token(32)))
         },
         headers: DEFAULT_HEADERS
             .iter()

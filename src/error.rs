@@ -31,6 +31,8 @@ pub enum RequestError {
     Upstream(#[from] UpstreamError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error(transparent)]
+    Store(#[from] crate::session::store::StoreError),
 }
 
 /// What `respond` needs to know about the request.
@@ -89,6 +91,16 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
                 UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
             };
             answer(&ctx, status, "upstream_unavailable", "The application is not answering. Try again shortly.", None)
+        }
+        RequestError::Store(e) => {
+            tracing::error!(request_id = id, error = %e, "session store unavailable");
+            answer(
+                &ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_store_unavailable",
+                "Sessions are unavailable right now. Try again shortly.",
+                None,
+            )
         }
         RequestError::Login(e) => login_error(e, &ctx, &retry),
     };
@@ -166,6 +178,16 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 "token endpoint answered without an id_token (is the openid scope allowed?)"
             );
             answer(ctx, StatusCode::BAD_GATEWAY, "no_id_token", "The identity provider returned no ID token.", again)
+        }
+        LoginError::Store(e) => {
+            tracing::error!(request_id = id, error = %e, "session store unavailable during login");
+            answer(
+                ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_store_unavailable",
+                "Sessions are unavailable right now. Try again shortly.",
+                again,
+            )
         }
         LoginError::SessionTooLarge => {
             tracing::error!(

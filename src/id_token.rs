@@ -51,6 +51,8 @@ pub enum Rejection {
     MissingClaim(&'static str),
     #[error("nonce mismatch")]
     NonceMismatch,
+    #[error("not a logout token: {0}")]
+    NotALogoutToken(&'static str),
 }
 
 impl Rejection {
@@ -70,6 +72,7 @@ impl Rejection {
             Rejection::AbsurdTime(_) => "absurd_time",
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::NonceMismatch => "nonce_mismatch",
+            Rejection::NotALogoutToken(_) => "not_a_logout_token",
         }
     }
 }
@@ -159,6 +162,65 @@ pub fn validate(
     nonce: Option<&str>,
     now: i64,
 ) -> Result<Claims, Rejection> {
+    let payload = verified_payload(raw, keys, want)?;
+    check_common(&payload, want, now)?;
+    if let Some(expected) = nonce {
+        match payload.get("nonce") {
+            Some(Value::String(n)) if constant_time_eq(n.as_bytes(), expected.as_bytes()) => {}
+            Some(_) => return Err(Rejection::NonceMismatch),
+            None => return Err(Rejection::MissingClaim("nonce")),
+        }
+    }
+    match payload.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(Claims::new(payload)),
+        Some(_) => Err(Rejection::Malformed("sub is not a string of 1-255 characters")),
+        None => Err(Rejection::MissingClaim("sub")),
+    }
+}
+
+/// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).
+const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// A logout token without `exp` must be this fresh.
+const LOGOUT_MAX_AGE_SECS: i64 = 300;
+
+/// Validates a back-channel `logout_token`: signed like an ID token, same `iss`/`aud`, plus its own rules — an
+/// `events` member for back-channel logout, `iat` and `jti` required, no `nonce`, and a `sid` or `sub`.
+/// Replay of `jti` is the caller's to check (it needs a cache).
+pub fn validate_logout(raw: &str, keys: &KeySet, want: &Expectations, now: i64) -> Result<Claims, Rejection> {
+    let payload = verified_payload(raw, keys, want)?;
+    let mut want = want.clone();
+    // `exp` is optional in Back-Channel Logout 1.0 final; without it the token must be fresh.
+    if !payload.contains_key("exp") {
+        let iat = time_claim(&payload, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
+        if iat + LOGOUT_MAX_AGE_SECS + want.leeway < now {
+            return Err(Rejection::Expired);
+        }
+        want.leeway = want.leeway.min(LOGOUT_MAX_AGE_SECS);
+        let mut with_exp = payload.clone();
+        with_exp.insert("exp".into(), Value::from(iat + LOGOUT_MAX_AGE_SECS));
+        check_common(&with_exp, &want, now)?;
+    } else {
+        check_common(&payload, &want, now)?;
+    }
+    if payload.contains_key("nonce") {
+        return Err(Rejection::NotALogoutToken("a logout token must not carry a nonce"));
+    }
+    match payload.get("events") {
+        Some(Value::Object(events)) if events.get(LOGOUT_EVENT).is_some_and(Value::is_object) => {}
+        _ => return Err(Rejection::NotALogoutToken("events lacks the back-channel logout event")),
+    }
+    if !payload.get("jti").is_some_and(|j| j.as_str().is_some_and(|s| !s.is_empty())) {
+        return Err(Rejection::MissingClaim("jti"));
+    }
+    let has = |k: &str| payload.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+    if !has("sid") && !has("sub") {
+        return Err(Rejection::NotALogoutToken("neither sid nor sub"));
+    }
+    Ok(Claims::new(payload))
+}
+
+/// Format, `alg`, key and signature: the payload of a token whose signature checks out.
+fn verified_payload(raw: &str, keys: &KeySet, want: &Expectations) -> Result<Map<String, Value>, Rejection> {
     let parsed = parse(raw, &want.allowed_algs)?;
     let key = keys.find(parsed.kid.as_deref(), parsed.alg).ok_or(Rejection::UnknownKey)?;
     let ok = jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), key, parsed.alg)
@@ -166,8 +228,7 @@ pub fn validate(
     if !ok {
         return Err(Rejection::BadSignature);
     }
-    check_claims(&parsed.payload, want, nonce, now)?;
-    Ok(Claims::new(parsed.payload))
+    Ok(parsed.payload)
 }
 
 /// The key id named in a token's header, if the token parses that far (used to decide on a JWKS re-fetch).
@@ -175,7 +236,8 @@ pub fn kid_of(raw: &str, allowed: &[Algorithm]) -> Result<Option<String>, Reject
     parse(raw, allowed).map(|p| p.kid)
 }
 
-fn check_claims(c: &Map<String, Value>, want: &Expectations, nonce: Option<&str>, now: i64) -> Result<(), Rejection> {
+/// The claim rules ID tokens and logout tokens share: `iss`, `aud`, `azp`, `exp`, `iat`, `nbf`.
+fn check_common(c: &Map<String, Value>, want: &Expectations, now: i64) -> Result<(), Rejection> {
     match c.get("iss") {
         Some(Value::String(iss)) if *iss == want.issuer => {}
         Some(_) => return Err(Rejection::WrongIssuer),
@@ -214,18 +276,7 @@ fn check_claims(c: &Map<String, Value>, want: &Expectations, nonce: Option<&str>
     {
         return Err(Rejection::NotYetValid);
     }
-    if let Some(expected) = nonce {
-        match c.get("nonce") {
-            Some(Value::String(n)) if constant_time_eq(n.as_bytes(), expected.as_bytes()) => {}
-            Some(_) => return Err(Rejection::NonceMismatch),
-            None => return Err(Rejection::MissingClaim("nonce")),
-        }
-    }
-    match c.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(()),
-        Some(_) => Err(Rejection::Malformed("sub is not a string of 1-255 characters")),
-        None => Err(Rejection::MissingClaim("sub")),
-    }
+    Ok(())
 }
 
 /// A NumericDate claim as whole seconds. Absent → `None`; not a number, negative, fractional beyond i64 or

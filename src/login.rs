@@ -1,9 +1,11 @@
 //! idgate's login endpoints: `start` (state, nonce, PKCE → flow cookie → 302 to the issuer), `callback` (flow ↔
 //! state, code redeemed, ID token validated, session sealed → 302 back) and `sign_out`.
 
+pub mod backchannel;
 pub mod callback;
 pub mod flow;
 pub mod redirect;
+pub mod refresh;
 pub mod sign_out;
 pub mod start;
 
@@ -34,8 +36,19 @@ pub enum LoginError {
     UserinfoMismatch,
     #[error("the session does not fit in cookies")]
     SessionTooLarge,
+    #[error(transparent)]
+    Store(#[from] crate::session::store::StoreError),
     #[error("sign-out form token missing or invalid")]
     BadCsrf,
+}
+
+impl From<crate::session::SessionError> for LoginError {
+    fn from(e: crate::session::SessionError) -> Self {
+        match e {
+            crate::session::SessionError::Store(s) => LoginError::Store(s),
+            _ => LoginError::SessionTooLarge,
+        }
+    }
 }
 
 impl From<ProviderError> for LoginError {
@@ -60,6 +73,7 @@ impl LoginError {
             LoginError::Token(TokenError::Provider(_)) => "issuer_unavailable",
             LoginError::UserinfoMismatch => "userinfo_mismatch",
             LoginError::SessionTooLarge => "session_too_large",
+            LoginError::Store(_) => "session_store_unavailable",
             LoginError::BadCsrf => "bad_csrf",
         }
     }

@@ -143,14 +143,26 @@ impl Provider {
     /// Validates an ID token with the current keys; a `kid` we do not know causes one throttled, shared JWKS
     /// re-fetch and a second attempt.
     pub async fn validate_id_token(&self, raw: &str, nonce: Option<&str>, now: i64) -> Result<Claims, TokenError> {
+        self.validate_with(raw, |keys, want| id_token::validate(raw, keys, want, nonce, now)).await
+    }
+
+    /// Validates a back-channel logout token the same way (keys, re-fetch), with the logout token's own rules.
+    pub async fn validate_logout_token(&self, raw: &str, now: i64) -> Result<Claims, TokenError> {
+        self.validate_with(raw, |keys, want| id_token::validate_logout(raw, keys, want, now)).await
+    }
+
+    async fn validate_with(
+        &self,
+        raw: &str,
+        check: impl Fn(&KeySet, &Expectations) -> Result<Claims, Rejection>,
+    ) -> Result<Claims, TokenError> {
         let want = self.expectations()?;
-        let first = id_token::validate(raw, &self.keys.current(), &want, nonce, now);
-        let result = match first {
+        let result = match check(&self.keys.current(), &want) {
             Err(Rejection::UnknownKey) => {
                 let kid = id_token::kid_of(raw, &want.allowed_algs).ok().flatten();
                 let metadata = self.metadata()?;
                 let keys = self.keys.for_unknown_kid(self, &metadata.jwks_uri, kid.as_deref()).await;
-                id_token::validate(raw, &keys, &want, nonce, now)
+                check(&keys, &want)
             }
             other => other,
         };

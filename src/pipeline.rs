@@ -11,6 +11,7 @@ use crate::{
     error::RequestError,
     forward::Peer,
     id_token::Claims,
+    login::refresh::{self, Renewal},
     route::{self, Route},
     session::{Session, SessionError},
 };
@@ -43,7 +44,7 @@ pub async fn proxy(
         state.headers.strip(req.headers_mut());
         return Ok(state.forwarder.send(req, peer).await?);
     }
-    let session = open(state, req.headers())?;
+    let (session, cookies) = open(state, req.headers()).await?;
     let permit = state.rules.authorize(rule, session.claims())?;
     let headers = req.headers_mut();
     state.headers.strip(headers);
@@ -59,13 +60,13 @@ pub async fn proxy(
     if let Err(e) = &resp {
         state.metrics.event(crate::telemetry::metrics::Event::UpstreamError(e.kind()));
     }
-    Ok(resp?)
+    Ok(with_cookies(resp?, cookies))
 }
 
 /// Forward-auth (`{prefix}/auth`) for nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`: 200 with the
 /// identity headers, 401 without a session, 403 when the route's rule denies. The original URI is believed only
 /// from trusted proxies.
-pub fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Result<Response<Body>> {
+pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Result<Response<Body>> {
     let original = state
         .forwarder
         .is_trusted(peer.ip)
@@ -81,35 +82,55 @@ pub fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Result<Re
         return Ok(empty(StatusCode::OK));
     }
     refuse_id_token_bearer(state, headers)?;
-    let session = open(state, headers)?;
+    let (session, cookies) = open(state, headers).await?;
     let permit = state.rules.authorize(rule, session.claims())?;
     let mut resp = empty(StatusCode::OK);
     for (name, value) in state.headers.values(session.claims(), &permit) {
         resp.headers_mut().insert(name, value);
     }
-    Ok(resp)
+    Ok(with_cookies(resp, cookies))
 }
 
 /// `{prefix}/userinfo`: the session's claims as JSON, never a token.
-pub fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Body>> {
-    let session = open(state, headers)?;
+pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Body>> {
+    let (session, cookies) = open(state, headers).await?;
     let text = serde_json::to_string(session.claims().as_map()).unwrap_or_else(|_| "{}".into());
-    Ok(Response::builder()
+    let resp = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(text))
-        .expect("static response parts are valid"))
+        .expect("static response parts are valid");
+    Ok(with_cookies(resp, cookies))
 }
 
-fn open(state: &State, headers: &HeaderMap) -> Result<Session> {
-    state.sessions.open(headers, state.clock.now()).map_err(|cause| Failure {
-        clear: match cause {
-            SessionError::Missing => Vec::new(),
-            _ => state.sessions.clear(headers),
-        },
-        err: RequestError::NoSession(cause),
-    })
+/// Opens the session and renews it when due. Returns the session and any `Set-Cookie` values the renewal made.
+async fn open(state: &State, headers: &HeaderMap) -> Result<(Session, Vec<HeaderValue>)> {
+    let now = state.clock.now();
+    let session = match state.sessions.open(headers, now).await {
+        Ok(s) => s,
+        Err(SessionError::Store(e)) => return Err(RequestError::Store(e).into()),
+        Err(cause) => {
+            let clear = if matches!(cause, SessionError::Missing) { Vec::new() } else { state.sessions.clear(headers) };
+            return Err(Failure { err: RequestError::NoSession(cause), clear });
+        }
+    };
+    match refresh::renew_if_due(state, headers, session, now).await {
+        Renewal::Keep(s) => Ok((s, Vec::new())),
+        Renewal::Renewed(s, cookies) => Ok((s, cookies)),
+        Renewal::Ended(SessionError::Store(e)) => Err(RequestError::Store(e).into()),
+        Renewal::Ended(cause) => {
+            let clear = state.sessions.end(headers).await.unwrap_or_else(|_| state.sessions.clear(headers));
+            Err(Failure { err: RequestError::NoSession(cause), clear })
+        }
+    }
+}
+
+fn with_cookies(mut resp: Response<Body>, cookies: Vec<HeaderValue>) -> Response<Body> {
+    for c in cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
 }
 
 fn empty(status: StatusCode) -> Response<Body> {

@@ -14,6 +14,7 @@ pub enum Endpoint {
     SignOut,
     Auth,
     Userinfo,
+    BackchannelLogout,
 }
 
 /// What a request is.
@@ -74,6 +75,7 @@ impl RouteTable {
                 "/sign_out" => Some(Endpoint::SignOut),
                 "/auth" => Some(Endpoint::Auth),
                 "/userinfo" => Some(Endpoint::Userinfo),
+                "/backchannel_logout" => Some(Endpoint::BackchannelLogout),
                 _ => None,
             };
             if let Some(ep) = ep {

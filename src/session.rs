@@ -1,17 +1,26 @@
-//! Sessions: a validated ID token (and, where configured, the refresh and access tokens) sealed into the session
-//! cookie, living exactly until the ID token's `exp`. Opening re-checks expiry on every request; a cookie that does
+//! Sessions: a validated ID token (and, where configured, the refresh and access tokens) sealed with AEAD, living
+//! exactly until the ID token's `exp`. With the cookie store (default) the sealed session is the cookie; with the
+//! memory or Redis store the cookie holds only a random 256-bit id and the sealed session lives server-side under a
+//! hash of that id, so a session can really be ended. Opening re-checks expiry on every request; a cookie that does
 //! not open is no session.
 
 pub mod cookie;
 pub mod seal;
+pub mod store;
 
+use aws_lc_rs::digest::{SHA256, digest};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::{config::settings::SessionSettings, id_token::Claims};
+use crate::{
+    config::{StoreKind, settings::SessionSettings},
+    id_token::Claims,
+};
 use cookie::Attributes;
 use seal::{KeyRing, Purpose};
+use store::{Key, Owner, Store, StoreError};
 
 /// An open, unexpired session. Only [`Sessions::open`] makes one.
 #[derive(Debug, Clone)]
@@ -20,6 +29,10 @@ pub struct Session {
     id_token: String,
     refresh_token: Option<String>,
     access_token: Option<String>,
+    nonce: Option<String>,
+    userinfo: Option<Map<String, Value>>,
+    /// The server-side key, when a store holds the session.
+    key: Option<Key>,
 }
 
 impl Session {
@@ -43,6 +56,14 @@ impl Session {
     pub fn refresh_token(&self) -> Option<&str> {
         self.refresh_token.as_deref()
     }
+    /// The nonce of the login that made the session (a refreshed ID token may repeat it, never change it).
+    pub fn nonce(&self) -> Option<&str> {
+        self.nonce.as_deref()
+    }
+    /// Userinfo claims kept with the session.
+    pub fn userinfo(&self) -> Option<&Map<String, Value>> {
+        self.userinfo.as_ref()
+    }
 }
 
 /// Tokens to keep after a login or refresh. The ID token must already be validated.
@@ -52,12 +73,13 @@ pub struct NewSession<'a> {
     pub claims: &'a Claims,
     pub refresh_token: Option<&'a str>,
     pub access_token: Option<&'a str>,
+    pub nonce: Option<&'a str>,
     /// Claims from the userinfo endpoint (same `sub`, checked by the caller) that the ID token lacks.
-    pub userinfo: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub userinfo: Option<&'a Map<String, Value>>,
 }
 
 /// Why there is no session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SessionError {
     #[error("no session cookie")]
     Missing,
@@ -67,9 +89,11 @@ pub enum SessionError {
     Expired,
     #[error("session too large for the cookie store")]
     TooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// The sealed form, field names kept short: it travels in every request.
+/// The sealed form, field names kept short: with the cookie store it travels in every request.
 #[derive(Serialize, Deserialize)]
 struct Sealed<'a> {
     #[serde(borrow, rename = "t")]
@@ -78,26 +102,35 @@ struct Sealed<'a> {
     refresh_token: Option<&'a str>,
     #[serde(borrow, rename = "a", default, skip_serializing_if = "Option::is_none")]
     access_token: Option<&'a str>,
+    #[serde(borrow, rename = "n", default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
-    userinfo: Option<serde_json::Map<String, serde_json::Value>>,
+    userinfo: Option<Map<String, Value>>,
 }
 
-/// Seals and opens session cookies; built once at start.
+/// Seals, opens, saves and ends sessions; built once at start.
 #[derive(Debug)]
 pub struct Sessions {
     ring: KeyRing,
     name: String,
     attrs: Attributes,
+    store: Option<Store>,
 }
 
 impl Sessions {
-    /// Derives the session keys from the settings.
-    pub fn new(s: &SessionSettings) -> Self {
-        Self {
+    /// Derives the session keys from the settings and sets up the store.
+    pub fn new(s: &SessionSettings) -> Result<Self, StoreError> {
+        let store = match &s.store {
+            StoreKind::Cookie => None,
+            StoreKind::Memory => Some(Store::Memory(store::memory::MemoryStore::new(s.memory_capacity))),
+            StoreKind::Redis { url } => Some(Store::Redis(store::redis::RedisStore::new(url)?)),
+        };
+        Ok(Self {
             ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Session),
             name: s.cookie_name.clone(),
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
-        }
+            store,
+        })
     }
 
     /// The session cookie's name (chunks are `NAME_0`, `NAME_1`, …).
@@ -105,44 +138,163 @@ impl Sessions {
         &self.name
     }
 
+    /// The server-side store, if sessions are kept server-side.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
     /// Opens the request's session, checking expiry against `now`.
-    pub fn open(&self, headers: &HeaderMap, now: i64) -> Result<Session, SessionError> {
-        let value = cookie::get_chunked(headers, &self.name).ok_or(SessionError::Missing)?;
-        let plain = self.ring.open(&self.name, &value).map_err(|_| SessionError::Tampered)?;
-        let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| SessionError::Tampered)?;
-        let mut claims = claims_of(sealed.id_token).ok_or(SessionError::Tampered)?;
-        if let Some(extra) = sealed.userinfo {
-            claims.add_missing(extra);
+    pub async fn open(&self, headers: &HeaderMap, now: i64) -> Result<Session, SessionError> {
+        match &self.store {
+            None => {
+                let value = cookie::get_chunked(headers, &self.name).ok_or(SessionError::Missing)?;
+                let plain = self.ring.open(&self.name, &value).map_err(|_| SessionError::Tampered)?;
+                unpack(&plain, None, now)
+            }
+            Some(store) => {
+                let key = self.key_of(headers)?;
+                let sealed = store.get(&key).await?.ok_or(SessionError::Missing)?;
+                let sealed = std::str::from_utf8(&sealed).map_err(|_| SessionError::Tampered)?;
+                let plain = self.ring.open(&store::hex(&key), sealed).map_err(|_| SessionError::Tampered)?;
+                unpack(&plain, Some(key), now)
+            }
         }
-        if claims.exp() <= now {
-            return Err(SessionError::Expired);
-        }
-        Ok(Session {
-            claims,
-            id_token: sealed.id_token.to_owned(),
-            refresh_token: sealed.refresh_token.map(str::to_owned),
-            access_token: sealed.access_token.map(str::to_owned),
-        })
     }
 
-    /// `Set-Cookie` values for a new session, replacing whatever session cookies the request carried.
-    pub fn seal(&self, req: &HeaderMap, new: &NewSession<'_>, now: i64) -> Result<Vec<HeaderValue>, SessionError> {
-        let sealed = Sealed {
-            id_token: new.id_token,
-            refresh_token: new.refresh_token,
-            access_token: new.access_token,
-            userinfo: new.userinfo.cloned(),
-        };
-        let plain = serde_json::to_vec(&sealed).map_err(|_| SessionError::TooLarge)?;
-        let value = self.ring.seal(&self.name, &plain);
+    /// The store key named by the request's cookie (a random id; the key is its hash).
+    fn key_of(&self, headers: &HeaderMap) -> Result<Key, SessionError> {
+        let id = cookie::get(headers, &self.name).ok_or(SessionError::Missing)?;
+        let raw = URL_SAFE_NO_PAD.decode(id).map_err(|_| SessionError::Tampered)?;
+        if raw.len() != 32 {
+            return Err(SessionError::Tampered);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest(&SHA256, &raw).as_ref());
+        Ok(key)
+    }
+
+    /// Stores a new session and returns the `Set-Cookie` values for it, replacing whatever session cookies the
+    /// request carried (a login always makes a new session: no fixation).
+    pub async fn save(
+        &self,
+        req: &HeaderMap,
+        new: &NewSession<'_>,
+        now: i64,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
+        let plain = pack(new);
         let max_age = new.claims.exp() - now;
-        self.attrs.set_chunked(req, &self.name, &value, "/", max_age).ok_or(SessionError::TooLarge)
+        match &self.store {
+            None => {
+                let value = self.ring.seal(&self.name, &plain);
+                self.attrs.set_chunked(req, &self.name, &value, "/", max_age).ok_or(SessionError::TooLarge)
+            }
+            Some(store) => {
+                // A previous server-side session of this browser ends here.
+                if let Ok(old) = self.key_of(req) {
+                    store.delete(&old).await?;
+                }
+                let id = crate::random::bytes::<32>();
+                let mut key = [0u8; 32];
+                key.copy_from_slice(digest(&SHA256, &id).as_ref());
+                self.put(store, &key, new, &plain, now).await?;
+                let cookie = URL_SAFE_NO_PAD.encode(id);
+                Ok(self.attrs.set_chunked(req, &self.name, &cookie, "/", max_age).unwrap_or_default())
+            }
+        }
     }
 
-    /// `Set-Cookie` values ending the session (every chunk the request carried).
+    async fn put(
+        &self,
+        store: &Store,
+        key: &Key,
+        new: &NewSession<'_>,
+        plain: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = self.ring.seal(&store::hex(key), plain).into_bytes();
+        let owner = Owner {
+            sid: new.claims.get("sid").and_then(|v| v.as_str()).map(str::to_owned),
+            sub: new.claims.sub().to_owned(),
+        };
+        store.put(key, sealed, &owner, new.claims.exp(), now).await
+    }
+
+    /// Replaces a session's tokens after a refresh and returns the renewed session with the `Set-Cookie` values
+    /// to send. Server-side sessions are updated in place (the cookie keeps its id, with a new `Max-Age`).
+    pub async fn renew(
+        &self,
+        req: &HeaderMap,
+        old: &Session,
+        new: &NewSession<'_>,
+        now: i64,
+    ) -> Result<(Session, Vec<HeaderValue>), SessionError> {
+        let cookies = match (&self.store, &old.key) {
+            (Some(store), Some(key)) => {
+                self.put(store, key, new, &pack(new), now).await?;
+                let id = cookie::get(req, &self.name).unwrap_or_default();
+                vec![self.attrs.set(&self.name, id, "/", new.claims.exp() - now)]
+            }
+            _ => self.save(req, new, now).await?,
+        };
+        let mut claims = new.claims.clone();
+        if let Some(extra) = new.userinfo {
+            claims.add_missing(extra.clone());
+        }
+        let renewed = Session {
+            claims,
+            id_token: new.id_token.to_owned(),
+            refresh_token: new.refresh_token.map(str::to_owned),
+            access_token: new.access_token.map(str::to_owned),
+            nonce: new.nonce.map(str::to_owned),
+            userinfo: new.userinfo.cloned(),
+            key: old.key,
+        };
+        Ok((renewed, cookies))
+    }
+
+    /// Ends the request's session: deletes it server-side and returns `Set-Cookie` values clearing every chunk.
+    pub async fn end(&self, req: &HeaderMap) -> Result<Vec<HeaderValue>, SessionError> {
+        if let (Some(store), Ok(key)) = (&self.store, self.key_of(req)) {
+            store.delete(&key).await?;
+        }
+        Ok(self.clear(req))
+    }
+
+    /// `Set-Cookie` values clearing the session cookie (every chunk the request carried).
     pub fn clear(&self, req: &HeaderMap) -> Vec<HeaderValue> {
         self.attrs.clear_chunked(req, &self.name, "/")
     }
+}
+
+fn pack(new: &NewSession<'_>) -> Vec<u8> {
+    let sealed = Sealed {
+        id_token: new.id_token,
+        refresh_token: new.refresh_token,
+        access_token: new.access_token,
+        nonce: new.nonce,
+        userinfo: new.userinfo.cloned(),
+    };
+    serde_json::to_vec(&sealed).unwrap_or_default()
+}
+
+fn unpack(plain: &[u8], key: Option<Key>, now: i64) -> Result<Session, SessionError> {
+    let sealed: Sealed = serde_json::from_slice(plain).map_err(|_| SessionError::Tampered)?;
+    let mut claims = claims_of(sealed.id_token).ok_or(SessionError::Tampered)?;
+    if let Some(extra) = &sealed.userinfo {
+        claims.add_missing(extra.clone());
+    }
+    if claims.exp() <= now {
+        return Err(SessionError::Expired);
+    }
+    Ok(Session {
+        claims,
+        id_token: sealed.id_token.to_owned(),
+        refresh_token: sealed.refresh_token.map(str::to_owned),
+        access_token: sealed.access_token.map(str::to_owned),
+        nonce: sealed.nonce.map(str::to_owned),
+        userinfo: sealed.userinfo,
+        key,
+    })
 }
 
 /// The claims of a token this process validated and sealed: the payload segment, decoded.

@@ -89,6 +89,9 @@ pub struct RawSession {
     pub store: Option<String>,
     pub redis_url: Option<String>,
     pub max_flows: Option<u64>,
+    pub memory_capacity: Option<u64>,
+    pub refresh_margin_secs: Option<u64>,
+    pub silent_reauth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

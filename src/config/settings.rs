@@ -133,6 +133,30 @@ pub struct SessionSettings {
     pub store: StoreKind,
     /// At most this many login flows (tabs logging in at once) are kept.
     pub max_flows: usize,
+    /// Most sessions the memory store holds.
+    pub memory_capacity: u64,
+    /// Refresh this long before the ID token's `exp` (when a refresh token is kept).
+    pub refresh_margin: Duration,
+    /// Try `prompt=none` before an interactive login for navigations.
+    pub silent_reauth: bool,
+}
+
+impl SessionSettings {
+    /// Settings with every default and this secret (the demo and tests start from here).
+    pub fn with_secret(secret: Secret) -> Self {
+        Self {
+            secret,
+            previous_secrets: Vec::new(),
+            cookie_name: "idgate".into(),
+            cookie_secure: true,
+            cookie_domain: None,
+            store: StoreKind::Cookie,
+            max_flows: 3,
+            memory_capacity: 100_000,
+            refresh_margin: Duration::from_secs(60),
+            silent_reauth: false,
+        }
+    }
 }
 
 /// What a route needs.
@@ -367,6 +391,9 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         cookie_domain: raw.cookie_domain,
         store,
         max_flows: range(p, "session.max_flows", raw.max_flows, 3, 1, 10) as usize,
+        memory_capacity: range(p, "session.memory_capacity", raw.memory_capacity, 100_000, 1, 100_000_000),
+        refresh_margin: secs(p, "session.refresh_margin_secs", raw.refresh_margin_secs, 60),
+        silent_reauth: raw.silent_reauth.unwrap_or(false),
     })
 }
 

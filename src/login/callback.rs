@@ -8,7 +8,7 @@ use super::{LoginError, flow::FLOW_TTL_SECS, flow::Flows, param, query_params};
 use crate::{
     app::State,
     body::{self, Body},
-    session::NewSession,
+    session::{NewSession, SessionError},
     telemetry::metrics::Event,
 };
 
@@ -17,6 +17,23 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     let params = query_params(query, &["state", "code", "iss", "error"])?;
     let flow_state = param(&params, "state").filter(|s| Flows::is_state(s));
     if let Some(error) = param(&params, "error") {
+        // A silent attempt (prompt=none) that needs the user: start over interactively, to the same place.
+        if let Some(flow) = flow_state.and_then(|s| state.flows.find(req, s)).filter(|f| f.silent) {
+            if matches!(
+                error,
+                "login_required" | "interaction_required" | "consent_required" | "account_selection_required"
+            ) {
+                let rd = url::form_urlencoded::byte_serialize(flow.return_to.as_bytes()).collect::<String>();
+                let location = format!("{}/start?interactive=1&rd={rd}", state.routes.prefix());
+                return Ok(Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(header::LOCATION, location)
+                    .header(header::CACHE_CONTROL, "no-store")
+                    .header(header::SET_COOKIE, state.flows.end(&flow.state))
+                    .body(body::empty())
+                    .expect("static response parts are valid"));
+            }
+        }
         return Err(LoginError::IdpError {
             error: error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect(),
             description: param(&params, "error_description").map(|d| d.chars().take(200).collect()),
@@ -64,9 +81,13 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
         claims: &claims,
         refresh_token: tokens.refresh_token.as_deref(),
         access_token: if oidc.forward_access_token { tokens.access_token.as_deref() } else { None },
+        nonce: Some(&flow.nonce),
         userinfo: userinfo.as_ref(),
     };
-    let cookies = state.sessions.seal(req, &new, now).map_err(|_| LoginError::SessionTooLarge)?;
+    let cookies = state.sessions.save(req, &new, now).await.map_err(|e| match e {
+        SessionError::Store(e) => LoginError::Store(e),
+        _ => LoginError::SessionTooLarge,
+    })?;
     state.provider.metrics().event(Event::Login("success"));
     tracing::info!(
         target: "idgate::audit",

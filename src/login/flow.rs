@@ -28,6 +28,9 @@ pub struct Flow {
     pub return_to: String,
     #[serde(rename = "t")]
     pub created: i64,
+    /// Sent with `prompt=none`: a `login_required` answer restarts the login interactively.
+    #[serde(rename = "q", default)]
+    pub silent: bool,
 }
 
 /// Seals, opens and names flow cookies.

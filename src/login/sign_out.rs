@@ -18,14 +18,14 @@ const CSRF_NAME: &str = "idgate-sign-out";
 const CSRF_TTL_SECS: i64 = 600;
 
 /// `GET|POST {prefix}/sign_out?rd=PATH`. `form` is the POST body (form-urlencoded).
-pub fn sign_out(
+pub async fn sign_out(
     state: &State,
     method: &Method,
     req: &HeaderMap,
     query: Option<&str>,
     form: &[u8],
 ) -> Result<Response<Body>, LoginError> {
-    let session = state.sessions.open(req, state.clock.now()).ok();
+    let session = state.sessions.open(req, state.clock.now()).await.ok();
     let binding = session.as_ref().map(|s| session_ref(s.id_token_hint())).unwrap_or_else(|| "-".into());
     let params = query_params(query, &["rd"])?;
     let rd = redirect::safe(param(&params, "rd"));
@@ -77,7 +77,8 @@ pub fn sign_out(
         .status(StatusCode::FOUND)
         .header(header::LOCATION, location)
         .header(header::CACHE_CONTROL, "no-store");
-    for c in state.sessions.clear(req).into_iter().chain(state.flows.end_all(req)) {
+    let cleared = state.sessions.end(req).await?;
+    for c in cleared.into_iter().chain(state.flows.end_all(req)) {
         resp = resp.header(header::SET_COOKIE, c);
     }
     Ok(resp.body(body::empty()).expect("static response parts are valid"))

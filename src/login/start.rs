@@ -12,8 +12,14 @@ use crate::{
     random,
 };
 
-/// `GET {prefix}/start?rd=PATH`: begins a login that returns to `rd` (same-origin paths only).
-pub fn start(state: &State, req: &HeaderMap, rd: Option<&str>) -> Result<Response<Body>, LoginError> {
+/// `GET {prefix}/start?rd=PATH`: begins a login that returns to `rd` (same-origin paths only). With
+/// `session.silent_reauth`, the first attempt asks the issuer with `prompt=none`; `interactive` skips that.
+pub fn start(
+    state: &State,
+    req: &HeaderMap,
+    rd: Option<&str>,
+    interactive: bool,
+) -> Result<Response<Body>, LoginError> {
     let metadata = state.provider.metadata()?;
     let oidc = state.provider.settings();
     let flow = Flow {
@@ -22,6 +28,7 @@ pub fn start(state: &State, req: &HeaderMap, rd: Option<&str>) -> Result<Respons
         verifier: random::token(32),
         return_to: redirect::safe(rd),
         created: state.clock.now(),
+        silent: state.settings.session.silent_reauth && !interactive,
     };
     let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, flow.verifier.as_bytes()));
     let mut url = url::Url::parse(&metadata.authorization_endpoint)
@@ -35,7 +42,9 @@ pub fn start(state: &State, req: &HeaderMap, rd: Option<&str>) -> Result<Respons
         .append_pair("nonce", &flow.nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    if oidc.scopes.iter().any(|s| s == "offline_access") {
+    if flow.silent {
+        url.query_pairs_mut().append_pair("prompt", "none");
+    } else if oidc.scopes.iter().any(|s| s == "offline_access") {
         // Some issuers (oidc-provider among them) issue a refresh token only with explicit consent.
         url.query_pairs_mut().append_pair("prompt", "consent");
     }

@@ -3,7 +3,7 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    config::{Secret, StoreKind},
+    config::Secret,
     dev_issuer::keys::{DevAlg, SigningKey},
 };
 
@@ -11,13 +11,8 @@ const NOW: i64 = 1_800_000_000;
 
 fn settings(secret: &str, previous: &[&str]) -> SessionSettings {
     SessionSettings {
-        secret: Secret::new(secret),
         previous_secrets: previous.iter().map(|s| Secret::new(*s)).collect(),
-        cookie_name: "idgate".into(),
-        cookie_secure: true,
-        cookie_domain: None,
-        store: StoreKind::Cookie,
-        max_flows: 3,
+        ..SessionSettings::with_secret(Secret::new(secret))
     }
 }
 
@@ -40,16 +35,24 @@ fn request_with(set_cookies: &[HeaderValue]) -> HeaderMap {
     h
 }
 
-#[test]
-fn seal_then_open_until_exp() {
-    let s = Sessions::new(&settings(SECRET, &[]));
+#[tokio::test]
+async fn seal_then_open_until_exp() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(0);
     let set = s
-        .seal(
+        .save(
             &HeaderMap::new(),
-            &NewSession { id_token: &t, claims: &c, refresh_token: Some("rt"), access_token: None, userinfo: None },
+            &NewSession {
+                id_token: &t,
+                claims: &c,
+                refresh_token: Some("rt"),
+                access_token: None,
+                nonce: Some("n"),
+                userinfo: None,
+            },
             NOW,
         )
+        .await
         .unwrap();
     assert_eq!(set.len(), 1);
     let v = set[0].to_str().unwrap();
@@ -62,43 +65,59 @@ fn seal_then_open_until_exp() {
     );
     assert!(!v.contains(&t), "the token is never visible in the cookie");
     let req = request_with(&set);
-    let session = s.open(&req, NOW + 599).unwrap();
+    let session = s.open(&req, NOW + 599).await.unwrap();
     assert_eq!(session.claims().sub(), "alice");
     assert_eq!(session.refresh_token(), Some("rt"));
     assert_eq!(session.id_token_hint(), t);
-    assert_eq!(s.open(&req, NOW + 600).unwrap_err(), SessionError::Expired, "ends at exp, never later");
+    assert!(matches!(s.open(&req, NOW + 600).await.unwrap_err(), SessionError::Expired), "ends at exp, never later");
 }
 
-#[test]
-fn large_sessions_are_chunked_and_reassembled() {
-    let s = Sessions::new(&settings(SECRET, &[]));
+#[tokio::test]
+async fn large_sessions_are_chunked_and_reassembled() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(9000);
     let set = s
-        .seal(
+        .save(
             &HeaderMap::new(),
-            &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None, userinfo: None },
+            &NewSession {
+                id_token: &t,
+                claims: &c,
+                refresh_token: None,
+                access_token: None,
+                nonce: None,
+                userinfo: None,
+            },
             NOW,
         )
+        .await
         .unwrap();
     assert!(set.len() >= 3, "{} cookies", set.len());
     assert!(set.iter().all(|v| v.len() < 4096));
     let req = request_with(&set);
-    assert_eq!(s.open(&req, NOW).unwrap().claims().sub(), "alice");
+    assert_eq!(s.open(&req, NOW).await.unwrap().claims().sub(), "alice");
     // Drop one chunk: the rest does not open.
     let truncated = request_with(&set[..set.len() - 1]);
-    assert_eq!(s.open(&truncated, NOW).unwrap_err(), SessionError::Tampered);
+    assert!(matches!(s.open(&truncated, NOW).await.unwrap_err(), SessionError::Tampered));
 }
 
-#[test]
-fn tampered_foreign_and_garbage_cookies_are_no_session() {
-    let s = Sessions::new(&settings(SECRET, &[]));
+#[tokio::test]
+async fn tampered_foreign_and_garbage_cookies_are_no_session() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(0);
     let set = s
-        .seal(
+        .save(
             &HeaderMap::new(),
-            &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None, userinfo: None },
+            &NewSession {
+                id_token: &t,
+                claims: &c,
+                refresh_token: None,
+                access_token: None,
+                nonce: None,
+                userinfo: None,
+            },
             NOW,
         )
+        .await
         .unwrap();
     let value = set[0].to_str().unwrap().split(';').next().unwrap().strip_prefix("idgate=").unwrap().to_owned();
     let mut flipped = value.clone().into_bytes();
@@ -109,33 +128,44 @@ fn tampered_foreign_and_garbage_cookies_are_no_session() {
     {
         let mut h = HeaderMap::new();
         h.insert(COOKIE, HeaderValue::from_str(&format!("idgate={bad}")).unwrap());
-        assert!(matches!(s.open(&h, NOW), Err(SessionError::Tampered | SessionError::Missing)), "{bad}");
+        assert!(matches!(s.open(&h, NOW).await, Err(SessionError::Tampered | SessionError::Missing)), "{bad}");
     }
-    let other = Sessions::new(&settings("another-secret-another-secret-0002", &[]));
-    assert_eq!(other.open(&request_with(&set), NOW).unwrap_err(), SessionError::Tampered, "sealed with another secret");
-    assert_eq!(s.open(&HeaderMap::new(), NOW).unwrap_err(), SessionError::Missing);
+    let other = Sessions::new(&settings("another-secret-another-secret-0002", &[])).unwrap();
+    assert!(
+        matches!(other.open(&request_with(&set), NOW).await.unwrap_err(), SessionError::Tampered),
+        "sealed with another secret"
+    );
+    assert!(matches!(s.open(&HeaderMap::new(), NOW).await.unwrap_err(), SessionError::Missing));
 }
 
-#[test]
-fn rotation_keeps_old_sessions_open() {
-    let old = Sessions::new(&settings(SECRET, &[]));
+#[tokio::test]
+async fn rotation_keeps_old_sessions_open() {
+    let old = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(0);
     let set = old
-        .seal(
+        .save(
             &HeaderMap::new(),
-            &NewSession { id_token: &t, claims: &c, refresh_token: None, access_token: None, userinfo: None },
+            &NewSession {
+                id_token: &t,
+                claims: &c,
+                refresh_token: None,
+                access_token: None,
+                nonce: None,
+                userinfo: None,
+            },
             NOW,
         )
+        .await
         .unwrap();
-    let rotated = Sessions::new(&settings("brand-new-secret-brand-new-secret-03", &[SECRET]));
-    assert!(rotated.open(&request_with(&set), NOW).is_ok());
+    let rotated = Sessions::new(&settings("brand-new-secret-brand-new-secret-03", &[SECRET])).unwrap();
+    assert!(rotated.open(&request_with(&set), NOW).await.is_ok());
 }
 
-#[test]
-fn thousands_of_chunk_cookies_cost_nothing_and_open_nothing() {
-    let s = Sessions::new(&settings(SECRET, &[]));
+#[tokio::test]
+async fn thousands_of_chunk_cookies_cost_nothing_and_open_nothing() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
     let many: Vec<String> = (0..2000).map(|i| format!("idgate_{i}=AAAA")).collect();
     let mut h = HeaderMap::new();
     h.insert(COOKIE, HeaderValue::from_str(&many.join("; ")).unwrap());
-    assert_eq!(s.open(&h, NOW).unwrap_err(), SessionError::Tampered);
+    assert!(matches!(s.open(&h, NOW).await.unwrap_err(), SessionError::Tampered));
 }

@@ -16,7 +16,7 @@ use idgate::{
     app::{self, Running},
     clock::{Clock, TestClock},
     config::{
-        AuthMode, Secret, Settings, StoreKind, TokenAuthMethod,
+        AuthMode, Secret, Settings, TokenAuthMethod,
         settings::{
             AdminSettings, DEFAULT_HEADERS, LogFormat, LogSettings, OidcSettings, RouteSettings, ServerSettings,
             SessionSettings, UpstreamSettings,
@@ -180,15 +180,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             forward_access_token: false,
             userinfo_claims: false,
         },
-        session: SessionSettings {
-            secret: Secret::new(SESSION_SECRET),
-            previous_secrets: vec![],
-            cookie_name: "idgate".into(),
-            cookie_secure: false,
-            cookie_domain: None,
-            store: StoreKind::Cookie,
-            max_flows: 3,
-        },
+        session: SessionSettings { cookie_secure: false, ..SessionSettings::with_secret(Secret::new(SESSION_SECRET)) },
         headers: DEFAULT_HEADERS
             .iter()
             .map(|(h, c)| (http::HeaderName::from_static(h), (*c).to_owned()))

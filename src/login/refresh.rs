@@ -1,0 +1,183 @@
+//! Renewal (R16): shortly before the ID token's `exp`, a session holding a refresh token gets a new ID token at the
+//! token endpoint, validated by the same rules (same `sub`; a `nonce`, if present, must still be the login's).
+//! Concurrent requests of one session share one refresh (single flight in-process; a Redis lock across replicas),
+//! and the result is kept for a minute, so a rotated refresh token never kills a session that had requests in flight.
+
+use std::{sync::Arc, time::Duration};
+
+use aws_lc_rs::digest::{SHA256, digest};
+use http::{HeaderMap, HeaderValue};
+
+use crate::{
+    app::State,
+    id_token::Claims,
+    oidc::{ProviderError, TokenError},
+    session::{NewSession, Session, SessionError},
+    telemetry::metrics::Event,
+};
+
+/// Tokens from one refresh, shared by every request that waited for it.
+#[derive(Debug)]
+pub struct Refreshed {
+    id_token: String,
+    claims: Claims,
+    refresh_token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// Why a refresh did not give a new session.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefreshFailure {
+    /// The issuer refused the refresh token (`invalid_grant`): the session is over.
+    #[error("refresh token refused: {0}")]
+    Refused(String),
+    /// The new ID token failed validation or names another subject: the session is over.
+    #[error("refreshed ID token rejected: {0}")]
+    Rejected(String),
+    /// The issuer could not be reached: keep the session until its `exp`.
+    #[error("issuer unavailable for refresh: {0}")]
+    Unavailable(String),
+}
+
+/// What the pipeline does with a session after the renewal check.
+#[derive(Debug)]
+pub enum Renewal {
+    /// Use the session as it is (not due, or the issuer is unavailable).
+    Keep(Session),
+    /// Use the renewed session and send these cookies.
+    Renewed(Session, Vec<HeaderValue>),
+    /// The session is over.
+    Ended(SessionError),
+}
+
+/// The in-process flights: refresh-token hash → outcome, kept briefly.
+pub type Flights = moka::future::Cache<[u8; 32], Arc<Result<Refreshed, RefreshFailure>>>;
+
+/// A cache for [`Flights`].
+pub fn flights() -> Flights {
+    moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build()
+}
+
+/// Refreshes `session` when it is due.
+pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, now: i64) -> Renewal {
+    let Some(refresh_token) = session.refresh_token() else { return Renewal::Keep(session) };
+    let exp = session.expires_at();
+    let iat = session.claims().get("iat").and_then(|v| v.as_i64()).unwrap_or(exp);
+    let margin = (state.settings.session.refresh_margin.as_secs() as i64).min((exp - iat) / 2);
+    if now < exp - margin {
+        return Renewal::Keep(session);
+    }
+    let mut flight = [0u8; 32];
+    flight.copy_from_slice(digest(&SHA256, refresh_token.as_bytes()).as_ref());
+    let rt = refresh_token.to_owned();
+    let outcome = state
+        .refreshes
+        .get_with(flight, async { Arc::new(refresh(state, headers, &session, &rt, flight, now).await) })
+        .await;
+    match outcome.as_ref() {
+        Ok(r) => {
+            let new = NewSession {
+                id_token: &r.id_token,
+                claims: &r.claims,
+                refresh_token: r.refresh_token.as_deref(),
+                access_token: r.access_token.as_deref(),
+                nonce: session.nonce(),
+                userinfo: session.userinfo(),
+            };
+            match state.sessions.renew(headers, &session, &new, now).await {
+                Ok((renewed, cookies)) => Renewal::Renewed(renewed, cookies),
+                Err(e) => Renewal::Ended(e),
+            }
+        }
+        Err(RefreshFailure::Unavailable(why)) => {
+            tracing::warn!(error = %why, "refresh failed; the session lasts until its exp");
+            Renewal::Keep(session)
+        }
+        Err(fatal) => {
+            tracing::info!(error = %fatal, sub = session.claims().sub(), "refresh ended the session");
+            Renewal::Ended(SessionError::Expired)
+        }
+    }
+}
+
+/// One refresh at the token endpoint, under a cross-replica lock when sessions live in Redis.
+async fn refresh(
+    state: &State,
+    headers: &HeaderMap,
+    session: &Session,
+    rt: &str,
+    flight: [u8; 32],
+    now: i64,
+) -> Result<Refreshed, RefreshFailure> {
+    let lock = crate::session::store::hex(&flight);
+    if let Some(store) = state.sessions.store() {
+        let mut waited = Duration::ZERO;
+        while !store.try_lock(&lock, 10_000).await.map_err(|e| RefreshFailure::Unavailable(e.to_string()))? {
+            // Another replica is refreshing this session: wait, then use what it stored.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+            if let Ok(current) = state.sessions.open(headers, now).await {
+                if current.refresh_token() != Some(rt) {
+                    return Ok(Refreshed {
+                        id_token: current.id_token_hint().to_owned(),
+                        claims: current.claims().clone(),
+                        refresh_token: current.refresh_token().map(str::to_owned),
+                        access_token: current.access_token().map(str::to_owned),
+                    });
+                }
+            }
+            if waited > Duration::from_secs(10) {
+                return Err(RefreshFailure::Unavailable("refresh lock held too long".into()));
+            }
+        }
+        let result = redeem(state, session, rt, now).await;
+        store.unlock(&lock).await;
+        return result;
+    }
+    redeem(state, session, rt, now).await
+}
+
+async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<Refreshed, RefreshFailure> {
+    let metrics = state.provider.metrics();
+    let tokens = match state.provider.refresh(rt).await {
+        Ok(t) => t,
+        Err(ProviderError::Refused { status, error, .. }) if status < 500 => {
+            metrics.event(Event::Refresh("refused"));
+            return Err(RefreshFailure::Refused(error));
+        }
+        Err(e) => {
+            metrics.event(Event::Refresh("unavailable"));
+            return Err(RefreshFailure::Unavailable(e.to_string()));
+        }
+    };
+    let Some(id_token) = tokens.id_token else {
+        metrics.event(Event::Refresh("no_id_token"));
+        return Err(RefreshFailure::Unavailable("the issuer returned no ID token on refresh".into()));
+    };
+    let claims = match state.provider.validate_id_token(&id_token, None, now).await {
+        Ok(c) => c,
+        Err(TokenError::Provider(e)) => return Err(RefreshFailure::Unavailable(e.to_string())),
+        Err(TokenError::Rejected(r)) => {
+            metrics.event(Event::Refresh("rejected"));
+            return Err(RefreshFailure::Rejected(r.to_string()));
+        }
+    };
+    if claims.sub() != session.claims().sub() {
+        metrics.event(Event::Refresh("rejected"));
+        return Err(RefreshFailure::Rejected("the refreshed ID token names another subject".into()));
+    }
+    let nonce = claims.get("nonce").and_then(|n| n.as_str());
+    if nonce.is_some() && nonce != session.nonce() {
+        metrics.event(Event::Refresh("rejected"));
+        return Err(RefreshFailure::Rejected("the refreshed ID token carries another nonce".into()));
+    }
+    metrics.event(Event::Refresh("success"));
+    tracing::info!(target: "idgate::audit", event = "refresh", sub = claims.sub(), expires_at = claims.exp(), "session refreshed");
+    Ok(Refreshed {
+        id_token,
+        claims,
+        // Issuers that do not rotate refresh tokens return none: keep using the old one.
+        refresh_token: tokens.refresh_token.or_else(|| Some(rt.to_owned())),
+        access_token: if state.provider.settings().forward_access_token { tokens.access_token } else { None },
+    })
+}
