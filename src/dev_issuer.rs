@@ -83,6 +83,7 @@ struct Grant {
     challenge: String,
     user: String,
     scope: String,
+    sid: String,
 }
 
 struct Inner {
@@ -92,7 +93,8 @@ struct Inner {
     keys: Mutex<Vec<SigningKey>>,
     knobs: Mutex<Knobs>,
     codes: Mutex<HashMap<String, Grant>>,
-    refresh_tokens: Mutex<HashMap<String, (String, String)>>,
+    /// Refresh token → (user, scope, sid).
+    refresh_tokens: Mutex<HashMap<String, (String, String, String)>>,
     access_tokens: Mutex<HashMap<String, String>>,
     requests: Mutex<HashMap<&'static str, u64>>,
 }
@@ -342,6 +344,7 @@ impl Inner {
                     challenge: get("code_challenge"),
                     user: user.to_owned(),
                     scope: get("scope"),
+                    sid: random::token(12),
                 },
             );
         }
@@ -392,7 +395,7 @@ impl Inner {
             return oauth_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), e);
         }
         let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
-        let (user, nonce, scope) = match get("grant_type") {
+        let (user, nonce, scope, sid) = match get("grant_type") {
             "authorization_code" => {
                 // A code works once: it is removed whether or not the rest checks out.
                 let Some(grant) = self.codes.lock().ok().and_then(|mut c| c.remove(get("code"))) else {
@@ -405,21 +408,22 @@ impl Inner {
                 {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
-                (grant.user, grant.nonce, grant.scope)
+                (grant.user, grant.nonce, grant.scope, grant.sid)
             }
             "refresh_token" => {
                 // Rotating refresh tokens: the old one is spent.
-                let Some((user, scope)) =
+                let Some((user, scope, sid)) =
                     self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token")))
                 else {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
-                (user, None, scope)
+                (user, None, scope, sid)
             }
             _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         };
         let mut claims = self.claims_for(&user, nonce.as_deref(), &self.client.client_id);
         claims.insert("exp".into(), json!(self.clock.now() + knobs.id_token_lifetime_secs));
+        claims.insert("sid".into(), json!(sid));
         if let Some(hook) = &knobs.claims_hook {
             hook(&mut claims);
         }
@@ -441,7 +445,7 @@ impl Inner {
         if scope.split(' ').any(|s| s == "offline_access") {
             let rt = random::token(24);
             if let Ok(mut r) = self.refresh_tokens.lock() {
-                r.insert(rt.clone(), (user, scope));
+                r.insert(rt.clone(), (user, scope, sid));
             }
             answer["refresh_token"] = json!(rt);
         }

@@ -209,7 +209,7 @@ pub fn validate_logout(raw: &str, keys: &KeySet, want: &Expectations, now: i64) 
         Some(Value::Object(events)) if events.get(LOGOUT_EVENT).is_some_and(Value::is_object) => {}
         _ => return Err(Rejection::NotALogoutToken("events lacks the back-channel logout event")),
     }
-    if !payload.get("jti").is_some_and(|j| j.as_str().is_some_and(|s| !s.is_empty())) {
+    if payload.get("jti").is_none_or(|j| j.as_str().is_none_or(|s| s.is_empty())) {
         return Err(Rejection::MissingClaim("jti"));
     }
     let has = |k: &str| payload.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty());

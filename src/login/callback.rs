@@ -18,21 +18,21 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     let flow_state = param(&params, "state").filter(|s| Flows::is_state(s));
     if let Some(error) = param(&params, "error") {
         // A silent attempt (prompt=none) that needs the user: start over interactively, to the same place.
-        if let Some(flow) = flow_state.and_then(|s| state.flows.find(req, s)).filter(|f| f.silent) {
-            if matches!(
+        if let Some(flow) = flow_state.and_then(|s| state.flows.find(req, s)).filter(|f| f.silent)
+            && matches!(
                 error,
                 "login_required" | "interaction_required" | "consent_required" | "account_selection_required"
-            ) {
-                let rd = url::form_urlencoded::byte_serialize(flow.return_to.as_bytes()).collect::<String>();
-                let location = format!("{}/start?interactive=1&rd={rd}", state.routes.prefix());
-                return Ok(Response::builder()
-                    .status(StatusCode::FOUND)
-                    .header(header::LOCATION, location)
-                    .header(header::CACHE_CONTROL, "no-store")
-                    .header(header::SET_COOKIE, state.flows.end(&flow.state))
-                    .body(body::empty())
-                    .expect("static response parts are valid"));
-            }
+            )
+        {
+            let rd = url::form_urlencoded::byte_serialize(flow.return_to.as_bytes()).collect::<String>();
+            let location = format!("{}/start?interactive=1&rd={rd}", state.routes.prefix());
+            return Ok(Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, location)
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::SET_COOKIE, state.flows.end(&flow.state))
+                .body(body::empty())
+                .expect("static response parts are valid"));
         }
         return Err(LoginError::IdpError {
             error: error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect(),

@@ -100,7 +100,8 @@ pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, 
     }
 }
 
-/// One refresh at the token endpoint, under a cross-replica lock when sessions live in Redis.
+/// One refresh at the token endpoint, under a cross-replica lock when sessions live server-side: whoever gets the
+/// lock second finds the session already renewed in the store and uses that.
 async fn refresh(
     state: &State,
     headers: &HeaderMap,
@@ -109,32 +110,27 @@ async fn refresh(
     flight: [u8; 32],
     now: i64,
 ) -> Result<Refreshed, RefreshFailure> {
+    let Some(store) = state.sessions.store() else { return redeem(state, session, rt, now).await };
     let lock = crate::session::store::hex(&flight);
-    if let Some(store) = state.sessions.store() {
-        let mut waited = Duration::ZERO;
-        while !store.try_lock(&lock, 10_000).await.map_err(|e| RefreshFailure::Unavailable(e.to_string()))? {
-            // Another replica is refreshing this session: wait, then use what it stored.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            waited += Duration::from_millis(50);
-            if let Ok(current) = state.sessions.open(headers, now).await {
-                if current.refresh_token() != Some(rt) {
-                    return Ok(Refreshed {
-                        id_token: current.id_token_hint().to_owned(),
-                        claims: current.claims().clone(),
-                        refresh_token: current.refresh_token().map(str::to_owned),
-                        access_token: current.access_token().map(str::to_owned),
-                    });
-                }
-            }
-            if waited > Duration::from_secs(10) {
-                return Err(RefreshFailure::Unavailable("refresh lock held too long".into()));
-            }
+    let mut waited = Duration::ZERO;
+    while !store.try_lock(&lock, 10_000).await.map_err(|e| RefreshFailure::Unavailable(e.to_string()))? {
+        if waited > Duration::from_secs(10) {
+            return Err(RefreshFailure::Unavailable("refresh lock held too long".into()));
         }
-        let result = redeem(state, session, rt, now).await;
-        store.unlock(&lock).await;
-        return result;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        waited += Duration::from_millis(25);
     }
-    redeem(state, session, rt, now).await
+    let result = match state.sessions.open(headers, now).await {
+        Ok(current) if current.refresh_token() != Some(rt) => Ok(Refreshed {
+            id_token: current.id_token_hint().to_owned(),
+            claims: current.claims().clone(),
+            refresh_token: current.refresh_token().map(str::to_owned),
+            access_token: current.access_token().map(str::to_owned),
+        }),
+        _ => redeem(state, session, rt, now).await,
+    };
+    store.unlock(&lock).await;
+    result
 }
 
 async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<Refreshed, RefreshFailure> {

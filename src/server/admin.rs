@@ -1,4 +1,5 @@
-//! The admin listener — never the public one: `/healthz` (alive), `/readyz` (issuer loaded), `/metrics`.
+//! The admin listener — never the public one: `/healthz` (alive), `/readyz` (issuer loaded and session store
+//! reachable), `/metrics`.
 
 use std::sync::Arc;
 
@@ -15,14 +16,20 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     let (status, content_type, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {
-            if state.provider.is_ready() {
-                (StatusCode::OK, "text/plain", "ready\n".to_owned())
-            } else {
+            let store = match state.sessions.store() {
+                Some(s) => s.ping().await.err(),
+                None => None,
+            };
+            if !state.provider.is_ready() {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     "not ready: issuer discovery and keys not loaded\n".to_owned(),
                 )
+            } else if let Some(e) = store {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {e}\n"))
+            } else {
+                (StatusCode::OK, "text/plain", "ready\n".to_owned())
             }
         }
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),

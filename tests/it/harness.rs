@@ -77,6 +77,22 @@ impl TestGate {
         b
     }
 
+    /// Another idgate in front of the same issuer and upstream (a replica), with its own adjusted settings.
+    pub async fn replica(&self, f: impl FnOnce(&mut Settings)) -> Running {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut settings = self.state().settings.clone();
+        f(&mut settings);
+        let running = app::start_on(settings, Arc::clone(&self.clock) as Arc<dyn Clock>, public, admin).await.unwrap();
+        for _ in 0..200 {
+            if running.state.provider.is_ready() {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("replica never became ready");
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;

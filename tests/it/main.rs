@@ -8,4 +8,6 @@ mod forward;
 mod identity;
 mod login;
 mod nginx;
+mod redis;
+mod sessions;
 mod server;
