@@ -32,7 +32,7 @@ use crate::{
 /// Largest form body idgate reads itself (sign-out confirmation).
 const MAX_FORM_BYTES: usize = 8 * 1024;
 
-/// Everything a request needs, built once at start.
+/// Everything a request needs, built once at start (and again, in part, by a reload).
 pub struct State {
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
@@ -43,7 +43,7 @@ pub struct State {
     pub routes: RouteTable,
     pub rules: Rules,
     pub headers: HeaderPlan,
-    pub forwarder: Forwarder,
+    pub forwarder: Arc<Forwarder>,
     /// States already redeemed, kept as long as a flow lives: a replayed callback fails even with its cookie.
     pub used_states: moka::sync::Cache<String, ()>,
     /// `jti`s of logout tokens already acted on (replay guard).
@@ -52,35 +52,37 @@ pub struct State {
     pub refreshes: login::refresh::Flights,
 }
 
+/// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
+struct Kept {
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    provider: Arc<Provider>,
+    forwarder: Arc<Forwarder>,
+    store: Option<Arc<crate::session::store::Store>>,
+    used_states: moka::sync::Cache<String, ()>,
+    logout_jtis: moka::sync::Cache<String, ()>,
+    refreshes: login::refresh::Flights,
+}
+
 impl State {
     /// Builds the state. Nothing here does I/O; the issuer loads in the background once started.
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
         let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
-        let s = &settings.session;
-        let prefix = settings.server.prefix.clone();
-        let callback = settings.callback_path().to_owned();
-        let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
-        let attrs = Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() };
-        Ok(State {
-            sessions: Sessions::new(s).map_err(|e| StartError::Store(e.to_string()))?,
-            flows: Flows {
-                ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
-                prefix: format!("{}_flow_", s.cookie_name),
-                path: flow_path,
-                attrs,
-                max: s.max_flows,
-            },
-            routes: RouteTable::new(&prefix, &callback, &settings.routes),
-            rules: Rules::new(&settings.routes),
-            headers: HeaderPlan::new(&settings.headers, &s.cookie_name),
-            forwarder: Forwarder::new(
-                http,
-                &settings.upstream.url,
-                settings.upstream.timeout,
-                settings.server.trusted_proxies.clone(),
-            ),
+        let forwarder = Forwarder::new(
+            http,
+            &settings.upstream.url,
+            settings.upstream.timeout,
+            settings.server.trusted_proxies.clone(),
+        );
+        let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();
+        let kept = Kept {
+            clock,
+            metrics,
+            provider,
+            forwarder: Arc::new(forwarder),
+            store,
             used_states: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(600))
@@ -90,12 +92,91 @@ impl State {
                 .time_to_live(Duration::from_secs(900))
                 .build(),
             refreshes: login::refresh::flights(),
-            provider,
-            metrics,
-            clock,
+        };
+        Ok(Arc::new(Self::assemble(settings, kept)))
+    }
+
+    fn assemble(settings: Settings, kept: Kept) -> State {
+        let s = &settings.session;
+        let prefix = settings.server.prefix.clone();
+        let callback = settings.callback_path().to_owned();
+        let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
+        State {
+            sessions: Sessions::with_store(s, kept.store),
+            flows: Flows {
+                ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
+                prefix: format!("{}_flow_", s.cookie_name),
+                path: flow_path,
+                attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
+                max: s.max_flows,
+            },
+            routes: RouteTable::new(&prefix, &callback, &settings.routes),
+            rules: Rules::new(&settings.routes),
+            headers: HeaderPlan::new(&settings.headers, &s.cookie_name),
+            forwarder: kept.forwarder,
+            used_states: kept.used_states,
+            logout_jtis: kept.logout_jtis,
+            refreshes: kept.refreshes,
+            provider: kept.provider,
+            metrics: kept.metrics,
+            clock: kept.clock,
             settings,
         }
-        .into())
+    }
+
+    /// A state for reloaded settings: session secrets and cookie settings, header mappings and routes change; the
+    /// listeners, upstream, issuer and session store stay (they need a restart). Returns the sections whose
+    /// changes were not applied.
+    pub fn reloaded(&self, mut new: Settings) -> (State, Vec<&'static str>) {
+        let old = &self.settings;
+        let mut ignored = Vec::new();
+        let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+        for (name, changed) in [
+            ("server", !same(&old.server, &new.server)),
+            ("admin", !same(&old.admin, &new.admin)),
+            ("upstream", !same(&old.upstream, &new.upstream)),
+            ("oidc", !same(&old.oidc, &new.oidc)),
+            ("session.store", old.session.store != new.session.store),
+            ("log", !same(&old.log, &new.log)),
+        ] {
+            if changed {
+                ignored.push(name);
+            }
+        }
+        new.server = old.server.clone();
+        new.admin = old.admin.clone();
+        new.upstream = old.upstream.clone();
+        new.oidc = old.oidc.clone();
+        new.session.store = old.session.store.clone();
+        new.session.memory_capacity = old.session.memory_capacity;
+        new.log = old.log.clone();
+        let kept = Kept {
+            clock: Arc::clone(&self.clock),
+            metrics: Arc::clone(&self.metrics),
+            provider: Arc::clone(&self.provider),
+            forwarder: Arc::clone(&self.forwarder),
+            store: self.sessions.shared_store(),
+            used_states: self.used_states.clone(),
+            logout_jtis: self.logout_jtis.clone(),
+            refreshes: self.refreshes.clone(),
+        };
+        (Self::assemble(new, kept), ignored)
+    }
+}
+
+/// The state requests see; a reload swaps it, and requests already running finish with the one they took.
+pub struct Shared(std::sync::RwLock<Arc<State>>);
+
+impl Shared {
+    /// The current state.
+    pub fn current(&self) -> Arc<State> {
+        self.0.read().map(|s| Arc::clone(&s)).unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    fn replace(&self, state: State) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Arc::new(state);
+        }
     }
 }
 
@@ -184,12 +265,27 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
 pub struct Running {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub state: Arc<State>,
+    shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// The state requests currently see.
+    pub fn state(&self) -> Arc<State> {
+        self.shared.current()
+    }
+
+    /// Applies reloaded settings without dropping connections; returns the sections that need a restart.
+    pub fn reload(&self, settings: Settings) -> Vec<&'static str> {
+        self.reloader().reload(settings)
+    }
+
+    /// A handle that reloads settings, for the SIGHUP handler.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(Arc::clone(&self.shared))
+    }
+
     /// Stops accepting, drains in-flight requests (up to the grace deadline) and waits until done.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -204,6 +300,24 @@ impl Running {
     /// A trigger that starts the drain, for signal handlers.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
+    }
+}
+
+/// Swaps in reloaded settings.
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Applies `settings`; returns the sections whose changes need a restart (they keep their old values).
+    pub fn reload(&self, settings: Settings) -> Vec<&'static str> {
+        let (state, ignored) = self.0.current().reloaded(settings);
+        self.0.replace(state);
+        if ignored.is_empty() {
+            tracing::info!("configuration reloaded");
+        } else {
+            tracing::warn!(not_applied = ?ignored, "configuration reloaded; changes to these sections need a restart");
+        }
+        ignored
     }
 }
 
@@ -255,18 +369,19 @@ pub async fn start_on(
     let grace = settings.server.shutdown_grace;
     let state = State::new(settings, clock)?;
     let loader = state.provider.spawn_loader();
+    let shared = Arc::new(Shared(std::sync::RwLock::new(Arc::clone(&state))));
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let public_server = {
-        let st = Arc::clone(&state);
-        let handler = move |req, peer| handle(Arc::clone(&st), req, peer);
+        let sh = Arc::clone(&shared);
+        let handler = move |req, peer| handle(sh.current(), req, peer);
         server::serve(public, tls, limits, Arc::clone(&state.metrics), handler, signal(stopped.clone()), grace)
     };
     let admin_server = {
-        let st = Arc::clone(&state);
-        let handler = move |req, _peer| server::admin::handle(Arc::clone(&st), req);
+        let sh = Arc::clone(&shared);
+        let handler = move |req, _peer| server::admin::handle(sh.current(), req);
         let admin_limits = Limits { max_connections: 64, ..limits };
         server::serve(
             admin,
@@ -283,7 +398,7 @@ pub async fn start_on(
         tokio::join!(public_server, admin_server);
         loader.abort();
     });
-    Ok(Running { public_addr, admin_addr, state, stop, done })
+    Ok(Running { public_addr, admin_addr, shared, stop, done })
 }
 
 /// Resolves on SIGTERM or SIGINT (Kubernetes sends SIGTERM, then SIGKILL after the grace period).

@@ -61,7 +61,7 @@ fn load(path: Option<std::path::PathBuf>) -> Result<config::Settings, ExitCode> 
 }
 
 async fn run(path: Option<std::path::PathBuf>) -> ExitCode {
-    let settings = match load(path) {
+    let settings = match load(path.clone()) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -79,9 +79,31 @@ async fn run(path: Option<std::path::PathBuf>) -> ExitCode {
         app::termination_signal().await;
         let _ = stop.send(true);
     });
+    spawn_reload_on_hangup(running.reloader(), path);
     running.wait().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP reloads the configuration file: secrets, routes and header mappings change without dropping a connection.
+/// A configuration with errors is refused, each problem logged, and the running one keeps serving.
+fn spawn_reload_on_hangup(reloader: app::Reloader, path: Option<std::path::PathBuf>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hangup.recv().await.is_some() {
+            match config::load_from_process(path.as_deref()) {
+                Ok(settings) => {
+                    reloader.reload(settings);
+                }
+                Err(e) => {
+                    for p in &e.problems {
+                        tracing::error!(key = %p.key, problem = %p.why, "reload refused; the running configuration stays");
+                    }
+                }
+            }
+        }
+    });
 }
 
 async fn check(path: Option<std::path::PathBuf>) -> ExitCode {

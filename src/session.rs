@@ -114,7 +114,7 @@ pub struct Sessions {
     ring: KeyRing,
     name: String,
     attrs: Attributes,
-    store: Option<Store>,
+    store: Option<std::sync::Arc<Store>>,
 }
 
 impl Sessions {
@@ -125,12 +125,22 @@ impl Sessions {
             StoreKind::Memory => Some(Store::Memory(store::memory::MemoryStore::new(s.memory_capacity))),
             StoreKind::Redis { url } => Some(Store::Redis(store::redis::RedisStore::new(url)?)),
         };
-        Ok(Self {
+        Ok(Self::with_store(s, store.map(std::sync::Arc::new)))
+    }
+
+    /// New keys and cookie settings over an existing store (a reload keeps the sessions it holds).
+    pub fn with_store(s: &SessionSettings, store: Option<std::sync::Arc<Store>>) -> Self {
+        Self {
             ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Session),
             name: s.cookie_name.clone(),
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
             store,
-        })
+        }
+    }
+
+    /// The store shared with a reloaded state.
+    pub fn shared_store(&self) -> Option<std::sync::Arc<Store>> {
+        self.store.clone()
     }
 
     /// The session cookie's name (chunks are `NAME_0`, `NAME_1`, …).
@@ -140,7 +150,7 @@ impl Sessions {
 
     /// The server-side store, if sessions are kept server-side.
     pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
+        self.store.as_deref()
     }
 
     /// Opens the request's session, checking expiry against `now`.

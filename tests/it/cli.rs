@@ -238,3 +238,66 @@ async fn run_streams_100_mib_each_way_without_growing() {
     child.kill().await.unwrap();
     iss.stop();
 }
+
+#[tokio::test]
+async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_config() {
+    let port = free_port();
+    let admin = free_port();
+    let iss = issuer(port).await;
+    let upstream = crate::harness::spawn_json_echo().await;
+    let f = config_file(&gate_config(port, admin, iss.issuer(), upstream));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(f.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up);
+    // One keep-alive connection, used before and after the reload.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(driver);
+    let get = |path: &str| Request::get(path).header("host", "x").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(conn.send_request(get("/stream/a")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(conn.send_request(get("/private")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    let reloaded = format!(
+        "{}\n[[routes]]\nprefix = \"/private\"\nauth = \"public\"\n",
+        gate_config(port, admin, iss.issuer(), upstream)
+    );
+    std::fs::write(f.path(), reloaded).unwrap();
+    let hup = || Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    assert!(hup().success());
+    let mut status = StatusCode::UNAUTHORIZED;
+    for _ in 0..100 {
+        status = conn.send_request(get("/private")).await.expect("the connection survives the reload").status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::OK, "the new route applies after SIGHUP");
+
+    std::fs::write(f.path(), "[server]\nlisten = \"broken\"\n").unwrap();
+    assert!(hup().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "a bad reload does not stop idgate");
+    assert_eq!(
+        conn.send_request(get("/private")).await.unwrap().status(),
+        StatusCode::OK,
+        "the old configuration keeps serving"
+    );
+    child.kill().await.unwrap();
+    iss.stop();
+}

@@ -60,8 +60,8 @@ impl TestGate {
         Builder { alg: DevAlg::RS256, redirect_uri: None, settings: Box::new(|_| {}), upstream: None }
     }
 
-    pub fn state(&self) -> &Arc<app::State> {
-        &self.running.as_ref().expect("running").state
+    pub fn state(&self) -> Arc<app::State> {
+        self.running.as_ref().expect("running").state()
     }
 
     /// A new browser-like client.
@@ -85,7 +85,7 @@ impl TestGate {
         f(&mut settings);
         let running = app::start_on(settings, Arc::clone(&self.clock) as Arc<dyn Clock>, public, admin).await.unwrap();
         for _ in 0..200 {
-            if running.state.provider.is_ready() {
+            if running.state().provider.is_ready() {
                 return running;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -367,7 +367,7 @@ async fn a_flood_of_unknown_kids_causes_at_most_one_fetch() {
     let now = gate.clock.now();
     let mut tasks = Vec::new();
     for i in 0..1000 {
-        let state = Arc::clone(gate.state());
+        let state = gate.state();
         let claims = json!({"iss": gate.issuer.issuer(), "aud": crate::harness::CLIENT_ID, "sub": "x", "iat": now, "exp": now + 60});
         let token = other.sign_with_header(&json!({"alg": "RS256", "kid": format!("unknown-{i}")}), &claims);
         tasks.push(tokio::spawn(async move { state.provider.validate_id_token(&token, None, now).await }));

@@ -422,3 +422,23 @@ async fn redis_outage_fails_closed_and_recovers() {
     gate.login_as("ivy").await;
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn secret_rotation_by_reload_keeps_old_sessions() {
+    let gate = TestGate::builder().spawn().await;
+    let b = gate.login_as("jo").await;
+    let running = gate.running.as_ref().unwrap();
+    let mut settings = gate.state().settings.clone();
+    let old = settings.session.secret.clone();
+    settings.session.secret = idgate::config::Secret::new("rotated-secret-rotated-secret-rotated");
+    settings.session.previous_secrets = vec![old.clone()];
+    assert!(running.reload(settings.clone()).is_empty());
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK, "sealed with the previous secret");
+    let c = gate.login_as("jo").await;
+    // Drop the old secret: the old cookie no longer opens, the new one does.
+    settings.session.previous_secrets.clear();
+    running.reload(settings);
+    assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.get(&format!("{}/", gate.base)).await.status, StatusCode::OK);
+    gate.shutdown().await;
+}
