@@ -164,8 +164,7 @@ impl Sessions {
             Some(store) => {
                 let key = self.key_of(headers)?;
                 let sealed = store.get(&key).await?.ok_or(SessionError::Missing)?;
-                let sealed = std::str::from_utf8(&sealed).map_err(|_| SessionError::Tampered)?;
-                let plain = self.ring.open(&store::hex(&key), sealed).map_err(|_| SessionError::Tampered)?;
+                let plain = self.ring.open_raw(&store::hex(&key), &sealed).map_err(|_| SessionError::Tampered)?;
                 unpack(&plain, Some(key), now)
             }
         }
@@ -221,7 +220,7 @@ impl Sessions {
         plain: &[u8],
         now: i64,
     ) -> Result<(), StoreError> {
-        let sealed = self.ring.seal(&store::hex(key), plain).into_bytes();
+        let sealed = self.ring.seal_raw(&store::hex(key), plain);
         let owner = Owner {
             sid: new.claims.get("sid").and_then(|v| v.as_str()).map(str::to_owned),
             sub: new.claims.sub().to_owned(),

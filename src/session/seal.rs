@@ -62,8 +62,13 @@ impl KeyRing {
         Self { current: derive(current, purpose), previous: previous.iter().map(|s| derive(s, purpose)).collect() }
     }
 
-    /// Seals `plaintext` for the cookie `name`.
+    /// Seals `plaintext` for the cookie `name`, as cookie-safe text.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.seal_raw(name, plaintext))
+    }
+
+    /// Seals `plaintext` bound to `name`, as bytes (server-side stores keep these).
+    pub fn seal_raw(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         let nonce_bytes = crate::random::bytes::<NONCE_LEN>();
         let mut buf = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
         buf.push(VERSION);
@@ -78,12 +83,16 @@ impl KeyRing {
             )
             .expect("AES-GCM sealing of a bounded buffer cannot fail");
         buf.extend_from_slice(tag.as_ref());
-        URL_SAFE_NO_PAD.encode(buf)
+        buf
     }
 
     /// Opens a value sealed for the cookie `name` by the current or a previous key.
     pub fn open(&self, name: &str, sealed: &str) -> Result<Vec<u8>, Unsealable> {
-        let bytes = URL_SAFE_NO_PAD.decode(sealed).map_err(|_| Unsealable)?;
+        self.open_raw(name, &URL_SAFE_NO_PAD.decode(sealed).map_err(|_| Unsealable)?)
+    }
+
+    /// Opens bytes from [`KeyRing::seal_raw`].
+    pub fn open_raw(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Unsealable> {
         if bytes.len() < 1 + NONCE_LEN + TAG_LEN || bytes[0] != VERSION {
             return Err(Unsealable);
         }

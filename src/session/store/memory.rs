@@ -1,35 +1,37 @@
-//! The in-memory store: a bounded moka cache whose entries expire at their token's `exp`, and an index from issuer
-//! session id / subject to keys for back-channel logout.
+//! The in-memory store: a bounded moka cache whose entries expire at their token's `exp`. Each entry carries short
+//! hashes of its issuer session id and subject, so a back-channel logout finds its sessions by a scan that decrypts
+//! nothing and no separate index has to be kept in step.
 
 use std::{
-    sync::{Arc, Mutex},
+    hash::{BuildHasher, Hash, Hasher},
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use moka::{Expiry, future::Cache};
 
 use super::{Key, Owner};
 
 #[derive(Clone)]
 struct Entry {
-    value: Arc<[u8]>,
-    ttl: Duration,
+    value: Bytes,
+    ttl_secs: u32,
+    sid: u64,
+    sub: u64,
 }
 
 struct ByTtl;
 
 impl Expiry<Key, Entry> for ByTtl {
     fn expire_after_create(&self, _: &Key, e: &Entry, _: Instant) -> Option<Duration> {
-        Some(e.ttl)
+        Some(Duration::from_secs(e.ttl_secs.into()))
     }
 }
-
-type Index = Cache<String, Arc<Mutex<Vec<Key>>>>;
 
 /// Sessions in this process's memory.
 pub struct MemoryStore {
     entries: Cache<Key, Entry>,
-    owners: Index,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -38,28 +40,33 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
+/// Marks "no sid" so it never matches a requested one.
+const NO_SID: u64 = 0;
+
 impl MemoryStore {
     /// A store holding at most `capacity` sessions (the least recently used go first beyond that).
     pub fn new(capacity: u64) -> Self {
         Self {
             entries: Cache::builder().max_capacity(capacity).expire_after(ByTtl).build(),
-            owners: Cache::builder()
-                .max_capacity(capacity.saturating_mul(2))
-                .time_to_idle(Duration::from_secs(36 * 3600))
-                .build(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
+    fn hash(&self, tag: u8, value: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        tag.hash(&mut h);
+        value.hash(&mut h);
+        h.finish().max(1)
+    }
+
     pub(super) async fn put(&self, key: Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) {
-        self.entries.insert(key, Entry { value: value.into(), ttl: Duration::from_secs(ttl_secs) }).await;
-        let names = owner.sid.iter().map(|s| format!("sid:{s}")).chain(std::iter::once(format!("sub:{}", owner.sub)));
-        for name in names {
-            let list = self.owners.get_with(name, async { Arc::new(Mutex::new(Vec::new())) }).await;
-            if let Ok(mut l) = list.lock() {
-                l.retain(|k| self.entries.contains_key(k));
-                l.push(key);
-            }
-        }
+        let entry = Entry {
+            value: Bytes::from(value),
+            ttl_secs: ttl_secs.min(u32::MAX.into()) as u32,
+            sid: owner.sid.as_deref().map(|s| self.hash(1, s)).unwrap_or(NO_SID),
+            sub: self.hash(2, &owner.sub),
+        };
+        self.entries.insert(key, entry).await;
     }
 
     pub(super) async fn get(&self, key: &Key) -> Option<Vec<u8>> {
@@ -71,23 +78,25 @@ impl MemoryStore {
     }
 
     pub(super) async fn delete_owned(&self, sid: Option<&str>, sub: Option<&str>) -> usize {
-        let name = match (sid, sub) {
-            (Some(sid), _) => format!("sid:{sid}"),
-            (None, Some(sub)) => format!("sub:{sub}"),
+        let matches: Box<dyn Fn(&Entry) -> bool + Send> = match (sid, sub) {
+            (Some(sid), _) => {
+                let h = self.hash(1, sid);
+                Box::new(move |e| e.sid == h)
+            }
+            (None, Some(sub)) => {
+                let h = self.hash(2, sub);
+                Box::new(move |e| e.sub == h)
+            }
             (None, None) => return 0,
         };
-        let Some(list) = self.owners.remove(&name).await else { return 0 };
-        let keys: Vec<Key> = list.lock().map(|l| l.clone()).unwrap_or_default();
-        let mut n = 0;
-        for k in keys {
-            if self.entries.remove(&k).await.is_some() {
-                n += 1;
-            }
+        let doomed: Vec<Key> = self.entries.iter().filter(|(_, e)| matches(e)).map(|(k, _)| *k).collect();
+        for k in &doomed {
+            self.entries.invalidate(k).await;
         }
-        n
+        doomed.len()
     }
 
-    /// Sessions held (for the memory benchmark).
+    /// Sessions held.
     pub async fn len(&self) -> u64 {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()
