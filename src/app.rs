@@ -233,7 +233,7 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
         Route::Endpoint(Endpoint::Start) => {
             let params = login::query_params(query.as_deref(), &["rd"])?;
             let interactive = login::param(&params, "interactive").is_some();
-            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive)?)
+            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive).await?)
         }
         Route::Endpoint(Endpoint::Callback) => {
             Ok(login::callback::callback(state, req.headers(), query.as_deref()).await?)

@@ -237,7 +237,9 @@ pub fn json(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// A small HTML page. `title` and `message` are escaped; `extra_html` is trusted markup built by idgate.
+/// A small HTML page. `title` and `message` are escaped; `extra_html` is trusted markup built by idgate. No script
+/// runs and no other site may frame it; forms are not limited to this origin, because the sign-out form's answer
+/// redirects to the issuer and browsers apply `form-action` to redirects too.
 pub fn html_page(status: StatusCode, title: &str, message: &str, extra_html: &str) -> Response<Body> {
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
@@ -251,7 +253,7 @@ pub fn html_page(status: StatusCode, title: &str, message: &str, extra_html: &st
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-content-type-options", "nosniff")
-        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
         .body(body::full(page))
         .expect("static response parts are valid")
 }

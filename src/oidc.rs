@@ -54,7 +54,13 @@ pub struct Provider {
     loaded: RwLock<Option<Loaded>>,
     keys: jwks::KeyCache,
     metrics: Arc<Metrics>,
+    /// When the issuer last answered (tokio clock, ms since `started`); starts of logins re-check it when stale.
+    last_answer_ms: std::sync::atomic::AtomicU64,
+    started: tokio::time::Instant,
 }
+
+/// A login start re-checks an issuer it has not heard from for this long.
+const REACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +72,15 @@ impl Provider {
     /// A provider not yet loaded.
     pub fn new(settings: OidcSettings, http: HttpClient, metrics: Arc<Metrics>) -> Self {
         let keys = jwks::KeyCache::new(settings.jwks_refetch_interval);
-        Self { settings, http, loaded: RwLock::new(None), keys, metrics }
+        Self {
+            settings,
+            http,
+            loaded: RwLock::new(None),
+            keys,
+            metrics,
+            last_answer_ms: std::sync::atomic::AtomicU64::new(0),
+            started: tokio::time::Instant::now(),
+        }
     }
 
     /// The configured settings.
@@ -120,6 +134,18 @@ impl Provider {
                 }
             }
         })
+    }
+
+    /// Fails when the issuer does not answer, so a new login gets a clear page instead of a browser error at the
+    /// issuer's door. Answers seen in the last few seconds (any call) count; otherwise discovery is fetched again.
+    pub async fn check_reachable(&self) -> Result<(), ProviderError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let last = self.last_answer_ms.load(Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < REACHABLE_FOR.as_millis() as u64 {
+            return Ok(());
+        }
+        self.get("discovery", &discovery::url_for(&self.settings.issuer)).await.map(|_| ())
     }
 
     /// True once discovery and keys are loaded.
@@ -178,6 +204,12 @@ impl Provider {
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
+            if !status.is_server_error() {
+                let ms = self.started.elapsed().as_millis().max(1) as u64;
+                self.last_answer_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                self.last_answer_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
             let cache_control =
                 resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let body = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES)
@@ -185,7 +217,13 @@ impl Provider {
                 .map_err(|e| unreachable(e.to_string()))?;
             Ok(Answer { status, cache_control, body })
         };
-        tokio::time::timeout(self.settings.http_timeout, exchange).await.map_err(|_| unreachable("timed out".into()))?
+        let answer = tokio::time::timeout(self.settings.http_timeout, exchange)
+            .await
+            .map_err(|_| unreachable("timed out".into()));
+        if answer.as_ref().map_or(true, |a| a.is_err()) {
+            self.last_answer_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        answer?
     }
 
     /// GETs a document that must answer 2xx.

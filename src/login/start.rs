@@ -14,13 +14,14 @@ use crate::{
 
 /// `GET {prefix}/start?rd=PATH`: begins a login that returns to `rd` (same-origin paths only). With
 /// `session.silent_reauth`, the first attempt asks the issuer with `prompt=none`; `interactive` skips that.
-pub fn start(
+pub async fn start(
     state: &State,
     req: &HeaderMap,
     rd: Option<&str>,
     interactive: bool,
 ) -> Result<Response<Body>, LoginError> {
     let metadata = state.provider.metadata()?;
+    state.provider.check_reachable().await?;
     let oidc = state.provider.settings();
     let flow = Flow {
         state: random::token(16),

@@ -41,6 +41,7 @@ pub fn trace_init() {
 /// Builder for a [`TestGate`].
 pub struct Builder {
     alg: DevAlg,
+    public: Option<TcpListener>,
     redirect_uri: Option<String>,
     settings: Box<dyn FnOnce(&mut Settings)>,
     upstream: Option<SocketAddr>,
@@ -57,7 +58,7 @@ pub struct TestGate {
 
 impl TestGate {
     pub fn builder() -> Builder {
-        Builder { alg: DevAlg::RS256, redirect_uri: None, settings: Box::new(|_| {}), upstream: None }
+        Builder { alg: DevAlg::RS256, public: None, redirect_uri: None, settings: Box::new(|_| {}), upstream: None }
     }
 
     pub fn state(&self) -> Arc<app::State> {
@@ -119,6 +120,12 @@ impl Builder {
         self
     }
 
+    /// Serves on this listener (bound earlier, so another issuer could register its address).
+    pub fn public(mut self, listener: TcpListener) -> Self {
+        self.public = Some(listener);
+        self
+    }
+
     /// Uses this upstream instead of the echo upstream.
     pub fn upstream(mut self, addr: SocketAddr) -> Self {
         self.upstream = Some(addr);
@@ -128,7 +135,10 @@ impl Builder {
     pub async fn spawn(self) -> TestGate {
         trace_init();
         let clock = Arc::new(TestClock::default());
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public = match self.public {
+            Some(l) => l,
+            None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", public.local_addr().unwrap());
         let admin_url = format!("http://{}", admin.local_addr().unwrap());

@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod forward;
 mod identity;
+mod interop;
 mod login;
 mod nginx;
 mod redis;

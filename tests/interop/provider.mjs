@@ -1,0 +1,108 @@
+// A real, OpenID Certified provider (oidc-provider 8.8.1) for idgate's interoperability suite.
+//
+// Environment:
+//   PORT               port on 127.0.0.1 (required)
+//   REDIRECT_URIS      comma-separated redirect URIs registered for every client (required)
+//   POST_LOGOUT_URIS   comma-separated post-logout redirect URIs (optional)
+//   KEYS_FILE          JSON file with the private JWKS; created when missing, so a test can rotate keys by
+//                      rewriting it and restarting this process (soft: new key first, old kept; hard: old removed)
+//   ID_TOKEN_TTL       ID token lifetime in seconds (default 3600)
+// Prints "listening <issuer>" on stdout once it serves.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const redirectUris = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean);
+const postLogoutUris = (process.env.POST_LOGOUT_URIS || '').split(',').filter(Boolean);
+const idTokenTtl = Number(process.env.ID_TOKEN_TTL || 3600);
+const keysFile = process.env.KEYS_FILE;
+
+function newKeys() {
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const id = crypto.randomBytes(6).toString('hex');
+  return [{ ...rsa, kid: `rsa-${id}`, use: 'sig' }, { ...ec, kid: `ec-${id}`, use: 'sig' }];
+}
+
+let keys;
+if (keysFile && fs.existsSync(keysFile)) {
+  keys = JSON.parse(fs.readFileSync(keysFile, 'utf8')).keys;
+} else {
+  keys = newKeys();
+  if (keysFile) fs.writeFileSync(keysFile, JSON.stringify({ keys }));
+}
+
+// Users: one with a non-ASCII name, one without the custom claim.
+const users = {
+  alice: { name: 'Alice Example', email: 'alice@example.com', roles: ['user', 'admin'] },
+  zoe: { name: 'Zoë Ünïcødé 山田', email: 'zoe@example.com', roles: ['user'] },
+  bob: { name: 'Bob Plain', email: 'bob@example.com' },
+};
+
+const client = (id, alg) => ({
+  client_id: id,
+  client_secret: `${id}-secret-that-is-long-enough-for-hs256-keys`,
+  redirect_uris: redirectUris,
+  post_logout_redirect_uris: postLogoutUris,
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+  id_token_signed_response_alg: alg,
+});
+
+const provider = new Provider(issuer, {
+  clients: [
+    client('idgate-rs256', 'RS256'),
+    client('idgate-es256', 'ES256'),
+    client('idgate-ps256', 'PS256'),
+    client('idgate-hs256', 'HS256'),
+  ],
+  jwks: { keys },
+  async findAccount(ctx, id) {
+    const login = String(id).toLowerCase();
+    const user = users[login] || { name: id, email: `${login}@example.com`, roles: ['user'] };
+    return {
+      accountId: login,
+      async claims() {
+        const claims = {
+          sub: login,
+          name: user.name,
+          preferred_username: login,
+          email: user.email,
+          email_verified: true,
+          picture: `https://example.com/avatars/${login}.png`,
+        };
+        if (user.roles) claims['https://example.com/roles'] = user.roles;
+        return claims;
+      },
+    };
+  },
+  claims: {
+    openid: ['sub', 'https://example.com/roles'],
+    profile: ['name', 'preferred_username', 'picture'],
+    email: ['email', 'email_verified'],
+  },
+  scopes: ['openid', 'offline_access', 'profile', 'email'],
+  enabledJWA: { idTokenSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256'] },
+  conformIdTokenClaims: false,
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+  },
+  pkce: { required: () => true },
+  ttl: { IdToken: idTokenTtl, AccessToken: idTokenTtl, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600 },
+  // The provider shares the host with idgate (another port): its cookies get names idgate never uses.
+  cookies: {
+    names: { session: 'op_session', interaction: 'op_interaction', resume: 'op_resume', state: 'op_state' },
+    keys: ['interop-cookie-key-0123456789abcdef'],
+  },
+});
+provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+const server = provider.listen(port, '127.0.0.1', () => {
+  console.log(`listening ${issuer}`);
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -1,0 +1,371 @@
+//! Interoperability with an independent, OpenID Certified provider (node `oidc-provider` 8.8.1, tests/interop/)
+//! driven through its own login and consent pages, and with a real browser (Debian's Chromium via playwright-core).
+//! Fails, rather than skips, when node packages or Chromium are missing: scripts/deps.sh installs them.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use http::StatusCode;
+use idgate::config::{Secret, Settings};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+};
+
+use crate::harness::{Browser, Resp, TestGate};
+
+fn interop_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    assert!(dir.join("node_modules/oidc-provider").exists(), "run `npm ci` in tests/interop (scripts/deps.sh does)");
+    dir
+}
+
+/// The provider process.
+pub struct Op {
+    child: Option<Child>,
+    pub port: u16,
+    pub issuer: String,
+    redirect_uris: String,
+    post_logout: String,
+    ttl: u64,
+    keys: tempfile::TempDir,
+}
+
+impl Op {
+    pub async fn start(redirect_uris: &[String], post_logout: &[String], ttl: u64) -> Op {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut op = Op {
+            child: None,
+            port,
+            issuer: format!("http://127.0.0.1:{port}"),
+            redirect_uris: redirect_uris.join(","),
+            post_logout: post_logout.join(","),
+            ttl,
+            keys: tempfile::tempdir().unwrap(),
+        };
+        op.restart().await;
+        op
+    }
+
+    pub fn keys_file(&self) -> PathBuf {
+        self.keys.path().join("jwks.json")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+        let mut child = Command::new("node")
+            .arg(interop_dir().join("provider.mjs"))
+            .env("PORT", self.port.to_string())
+            .env("REDIRECT_URIS", &self.redirect_uris)
+            .env("POST_LOGOUT_URIS", &self.post_logout)
+            .env("ID_TOKEN_TTL", self.ttl.to_string())
+            .env("KEYS_FILE", self.keys_file())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("listening") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "oidc-provider did not start");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A gate in front of the provider, for client `client` (`idgate-rs256`, …).
+async fn gate_for(client: &'static str, ttl: u64, f: impl FnOnce(&mut Settings) + 'static) -> (TestGate, Op) {
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let op = Op::start(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], ttl).await;
+    let issuer = op.issuer.clone();
+    let gate = TestGate::builder()
+        .public(public)
+        .settings(move |s| {
+            s.oidc.issuer = issuer;
+            s.oidc.client_id = client.into();
+            s.oidc.client_secret = Some(Secret::new(format!("{client}-secret-that-is-long-enough-for-hs256-keys")));
+            s.oidc.post_logout_redirect_url = Some(format!("{base}/signed-out").parse().unwrap());
+            f(s);
+        })
+        .spawn()
+        .await;
+    (gate, op)
+}
+
+/// Walks the provider's own pages (login form, consent form) until it sends the browser back to idgate.
+async fn through_provider(b: &Browser, op: &Op, mut resp: Resp, user: &str) -> Resp {
+    for _ in 0..12 {
+        if resp.status.is_redirection() {
+            let next = Browser::resolve(&op.issuer, resp.location());
+            if !next.starts_with(&op.issuer) {
+                return resp;
+            }
+            resp = b.get(&next).await;
+            continue;
+        }
+        let html = resp.text();
+        let form = html
+            .split("<form")
+            .nth(1)
+            .unwrap_or_else(|| panic!("provider page without a form ({}): {html}", resp.status));
+        let action = form.split("action=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for input in form.split("<input").skip(1) {
+            let attr =
+                |name: &str| input.split(&format!("{name}=\"")).nth(1).map(|v| v.split('"').next().unwrap().to_owned());
+            let Some(name) = attr("name") else { continue };
+            let value = match name.as_str() {
+                "login" => user.to_owned(),
+                "password" => "any-password".to_owned(),
+                _ => attr("value").unwrap_or_default(),
+            };
+            fields.push((name, value));
+        }
+        // A named submit button (the provider's "Yes, sign me out") is part of what a browser sends.
+        if let Some(button) = form.split("<button").skip(1).find(|b| b.contains("name=\"")) {
+            let attr = |name: &str| button.split(&format!("{name}=\"")).nth(1).map(|v| v.split('"').next().unwrap().to_owned());
+            fields.push((attr("name").unwrap(), attr("value").unwrap_or_default()));
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&fields).finish();
+        resp = b.post_form(&Browser::resolve(&op.issuer, &action), &body).await;
+    }
+    panic!("the provider never sent the browser back");
+}
+
+/// The whole login at the provider, from a protected path; returns the page the upstream answered.
+async fn login(gate: &TestGate, op: &Op, b: &Browser, path: &str, user: &str) -> Resp {
+    let first = b.get(&format!("{}{path}", gate.base)).await;
+    assert_eq!(first.status, StatusCode::FOUND);
+    let start = b.get(&Browser::resolve(&gate.base, first.location())).await;
+    assert_eq!(start.status, StatusCode::FOUND, "start: {}", start.text());
+    let at_op = b.get(start.location()).await;
+    let back = through_provider(b, op, at_op, user).await;
+    let callback = b.get(&Browser::resolve(&gate.base, back.location())).await;
+    if callback.status != StatusCode::FOUND {
+        return callback;
+    }
+    b.get(&Browser::resolve(&gate.base, callback.location())).await
+}
+
+#[tokio::test]
+async fn login_with_each_allowed_algorithm_and_claims_forwarded() {
+    for client in ["idgate-rs256", "idgate-es256"] {
+        let (gate, op) = gate_for(client, 3600, |_| {}).await;
+        let b = Browser::new();
+        let page = login(&gate, &op, &b, "/app", "alice").await;
+        assert_eq!(page.status, StatusCode::OK, "{client}: {}", page.text());
+        assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"), "{client}");
+        assert_eq!(page.upstream_header("x-auth-request-email").as_deref(), Some("alice@example.com"));
+        assert_eq!(
+            page.upstream_header("x-auth-request-roles").as_deref(),
+            Some("user,admin"),
+            "namespaced array claim"
+        );
+        assert!(!crate::harness::contains_jwt(&page.text()));
+        let zoe = login(&gate, &op, &Browser::new(), "/", "zoe").await;
+        assert_eq!(zoe.upstream_header("x-auth-request-name").as_deref(), Some("Zoë Ünïcødé 山田"));
+        let bob = login(&gate, &op, &Browser::new(), "/", "bob").await;
+        assert_eq!(bob.status, StatusCode::OK);
+        assert!(bob.upstream_header("x-auth-request-roles").is_none(), "absent claim → absent header");
+        gate.shutdown().await;
+    }
+    let (gate, op) = gate_for("idgate-ps256", 3600, |s| s.oidc.allowed_algs.push(jsonwebtoken::Algorithm::PS256)).await;
+    let page = login(&gate, &op, &Browser::new(), "/", "alice").await;
+    assert_eq!(page.status, StatusCode::OK, "PS256 when allowed: {}", page.text());
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn ps256_and_hs256_are_refused_unless_allowed() {
+    for client in ["idgate-ps256", "idgate-hs256"] {
+        let (gate, op) = gate_for(client, 3600, |_| {}).await;
+        let b = Browser::new();
+        let page = login(&gate, &op, &b, "/", "alice").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{client}: {}", page.text());
+        assert!(b.cookie("idgate").is_none(), "{client}");
+        gate.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn refresh_with_offline_access_and_a_five_second_token() {
+    let (gate, op) = gate_for("idgate-rs256", 300, |s| s.oidc.scopes.push("offline_access".into())).await;
+    let b = Browser::new();
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
+    let before = b.cookie("idgate").unwrap();
+    gate.clock.advance(280);
+    let r = b.get(&format!("{}/", gate.base)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_ne!(b.cookie("idgate").unwrap(), before, "renewed through the provider's refresh token");
+    assert!(gate.state().metrics.render().contains("idgate_refreshes_total{result=\"success\"} 1"));
+    gate.shutdown().await;
+
+    let (gate, op) = gate_for("idgate-es256", 5, |_| {}).await;
+    let b = Browser::new();
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
+    let cookie = b.cookie("idgate").unwrap();
+    gate.clock.advance(6);
+    let probe = Browser::new().api();
+    probe.set_cookie("idgate", &cookie);
+    assert_eq!(
+        probe.get(&format!("{}/", gate.base)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a 5-second token ends the session"
+    );
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_ends_the_providers_session() {
+    let (gate, op) = gate_for("idgate-rs256", 3600, |_| {}).await;
+    let b = Browser::new();
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
+    let page = b.get(&format!("{}/oauth2/sign_out", gate.base)).await;
+    let token = page.text().split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let out = b
+        .post_form(&format!("{}/oauth2/sign_out", gate.base), &format!("csrf={}", crate::harness::urlencode(&token)))
+        .await;
+    assert!(out.location().starts_with(&format!("{}/session/end", op.issuer)), "{}", out.location());
+    let end = b.get(out.location()).await;
+    let back = through_provider(&b, &op, end, "alice").await;
+    assert!(back.location().contains("/signed-out?state="), "back at post_logout_redirect_uri: {}", back.location());
+    // The provider forgot the user: the next login shows its login form again.
+    let first = b.get(&format!("{}/", gate.base)).await;
+    let start = b.get(&Browser::resolve(&gate.base, first.location())).await;
+    let mut at_op = b.get(start.location()).await;
+    while at_op.status.is_redirection() && Browser::resolve(&op.issuer, at_op.location()).starts_with(&op.issuer) {
+        at_op = b.get(&Browser::resolve(&op.issuer, at_op.location())).await;
+    }
+    assert!(at_op.text().contains("name=\"login\""), "the provider asks for a login again");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn key_rotation_soft_and_hard_is_followed_with_one_fetch_each() {
+    let (gate, mut op) = gate_for("idgate-rs256", 3600, |s| s.oidc.jwks_refetch_interval = Duration::from_secs(1)).await;
+    let b = Browser::new();
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
+    let fetches = || {
+        let m = gate.state().metrics.render();
+        m.lines()
+            .find(|l| l.starts_with("idgate_jwks_fetches_total{result=\"success\"}"))
+            .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = fetches();
+    for hard in [false, true] {
+        let mut keys: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(op.keys_file()).unwrap()).unwrap();
+        let old = keys["keys"].as_array().unwrap().clone();
+        let rsa = std::process::Command::new("node")
+            .args(["-e", "const c=require('crypto');const k=c.generateKeyPairSync('rsa',{modulusLength:2048}).privateKey.export({format:'jwk'});console.log(JSON.stringify({...k,kid:'rsa-'+c.randomBytes(6).toString('hex'),use:'sig'}))"])
+            .output()
+            .unwrap();
+        let new: serde_json::Value = serde_json::from_slice(&rsa.stdout).unwrap();
+        let mut list = vec![new];
+        if !hard {
+            list.extend(old);
+        } else {
+            list.extend(old.into_iter().filter(|k| k["kty"] == "EC"));
+        }
+        keys["keys"] = serde_json::Value::Array(list);
+        std::fs::write(op.keys_file(), keys.to_string()).unwrap();
+        op.restart().await;
+        // Unknown-kid fetches are throttled to one per `jwks_refetch_interval`.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let page = login(&gate, &op, &Browser::new(), "/", "alice").await;
+        assert_eq!(page.status, StatusCode::OK, "hard={hard}: {}", page.text());
+        // Sessions made before the rotation keep working: cookies are not re-verified against the JWKS.
+        assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK);
+    }
+    assert_eq!(fetches(), start + 2, "one JWKS fetch per rotation");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn provider_down_keeps_sessions_and_new_logins_get_a_clear_503() {
+    let (gate, mut op) = gate_for("idgate-rs256", 3600, |_| {}).await;
+    let b = Browser::new();
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
+    op.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK, "existing session keeps working");
+    // Wait out the short reachability memory, then a new login is told clearly.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let newcomer = Browser::new();
+    let start = newcomer.get(&format!("{}/oauth2/start?rd=/", gate.base)).await;
+    assert_eq!(start.status, StatusCode::SERVICE_UNAVAILABLE, "{}", start.text());
+    assert!(start.text().contains("identity provider is not available"));
+    op.restart().await;
+    assert_eq!(login(&gate, &op, &newcomer, "/", "bob").await.status, StatusCode::OK, "recovers when it returns");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_real_browser_logs_in_reloads_opens_a_tab_and_signs_out() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian's chromium is not installed: run scripts/deps.sh");
+    let upstream = idgate::demo::spawn_echo_upstream("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let op = Op::start(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], 3600).await;
+    let issuer = op.issuer.clone();
+    let post = format!("{base}/signed-out");
+    let gate = TestGate::builder()
+        .public(public)
+        .upstream(upstream)
+        .settings(move |s| {
+            s.oidc.issuer = issuer;
+            s.oidc.client_id = "idgate-rs256".into();
+            s.oidc.client_secret = Some(Secret::new("idgate-rs256-secret-that-is-long-enough-for-hs256-keys"));
+            s.oidc.post_logout_redirect_url = Some(post.parse().unwrap());
+            s.routes = vec![crate::harness::route("/signed-out", idgate::config::AuthMode::Public)];
+        })
+        .spawn()
+        .await;
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let status = Command::new("node")
+        .arg(interop_dir().join("browser.mjs"))
+        .env("BASE_URL", &gate.base)
+        .env("ISSUER", &op.issuer)
+        .env("CHROMIUM", chromium)
+        .env("OUT_DIR", &out_dir)
+        .env("USER_NAME", "zoe")
+        .env("EXPECTED_NAME", "Zoë Ünïcødé 山田")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the browser scenario failed (screenshots in {})", out_dir.display());
+    for shot in ["1-provider-login.png", "2-landed.png", "3-reloaded.png", "4-second-tab.png", "5-signed-out.png"] {
+        let meta = std::fs::metadata(out_dir.join(shot)).unwrap_or_else(|_| panic!("{shot} missing"));
+        assert!(meta.len() > 1000, "{shot} is a real picture");
+    }
+    gate.shutdown().await;
+}
