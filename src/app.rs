@@ -236,7 +236,11 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive).await?)
         }
         Route::Endpoint(Endpoint::Callback) => {
-            Ok(login::callback::callback(state, req.headers(), query.as_deref()).await?)
+            let result = login::callback::callback(state, req.headers(), query.as_deref()).await;
+            if let Err(e) = &result {
+                state.metrics.event(crate::telemetry::metrics::Event::Login(e.reason()));
+            }
+            Ok(result?)
         }
         Route::Endpoint(Endpoint::SignOut) => {
             let (parts, incoming) = req.into_parts();

@@ -109,7 +109,10 @@ async fn open(state: &State, headers: &HeaderMap) -> Result<(Session, Vec<Header
     let now = state.clock.now();
     let session = match state.sessions.open(headers, now).await {
         Ok(s) => s,
-        Err(SessionError::Store(e)) => return Err(RequestError::Store(e).into()),
+        Err(SessionError::Store(e)) => {
+            state.metrics.event(crate::telemetry::metrics::Event::StoreError("open"));
+            return Err(RequestError::Store(e).into());
+        }
         Err(cause) => {
             let clear = if matches!(cause, SessionError::Missing) { Vec::new() } else { state.sessions.clear(headers) };
             return Err(Failure { err: RequestError::NoSession(cause), clear });

@@ -182,6 +182,9 @@ mod tests {
             ("/a/", Ok("/a/")),
             ("/a/..", Ok("/")),
             ("/%70ublic", Ok("/public")),
+            // Found by the fuzzer: an encoded `?` is a literal character of a segment, not a query.
+            ("/%3F/../private", Ok("/private")),
+            ("/public%3F/x", Ok("/public?/x")),
             ("/public%252F..%252Fprivate", Err(BadPath("double-encoded path"))),
             ("/a%00b", Err(BadPath("control character"))),
             ("/a%0d%0ab", Err(BadPath("control character"))),

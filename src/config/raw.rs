@@ -1,13 +1,14 @@
 //! The configuration as written: serde structs that mirror the file and the `IDGATE_*` environment, with unknown
 //! keys refused. Nothing here is validated beyond its type; [`super::settings`] turns it into typed settings.
+//! `Serialize` lets a test list every key, so the README's reference cannot miss one.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole file. Every section is optional so that a missing section is reported as missing keys, together with
 /// every other problem, rather than as one serde error.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -28,7 +29,7 @@ pub struct RawConfig {
     pub log: RawLog,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
@@ -43,13 +44,13 @@ pub struct RawServer {
     pub shutdown_grace_secs: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: Option<String>,
@@ -57,7 +58,7 @@ pub struct RawUpstream {
     pub timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOidc {
     pub issuer: Option<String>,
@@ -77,7 +78,7 @@ pub struct RawOidc {
     pub userinfo_claims: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSession {
     pub secret: Option<String>,
@@ -94,7 +95,7 @@ pub struct RawSession {
     pub silent_reauth: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub prefix: Option<String>,
@@ -107,7 +108,7 @@ pub struct RawRoute {
     pub all_of: Option<BTreeMap<String, Vec<String>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<String>,

@@ -208,7 +208,16 @@ fn example_configs_parse() {
             let text = std::fs::read_to_string(&path).unwrap();
             let text = regex_lite_replace_files(&text, secret.path().to_str().unwrap());
             let f = file(".toml", &text);
-            load(f.path(), &HashMap::new()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Files that name no secret file take their secrets from the environment, as documented in them.
+            let env = if text.contains("secret_file") {
+                HashMap::new()
+            } else {
+                env(&[
+                    ("IDGATE_SESSION__SECRET", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+                    ("IDGATE_OIDC__CLIENT_SECRET", "s"),
+                ])
+            };
+            load(f.path(), &env).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             n += 1;
         }
     }
@@ -228,4 +237,32 @@ fn regex_lite_replace_files(text: &str, path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[test]
+fn readme_documents_every_key() {
+    fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = v {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match v {
+                    serde_json::Value::Object(_) => keys(&key, v, out),
+                    _ => out.push(key),
+                }
+            }
+        }
+    }
+    let mut all = Vec::new();
+    keys("", &serde_json::to_value(raw::RawConfig::default()).unwrap(), &mut all);
+    all.retain(|k| k != "routes");
+    keys("routes[]", &serde_json::to_value(raw::RawRoute::default()).unwrap(), &mut all);
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|k| {
+            let secret_file = k.strip_suffix("_file").map(|base| format!("`{base}` / `_file`"));
+            !readme.contains(&format!("`{k}`")) && !secret_file.is_some_and(|s| readme.contains(&s))
+        })
+        .collect();
+    assert!(missing.is_empty(), "README.md's configuration reference lacks {missing:?}");
 }

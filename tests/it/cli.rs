@@ -301,3 +301,71 @@ async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_conf
     child.kill().await.unwrap();
     iss.stop();
 }
+
+#[tokio::test]
+async fn audit_lines_name_the_user_and_never_a_token() {
+    use tokio::io::AsyncBufReadExt;
+    let port = free_port();
+    let admin = free_port();
+    let iss = issuer(port).await;
+    let upstream = crate::harness::spawn_json_echo().await;
+    let text = gate_config(port, admin, iss.issuer(), upstream)
+        .replace("format = \"text\"\nlevel = \"warn\"", "format = \"json\"\nlevel = \"info\"");
+    let f = config_file(&text);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(f.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = std::sync::Arc::clone(&collected);
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = crate::harness::Browser::new();
+    let page = b.login(&base, "/page", "Audrey").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let metrics = crate::harness::Browser::new().api().get(&format!("http://127.0.0.1:{admin}/metrics")).await.text();
+    assert!(metrics.contains("idgate_logins_total{result=\"success\"} 1"), "{metrics}");
+    // A failed login is counted by reason.
+    let r = crate::harness::Browser::new()
+        .get(&format!("{base}/oauth2/callback?code=x&state=AAAAAAAAAAAAAAAAAAAAAA"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let metrics = crate::harness::Browser::new().api().get(&format!("http://127.0.0.1:{admin}/metrics")).await.text();
+    assert!(metrics.contains("idgate_logins_total{result=\"unknown_state\"} 1"), "{metrics}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = collected.lock().unwrap().clone();
+    let audit: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "idgate::audit")
+        .collect();
+    assert!(
+        audit.iter().any(|v| v["event"] == "login"
+            && v["sub"] == "dev|audrey"
+            && v["session"].as_str().is_some_and(|s| s.len() == 16)),
+        "{logs:#?}"
+    );
+    let requests = logs.iter().filter(|l| l.contains("\"message\":\"request\"")).count();
+    assert!(requests >= 5, "one line per request");
+    assert!(!logs.iter().any(|l| crate::harness::contains_jwt(l)), "no token in any log line");
+    let cookie = b.cookie("idgate").unwrap();
+    assert!(!logs.iter().any(|l| l.contains(&cookie)), "no cookie in any log line");
+    child.kill().await.unwrap();
+    iss.stop();
+}

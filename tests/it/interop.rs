@@ -146,7 +146,9 @@ async fn through_provider(b: &Browser, op: &Op, mut resp: Resp, user: &str) -> R
         }
         // A named submit button (the provider's "Yes, sign me out") is part of what a browser sends.
         if let Some(button) = form.split("<button").skip(1).find(|b| b.contains("name=\"")) {
-            let attr = |name: &str| button.split(&format!("{name}=\"")).nth(1).map(|v| v.split('"').next().unwrap().to_owned());
+            let attr = |name: &str| {
+                button.split(&format!("{name}=\"")).nth(1).map(|v| v.split('"').next().unwrap().to_owned())
+            };
             fields.push((attr("name").unwrap(), attr("value").unwrap_or_default()));
         }
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&fields).finish();
@@ -265,7 +267,8 @@ async fn rp_initiated_logout_ends_the_providers_session() {
 
 #[tokio::test]
 async fn key_rotation_soft_and_hard_is_followed_with_one_fetch_each() {
-    let (gate, mut op) = gate_for("idgate-rs256", 3600, |s| s.oidc.jwks_refetch_interval = Duration::from_secs(1)).await;
+    let (gate, mut op) =
+        gate_for("idgate-rs256", 3600, |s| s.oidc.jwks_refetch_interval = Duration::from_secs(1)).await;
     let b = Browser::new();
     assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
     let fetches = || {

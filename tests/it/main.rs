@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod deploy;
 mod forward;
 mod identity;
 mod interop;
