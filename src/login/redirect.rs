@@ -23,9 +23,13 @@ fn is_safe(target: &str) -> bool {
     raw_ok
         && [target, decoded.as_ref()].iter().all(|t| {
             let b = t.as_bytes();
+            let path = t.split(['?', '#']).next().unwrap_or("");
             b.first() == Some(&b'/')
                 && !matches!(b.get(1), Some(b'/' | b'\\'))
                 && !t.contains('\\')
+                // Dot segments and empty segments can resolve to `//host` in a browser's URL parser.
+                && !path.contains("//")
+                && !path.split('/').any(|seg| seg == "." || seg == "..")
                 && !t.chars().any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
         })
 }
@@ -61,6 +65,10 @@ mod tests {
             "/%00",
             "",
             "/%E2%80%A8evil",
+            "/%2e%2e//evil.com",
+            "/a/..//evil.com",
+            "/./",
+            "/a/%2E%2E/%2F/evil.com",
         ];
         for a in attacks {
             assert_eq!(safe(Some(a)), "/", "{a:?} must not pass");

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod attacks;
 mod cli;
 mod deploy;
 mod forward;

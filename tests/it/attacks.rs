@@ -1,0 +1,363 @@
+//! The attack regression suite: one test per class of the peers' security history (oauth2-proxy, mod_auth_openidc,
+//! Pomerium, Envoy, Vouch, lua-resty-openidc), each table-driven through the real server. Classes covered
+//! elsewhere, with the same weight: unknown-kid flood (`login::a_flood_of_unknown_kids_causes_at_most_one_fetch`),
+//! duplicated callback parameters and state replay (`login::callback_refuses_…`), oversized headers and cookies
+//! (`server::oversized_headers_…`), logout-token replay (`sessions::back_channel_logout_…`), forward-auth original
+//! URI from untrusted peers (`identity::forward_auth_ignores_…`, CVE-2026-40575).
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::Full;
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use idgate::config::AuthMode;
+use serde_json::json;
+
+use crate::harness::{Browser, TestGate, route, urlencode};
+
+/// Open redirects (o2p GHSA-qqxw-m5fj-f7gv `/\`, GHSA-j7px-6hwj-hpjg `%09`, mao CVE-2021-32786 backslash,
+/// CVE-2022-23527): every return target in the corpus ends at `/` after login and after sign-out.
+#[tokio::test]
+async fn open_redirect_corpus() {
+    let gate = TestGate::builder().spawn().await;
+    let corpus = [
+        "//evil.com",
+        "/\\evil.com",
+        "\\\\evil.com",
+        "/%5Cevil.com",
+        "/%2F%2Fevil.com",
+        "%2F%2Fevil.com",
+        "/%09/evil.com",
+        "/%0a/evil.com",
+        "https://evil.com",
+        "https:evil.com",
+        "http:/\\evil.com",
+        "//user@evil.com",
+        "user@evil.com",
+        "javascript:alert(1)",
+        "java%0ascript:alert(1)",
+        "/%2e%2e//evil.com",
+        "///evil.com",
+        " //evil.com",
+        "\t//evil.com",
+    ];
+    for rd in corpus {
+        let b = gate.browser();
+        let start = b.get(&format!("{}/oauth2/start?rd={}", gate.base, urlencode(rd))).await;
+        let cb = b.authorize_and_callback(&gate.base, start.location(), "victim").await;
+        assert_eq!(cb.location(), "/", "login rd {rd:?}");
+        let page = b.get(&format!("{}/oauth2/sign_out?rd={}", gate.base, urlencode(rd))).await;
+        assert!(page.text().contains("sign_out?rd=%2F\""), "sign-out rd {rd:?}");
+    }
+    gate.shutdown().await;
+}
+
+/// Identity-header spoofing and smuggling (mao CVE-2017-6059/-6062, o2p CVE-2025-64484 underscores, Envoy PR
+/// #43630): on every kind of request — protected, public, preflight, refused — nothing a client sent under an
+/// identity name reaches the upstream.
+#[tokio::test]
+async fn header_smuggling_corpus() {
+    let gate = TestGate::builder()
+        .settings(|s| s.routes = vec![route("/public", AuthMode::Public), route("/api", AuthMode::Api)])
+        .spawn()
+        .await;
+    let user = gate.login_as("alice").await;
+    let spoofs = [
+        "X-Auth-Request-User",
+        "x-auth-request-user",
+        "X_AUTH_REQUEST_USER",
+        "x-auth_request-user",
+        "X-Auth-Request-Email",
+        "X-Auth-Request-Preferred-Username",
+        "X-Auth-Request-Groups",
+        "X-Auth-Request-Access-Token",
+        "X-Forwarded-User",
+        "X-Forwarded-Email",
+        "X-Forwarded-Groups",
+        "X-Forwarded-Access-Token",
+        "X-Forwarded-Preferred-Username",
+    ];
+    let mut headers = HeaderMap::new();
+    for (i, name) in spoofs.iter().enumerate() {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(&format!("spoof{i}")).unwrap(),
+        );
+        headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("spoof-dup"));
+    }
+    let anonymous = Browser::new().api();
+    for (who, method, path) in [
+        (&user, Method::GET, "/app"),
+        (&user, Method::POST, "/app"),
+        (&user, Method::OPTIONS, "/app"),
+        (&anonymous, Method::GET, "/public/x"),
+        (&anonymous, Method::OPTIONS, "/public/x"),
+        (&user, Method::GET, "/public/x"),
+    ] {
+        let r = who.send(method.clone(), &format!("{}{path}", gate.base), headers.clone(), Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::OK, "{method} {path}");
+        assert!(!r.text().contains("spoof"), "{method} {path}: {}", r.text());
+    }
+    // Refused requests never reach the upstream at all.
+    for path in ["/app", "/api/x"] {
+        let r = anonymous.send(Method::GET, &format!("{}{path}", gate.base), headers.clone(), Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(!r.text().contains("spoof"));
+    }
+    gate.shutdown().await;
+}
+
+/// Route matching on the path as the upstream will see it (o2p GHSA-7rh7-c77v-6434 query in skip-auth regex,
+/// GHSA-pxq7-h93f-9jrg fragments, Envoy CVE-2021-29492 `%2F`/`%5C`/`//`, pom CVE-2023-33189).
+#[tokio::test]
+async fn path_confusion_corpus() {
+    let gate = TestGate::builder().settings(|s| s.routes = vec![route("/public", AuthMode::Public)]).spawn().await;
+    let anon = Browser::new().api();
+    let protected = [
+        "/private?/public",
+        "/private?x=/public",
+        "/private#/public",
+        "/private%23/public",
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public/%2E%2E/private",
+        "/public/.%2e/private",
+        "/public%2F..%2Fprivate",
+        "/public%2f..%2fprivate",
+        "/public\\..\\private",
+        "/public%5C..%5Cprivate",
+        "//private",
+        "/./private",
+        "/publicprivate",
+        "/public.evil",
+        "/PUBLIC/x",
+    ];
+    for path in protected {
+        let r = anon.get(&format!("{}{path}", gate.base)).await;
+        assert!(matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST), "{path} got {}", r.status);
+    }
+    for path in ["/public/%252e%252e/private", "/public%252F..%252Fprivate", "/a%00b"] {
+        assert_eq!(anon.get(&format!("{}{path}", gate.base)).await.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    for path in ["/public", "/public/", "/public/a/b?x=1", "/public//a", "/x/../public/a"] {
+        assert_eq!(anon.get(&format!("{}{path}", gate.base)).await.status, StatusCode::OK, "{path}");
+    }
+    gate.shutdown().await;
+}
+
+/// Session fixation (o2p GHSA-f24x-5g9q-753f, mao 2026): a login always issues a new session, whatever cookie
+/// (valid, foreign, garbage, chunked) the browser carried.
+#[tokio::test]
+async fn session_fixation() {
+    let gate = TestGate::builder().settings(|s| s.session.store = idgate::config::StoreKind::Memory).spawn().await;
+    let attacker = gate.login_as("attacker").await;
+    let planted = attacker.cookie("idgate").unwrap();
+    for plant in [planted.as_str(), "garbage", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let victim = Browser::new();
+        victim.set_cookie("idgate", plant);
+        victim.set_cookie("idgate_0", "chunk");
+        let start = victim.get(&format!("{}/oauth2/start", gate.base)).await;
+        let cb = victim.authorize_and_callback(&gate.base, start.location(), "victim").await;
+        assert_eq!(cb.status, StatusCode::FOUND);
+        let new = victim.cookie("idgate").unwrap();
+        assert_ne!(new, plant);
+        assert!(victim.cookie("idgate_0").is_none(), "stale chunks are cleared");
+        let page = victim.get(&format!("{}/", gate.base)).await;
+        assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("dev|victim"));
+    }
+    // The attacker's own session was ended by the victim's login over it (server-side store).
+    assert_eq!(attacker.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    gate.shutdown().await;
+}
+
+/// Token-validation bypasses (Envoy CVE-2022-29226, lro `alg: none`, mao GHSA-wcvh-g65p-v576 audience binding, mao
+/// absurd `exp`): each forged token, returned by the issuer's token endpoint, is refused and makes no session.
+#[tokio::test]
+async fn token_validation_bypasses() {
+    type Hook = Arc<dyn Fn(String) -> String + Send + Sync>;
+    let gate = TestGate::builder().spawn().await;
+    let public_key = gate.issuer.with_key(|k| k.public_key_bytes());
+    let kid = gate.issuer.with_key(|k| k.kid.clone());
+    let payload = |t: &str| t.split('.').nth(1).unwrap().to_owned();
+    let reclaim = move |t: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        f(&mut c);
+        c
+    };
+    let none: Hook = Arc::new(move |t: String| format!("{}.{}.", idgate_b64(&json!({"alg": "none"})), payload(&t)));
+    let k2 = kid.clone();
+    let confusion: Hook = Arc::new(move |t: String| {
+        idgate::dev_issuer::keys::sign_hs256(&json!({"alg": "HS256", "kid": k2}), &reclaim(&t, &|_| {}), &public_key)
+    });
+    let strip_sig: Hook = Arc::new(|t: String| {
+        let mut p: Vec<&str> = t.split('.').collect();
+        p[2] = "";
+        p.join(".")
+    });
+    let swap_payload: Hook = Arc::new(|t: String| {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let p: Vec<&str> = t.split('.').collect();
+        let mut c: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p[1]).unwrap()).unwrap();
+        c["sub"] = json!("dev|admin");
+        format!("{}.{}.{}", p[0], URL_SAFE_NO_PAD.encode(c.to_string()), p[2])
+    });
+    let jwe: Hook = Arc::new(|t: String| format!("{t}.x.y"));
+    for (what, hook) in [
+        ("alg none", none),
+        ("HS256 keyed with the public key", confusion),
+        ("no signature", strip_sig),
+        ("altered payload", swap_payload),
+        ("five parts", jwe),
+    ] {
+        gate.issuer.configure(|k| k.token_hook = Some(hook.clone()));
+        let b = gate.browser();
+        let cb = b.login_to_callback(&gate.base, "/", "mallory").await;
+        assert_eq!(cb.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(b.cookie("idgate").is_none(), "{what}");
+    }
+    gate.issuer.configure(|k| k.token_hook = None);
+    type Claims = Arc<dyn Fn(&mut serde_json::Map<String, serde_json::Value>) + Send + Sync>;
+    let cases: Vec<(&str, Claims)> = vec![
+        (
+            "missing exp",
+            Arc::new(|c| {
+                c.remove("exp");
+            }),
+        ),
+        (
+            "missing iat",
+            Arc::new(|c| {
+                c.remove("iat");
+            }),
+        ),
+        (
+            "missing aud",
+            Arc::new(|c| {
+                c.remove("aud");
+            }),
+        ),
+        (
+            "missing iss",
+            Arc::new(|c| {
+                c.remove("iss");
+            }),
+        ),
+        (
+            "aud for another app",
+            Arc::new(|c| {
+                c.insert("aud".into(), json!("another-app"));
+            }),
+        ),
+        (
+            "exp 1e300",
+            Arc::new(|c| {
+                c.insert("exp".into(), json!(1e300));
+            }),
+        ),
+        (
+            "exp as a string",
+            Arc::new(|c| {
+                c.insert("exp".into(), json!("9999999999"));
+            }),
+        ),
+    ];
+    for (what, hook) in cases {
+        gate.issuer.configure(|k| k.claims_hook = Some(hook.clone()));
+        let b = gate.browser();
+        assert_eq!(b.login_to_callback(&gate.base, "/", "mallory").await.status, StatusCode::UNAUTHORIZED, "{what}");
+    }
+    gate.shutdown().await;
+}
+
+fn idgate_b64(v: &serde_json::Value) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// Cookie DoS (mao CVE-2024-24814 huge `_chunks` count, CVE-2023-28625 crafted Cookie): thousands of chunk cookies,
+/// absurd names and garbage values are an anonymous request, never a 5xx.
+#[tokio::test]
+async fn chunk_count_and_crafted_cookie_dos() {
+    let gate = TestGate::builder().settings(|s| s.server.max_header_bytes = 1 << 20).spawn().await;
+    let many: Vec<String> = (0..5000).map(|i| format!("idgate_{i}=AAAA")).collect();
+    for cookie in [
+        many.join("; "),
+        "idgate_chunks=999999999; idgate_0=x".to_owned(),
+        format!("idgate={}", "A".repeat(200_000)),
+        "idgate=; idgate==; ==; ;;; idgate".to_owned(),
+        "idgate_99999999999999999999=x".to_owned(),
+    ] {
+        let r = Browser::new().api().get_with(&format!("{}/", gate.base), &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", &cookie[..cookie.len().min(40)]);
+    }
+    gate.shutdown().await;
+}
+
+/// Stale claims (pom CVE-2021-41230): after a refresh, the upstream sees the refreshed token's claims.
+#[tokio::test]
+async fn stale_claims_after_refresh() {
+    let gate = TestGate::builder().settings(|s| s.oidc.scopes.push("offline_access".into())).spawn().await;
+    gate.issuer.configure(|k| k.id_token_lifetime_secs = 300);
+    let b = gate.login_as("ruth").await;
+    assert_eq!(
+        b.get(&format!("{}/", gate.base)).await.upstream_header("x-auth-request-roles").as_deref(),
+        Some("user")
+    );
+    gate.issuer.configure(|k| {
+        k.claims_hook = Some(Arc::new(|c| {
+            c.insert("https://example.com/roles".into(), json!(["user", "auditor"]));
+        }))
+    });
+    gate.clock.advance(280);
+    let r = b.get(&format!("{}/", gate.base)).await;
+    assert_eq!(
+        r.upstream_header("x-auth-request-roles").as_deref(),
+        Some("user,auditor"),
+        "fresh claims after refresh"
+    );
+    gate.shutdown().await;
+}
+
+/// Protected content must not leak on other methods (mao GHSA-59jp-rwph-878r, POST): without a session no method
+/// reaches the upstream.
+#[tokio::test]
+async fn no_method_reaches_the_upstream_without_a_session() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"secret")))) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    let gate = TestGate::builder().upstream(upstream).spawn().await;
+    for method in [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS]
+    {
+        let r = Browser::new()
+            .send(method.clone(), &format!("{}/secret", gate.base), HeaderMap::new(), Bytes::from_static(b"x=1"))
+            .await;
+        assert!(r.status == StatusCode::FOUND || r.status == StatusCode::UNAUTHORIZED, "{method}: {}", r.status);
+        assert!(!r.text().contains("secret"));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the upstream was never contacted");
+    gate.shutdown().await;
+}
