@@ -13,6 +13,10 @@ import fs from 'node:fs';
 
 import Provider from 'oidc-provider';
 
+// The provider's start-up notices about its development defaults are expected here; keep the test output clean.
+const warn = console.warn;
+console.warn = (...args) => { if (!String(args[0]).includes('development-only')) warn(...args); };
+
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const redirectUris = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean);
