@@ -211,12 +211,12 @@ ServerName 127.0.0.1
 ErrorLog {d}/logs/error.log
 LogLevel warn
 LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authn_core_module {mods}/mod_authn_core.so
 LoadModule authz_core_module {mods}/mod_authz_core.so
 LoadModule authz_user_module {mods}/mod_authz_user.so
 LoadModule auth_openidc_module {mods}/mod_auth_openidc.so
 LoadModule proxy_module {mods}/mod_proxy.so
 LoadModule proxy_http_module {mods}/mod_proxy_http.so
-LoadModule unixd_module {mods}/mod_unixd.so
 User www-data
 Group www-data
 # Enough workers for every client connection (event MPM).
@@ -271,19 +271,18 @@ def login(start_url, own_origin, op_origin, user="alice"):
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read().decode("utf-8", "replace")
 
-    url = start_url
-    for _ in range(20):
-        status, headers, body = fetch(url)
-        while status in (301, 302, 303):
+    url, data = start_url, None
+    for _ in range(30):
+        status, headers, body = fetch(url, data)
+        data = None
+        if status in (301, 302, 303):
             url = urllib.parse.urljoin(url, headers["Location"])
-            if url.startswith(own_origin) and "code=" not in url and not url.startswith(start_url):
-                # Back at the protected site after the callback.
-                status, headers, body = fetch(url)
-                if status == 200:
-                    cookies = [f"{c.name}={c.value}" for c in jar if c.domain in ("127.0.0.1", "127.0.0.1.local") and not c.name.startswith("op_")]
-                    return "; ".join(cookies)
-                continue
-            status, headers, body = fetch(url)
+            continue
+        if status == 200 and url.startswith(own_origin):
+            # Back at the protected site, logged in.
+            return "; ".join(f"{c.name}={c.value}" for c in jar if not c.name.startswith("op_"))
+        if status != 200 or "<form" not in body:
+            raise RuntimeError(f"login through {start_url}: {status} at {url}")
         form = body.split("<form", 1)[1]
         action = urllib.parse.urljoin(url, re.search(r'action="([^"]+)"', form).group(1).replace("&amp;", "&"))
         fields = []
@@ -292,12 +291,8 @@ def login(start_url, own_origin, op_origin, user="alice"):
             if not name:
                 continue
             value = re.search(r'value="([^"]*)"', inp)
-            v = {"login": user, "password": "x"}.get(name.group(1), value.group(1) if value else "")
-            fields.append((name.group(1), v))
-        status, headers, body = fetch(action, urllib.parse.urlencode(fields))
-        if status in (301, 302, 303):
-            url = urllib.parse.urljoin(action, headers["Location"])
-            continue
+            fields.append((name.group(1), {"login": user, "password": "x"}.get(name.group(1), value.group(1) if value else "")))
+        url, data = action, urllib.parse.urlencode(fields)
     raise RuntimeError(f"login through {start_url} did not finish")
 
 

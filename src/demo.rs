@@ -19,8 +19,7 @@ use crate::{
     },
     dev_issuer::{DevAlg, DevClient, DevIssuer},
     error::escape,
-    server::{self, Limits},
-    telemetry::metrics::Metrics,
+    server,
 };
 
 /// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
@@ -119,22 +118,8 @@ fn demo_settings(
 pub async fn spawn_echo_upstream(listen: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let limits = Limits {
-        max_header_bytes: 65536,
-        header_read_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-        max_connections: 1024,
-    };
     let handler = |req: http::Request<hyper::body::Incoming>, _peer| async move { echo(&req) };
-    tokio::spawn(server::serve(
-        listener,
-        None,
-        limits,
-        Arc::new(Metrics::default()),
-        handler,
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    server::spawn_auxiliary(listener, handler, std::future::pending());
     Ok(addr)
 }
 

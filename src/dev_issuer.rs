@@ -12,7 +12,6 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use aws_lc_rs::digest::{SHA256, digest};
@@ -29,9 +28,7 @@ use crate::{
     body::{self, Body},
     clock::Clock,
     error::{escape, html_page},
-    random,
-    server::{self, Limits},
-    telemetry::metrics::Metrics,
+    random, server,
 };
 pub use keys::{DevAlg, SigningKey};
 
@@ -135,29 +132,15 @@ impl DevIssuer {
             requests: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let limits = Limits {
-            max_header_bytes: 16384,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-        };
         let handler_inner = Arc::clone(&inner);
         let handler = move |req, _peer| {
             let inner = Arc::clone(&handler_inner);
             async move { inner.handle(req).await }
         };
         let mut rx = stopped;
-        tokio::spawn(server::serve(
-            listener,
-            None,
-            limits,
-            Arc::new(Metrics::default()),
-            handler,
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-            Duration::from_secs(1),
-        ));
+        server::spawn_auxiliary(listener, handler, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
         Ok(DevIssuer { inner, addr, stop })
     }
 

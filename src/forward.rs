@@ -174,9 +174,12 @@ impl Forwarder {
             .keys()
             .filter(|k| {
                 let n = k.as_str();
-                // Underscore spellings are never ours: many frameworks read them as the dashed header.
-                let dashed = n.replace('_', "-");
-                FORWARDING.contains(&dashed.as_str()) && (!trusted || n.contains('_'))
+                if n.contains('_') {
+                    // Underscore spellings are never ours: many frameworks read them as the dashed header.
+                    FORWARDING.contains(&n.replace('_', "-").as_str())
+                } else {
+                    !trusted && FORWARDING.contains(&n)
+                }
             })
             .cloned()
             .collect();

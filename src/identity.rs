@@ -41,8 +41,12 @@ impl HeaderPlan {
     }
 
     fn is_identity(&self, name: &str) -> bool {
-        let n = normalise(name);
-        n.starts_with(STRIPPED_PREFIX) || self.strip.binary_search(&n).is_ok()
+        // Header names arrive lowercased; only an underscore spelling needs a normalised copy.
+        if name.contains('_') {
+            let n = normalise(name);
+            return n.starts_with(STRIPPED_PREFIX) || self.strip.binary_search(&n).is_ok();
+        }
+        name.starts_with(STRIPPED_PREFIX) || self.strip.binary_search_by(|s| s.as_str().cmp(name)).is_ok()
     }
 
     /// Removes every identity header a client sent (any case, `-` or `_`, duplicates) and idgate's cookies

@@ -107,6 +107,13 @@ pub fn normalize(raw: &str) -> Result<String, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath("not an absolute path"));
     }
+    // Most paths are already normal: nothing encoded, no backslash, no empty or dot segments.
+    let plain = !path.bytes().any(|b| matches!(b, b'%' | b'\\') || b < 0x20 || b == 0x7f)
+        && !path.contains("//")
+        && !path.split('/').any(|seg| seg == "." || seg == "..");
+    if plain {
+        return Ok(path.to_owned());
+    }
     let decoded = percent_encoding::percent_decode_str(path).collect::<Vec<u8>>();
     if decoded.iter().any(|b| *b < 0x20 || *b == 0x7f) {
         return Err(BadPath("control character"));

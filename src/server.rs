@@ -27,6 +27,28 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+impl Default for Limits {
+    /// The limits of idgate's auxiliary servers (development issuer, demo upstream).
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 65536,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves an auxiliary server (development issuer, demo upstream) with default limits until `shutdown`.
+pub fn spawn_auxiliary<H, F>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()> + Send + 'static)
+where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(serve(listener, None, Limits::default(), metrics, handler, shutdown, Duration::from_secs(1)));
+}
+
 /// Serves `listener` until `shutdown` resolves, then drains for at most `grace`.
 pub async fn serve<H, F>(
     listener: TcpListener,

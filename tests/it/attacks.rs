@@ -5,19 +5,14 @@
 //! (`server::oversized_headers_…`), logout-token replay (`sessions::back_channel_logout_…`), forward-auth original
 //! URI from untrusted peers (`identity::forward_auth_ignores_…`, CVE-2026-40575).
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::Full;
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
 use idgate::config::AuthMode;
 use serde_json::json;
 
@@ -334,21 +329,11 @@ async fn stale_claims_after_refresh() {
 async fn no_method_reaches_the_upstream_without_a_session() {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            let counter = Arc::clone(&counter);
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"secret")))) }
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
-            });
-        }
-    });
+    let upstream = crate::harness::spawn_upstream(move |_req| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { http::Response::new(Full::new(Bytes::from_static(b"secret"))) }
+    })
+    .await;
     let gate = TestGate::builder().upstream(upstream).spawn().await;
     for method in [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS]
     {

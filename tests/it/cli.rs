@@ -12,13 +12,12 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::{body::Frame, server::conn::http1, service::service_fn};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use idgate::{
     clock::SystemClock,
     dev_issuer::{DevAlg, DevClient, DevIssuer},
 };
-use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idgate");
 const MIB: usize = 1024 * 1024;
@@ -75,6 +74,18 @@ fn bad_configuration_exits_2_naming_every_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
 }
 
+/// Starts `idgate run --config FILE`, killed when dropped.
+fn spawn_run(config: &std::path::Path, stdout: Stdio) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -116,35 +127,24 @@ async fn check_reports_a_usable_deployment() {
 
 /// An upstream that counts uploaded bytes and streams downloads generated on the fly.
 async fn streaming_upstream() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    if req.uri().path() == "/stream/download" {
-                        let chunks = futures_stream(100 * MIB);
-                        return Ok::<_, Infallible>(Response::new(StreamBody::new(chunks).boxed()));
-                    }
-                    let mut body = req.into_body();
-                    let mut n = 0usize;
-                    while let Some(frame) = body.frame().await {
-                        if let Ok(data) = frame.map(|f| f.into_data()) {
-                            n += data.map(|d| d.len()).unwrap_or(0);
-                        }
-                    }
-                    Ok(Response::new(Full::new(Bytes::from(n.to_string())).map_err(|never| match never {}).boxed()))
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
+    crate::harness::spawn_upstream(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/stream/download" {
+            return Response::new(StreamBody::new(generated_stream(100 * MIB)).boxed());
         }
-    });
-    addr
+        let mut body = req.into_body();
+        let mut n = 0usize;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map(|f| f.into_data()) {
+                n += data.map(|d| d.len()).unwrap_or(0);
+            }
+        }
+        Response::new(Full::new(Bytes::from(n.to_string())).map_err(|never| match never {}).boxed())
+    })
+    .await
 }
 
 /// A stream of `total` bytes in 64 KiB frames, produced lazily.
-fn futures_stream(total: usize) -> impl generated::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
+fn generated_stream(total: usize) -> impl generated::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
     generated::Chunks { left: total, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }
 }
 
@@ -190,14 +190,7 @@ async fn run_streams_100_mib_each_way_without_growing() {
     let iss = issuer(port).await;
     let upstream = streaming_upstream().await;
     let f = config_file(&gate_config(port, admin, iss.issuer(), upstream));
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(f.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(f.path(), Stdio::null());
     let pid = child.id().unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::combinators::BoxBody<Bytes, Infallible>>();
@@ -217,7 +210,7 @@ async fn run_streams_100_mib_each_way_without_growing() {
     let baseline = peak_rss_kib(pid);
 
     let upload = Request::post(format!("http://127.0.0.1:{port}/stream/upload"))
-        .body(StreamBody::new(futures_stream(100 * MIB)).boxed())
+        .body(StreamBody::new(generated_stream(100 * MIB)).boxed())
         .unwrap();
     let resp = client.request(upload).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -246,14 +239,7 @@ async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_conf
     let iss = issuer(port).await;
     let upstream = crate::harness::spawn_json_echo().await;
     let f = config_file(&gate_config(port, admin, iss.issuer(), upstream));
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(f.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(f.path(), Stdio::null());
     let pid = child.id().unwrap();
     let mut up = false;
     for _ in 0..100 {
@@ -312,14 +298,7 @@ async fn audit_lines_name_the_user_and_never_a_token() {
     let text = gate_config(port, admin, iss.issuer(), upstream)
         .replace("format = \"text\"\nlevel = \"warn\"", "format = \"json\"\nlevel = \"info\"");
     let f = config_file(&text);
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(f.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(f.path(), Stdio::piped());
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = std::sync::Arc::clone(&collected);

@@ -1,12 +1,12 @@
 //! The proxy hop: hop-by-hop headers, X-Forwarded-* trust, upgrades, HTTP/2 in and HTTP/1.1 out, upstream
 //! failures, graceful shutdown.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use idgate::config::AuthMode;
 use tokio::{
@@ -22,50 +22,40 @@ fn public(s: &mut idgate::config::Settings) {
 
 /// An upstream with slow, hanging and upgrade endpoints.
 async fn special_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = service_fn(|mut req: Request<Incoming>| async move {
-                    match req.uri().path() {
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_millis(800)).await;
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow done"))))
+    crate::harness::spawn_upstream(|mut req: Request<Incoming>| async move {
+        match req.uri().path() {
+            "/slow" => {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Response::new(Full::new(Bytes::from_static(b"slow done")))
+            }
+            "/hang" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Response::new(Full::new(Bytes::new()))
+            }
+            "/ws" => {
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(up) = on.await {
+                        let mut io = TokioIo::new(up);
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = io.read(&mut buf).await {
+                            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
                         }
-                        "/hang" => {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                            Ok(Response::new(Full::new(Bytes::new())))
-                        }
-                        "/ws" => {
-                            let on = hyper::upgrade::on(&mut req);
-                            tokio::spawn(async move {
-                                if let Ok(up) = on.await {
-                                    let mut io = TokioIo::new(up);
-                                    let mut buf = [0u8; 1024];
-                                    while let Ok(n) = io.read(&mut buf).await {
-                                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                            break;
-                                        }
-                                    }
-                                }
-                            });
-                            Ok(Response::builder()
-                                .status(StatusCode::SWITCHING_PROTOCOLS)
-                                .header("connection", "upgrade")
-                                .header("upgrade", "websocket")
-                                .body(Full::new(Bytes::new()))
-                                .unwrap())
-                        }
-                        _ => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
-            });
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap()
+            }
+            _ => Response::new(Full::new(Bytes::from_static(b"ok"))),
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]

@@ -229,41 +229,57 @@ pub fn route(prefix: &str, auth: AuthMode) -> RouteSettings {
     }
 }
 
-/// An upstream answering JSON: method, URI, headers (name → list of values as UTF-8), and body length.
-pub async fn spawn_json_echo() -> SocketAddr {
+/// Starts a test upstream on a free loopback port: every connection is served by `handler` (HTTP/1.1, upgrades
+/// allowed).
+pub async fn spawn_upstream<F, Fut, B>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use hyper::{server::conn::http1, service::service_fn};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let (parts, body) = req.into_parts();
-                    let len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                    for (k, v) in &parts.headers {
-                        headers
-                            .entry(k.as_str().to_owned())
-                            .or_default()
-                            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
-                    }
-                    let out = serde_json::json!({"method": parts.method.as_str(), "uri": parts.uri.to_string(), "headers": headers, "body_len": len});
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("content-type", "application/json")
-                            .header("connection", "x-upstream-hop")
-                            .header("x-upstream-hop", "secret")
-                            .header("keep-alive", "timeout=5")
-                            .body(Full::new(Bytes::from(out.to_string())))
-                            .unwrap(),
-                    )
+                let svc = service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
                 });
-                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
     addr
+}
+
+/// An upstream answering JSON: method, URI, headers (name → list of values as UTF-8), and body length.
+pub async fn spawn_json_echo() -> SocketAddr {
+    spawn_upstream(|req: Request<hyper::body::Incoming>| async move {
+        let (parts, body) = req.into_parts();
+        let len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in &parts.headers {
+            headers.entry(k.as_str().to_owned()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+        let out = serde_json::json!({"method": parts.method.as_str(), "uri": parts.uri.to_string(), "headers": headers, "body_len": len});
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .header("connection", "x-upstream-hop")
+            .header("x-upstream-hop", "secret")
+            .header("keep-alive", "timeout=5")
+            .body(Full::new(Bytes::from(out.to_string())))
+            .unwrap()
+    })
+    .await
 }
 
 /// A collected response.
