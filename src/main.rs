@@ -12,6 +12,11 @@ use idgate::{
     config, demo, telemetry,
 };
 
+/// mimalloc: the proxy allocates and frees many small buffers per request; glibc's allocator spent a tenth of the
+/// request path in malloc/free and consolidation (bench/: see the commit that added this).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 
