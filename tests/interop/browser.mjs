@@ -27,6 +27,9 @@ try {
   const page = context.pages()[0] || (await context.newPage());
   const issuerRequests = [];
   context.on('request', (r) => { if (r.url().startsWith(ISSUER)) issuerRequests.push(r.url()); });
+  // Chromium asks for /favicon.ico by itself (not a navigation): it must never start a login of its own.
+  const faviconStatuses = [];
+  context.on('response', (r) => { if (r.url().startsWith(BASE_URL) && r.url().endsWith('/favicon.ico')) faviconStatuses.push(r.status()); });
 
   // 1. A protected page sends the browser to the provider's login form.
   await page.goto(`${BASE_URL}/welcome`);
@@ -46,6 +49,8 @@ try {
   const landed = await page.textContent('h1');
   if (!landed.includes(EXPECTED_NAME)) fail(`upstream greeted "${landed}", expected ${EXPECTED_NAME}`);
   await shot(page, '2-landed.png');
+  if (faviconStatuses.some((st) => st === 302)) fail(`a favicon request was sent to log in: ${faviconStatuses}`);
+  console.log(`favicon requests seen: ${faviconStatuses.length} (${faviconStatuses.join(',')})`);
   const cookies = await context.cookies(BASE_URL);
   const session = cookies.find((c) => c.name === 'idgate');
   if (!session || !session.httpOnly || session.sameSite !== 'Lax') fail(`session cookie attributes: ${JSON.stringify(session)}`);
