@@ -27,7 +27,8 @@ try {
   const page = context.pages()[0] || (await context.newPage());
   const issuerRequests = [];
   context.on('request', (r) => { if (r.url().startsWith(ISSUER)) issuerRequests.push(r.url()); });
-  // Chromium asks for /favicon.ico by itself (not a navigation): it must never start a login of its own.
+  // Chromium may ask for /favicon.ico by itself (not a navigation): such a request must never be sent to log in.
+  // (Headless Chromium often skips favicons; tests/it/login.rs sends one with Chromium's own headers.)
   const faviconStatuses = [];
   context.on('response', (r) => { if (r.url().startsWith(BASE_URL) && r.url().endsWith('/favicon.ico')) faviconStatuses.push(r.status()); });
 
