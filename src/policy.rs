@@ -84,14 +84,7 @@ mod tests {
     }
 
     fn rule(f: impl FnOnce(&mut RouteSettings)) -> Rules {
-        let mut r = RouteSettings {
-            prefix: "/admin".into(),
-            auth: AuthMode::Login,
-            email_domains: vec![],
-            email_verified: false,
-            any_of: Default::default(),
-            all_of: Default::default(),
-        };
+        let mut r = RouteSettings::new("/admin", AuthMode::Login);
         f(&mut r);
         Rules::new(&[r])
     }

@@ -203,14 +203,7 @@ mod tests {
     }
 
     fn table() -> RouteTable {
-        let r = |prefix: &str, auth| RouteSettings {
-            prefix: prefix.into(),
-            auth,
-            email_domains: vec![],
-            email_verified: false,
-            any_of: Default::default(),
-            all_of: Default::default(),
-        };
+        let r = RouteSettings::new;
         RouteTable::new(
             "/oauth2",
             "/oauth2/callback",

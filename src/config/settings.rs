@@ -181,6 +181,20 @@ pub struct RouteSettings {
     pub all_of: BTreeMap<String, Vec<String>>,
 }
 
+impl RouteSettings {
+    /// A route with no claim requirements.
+    pub fn new(prefix: &str, auth: AuthMode) -> Self {
+        Self {
+            prefix: prefix.into(),
+            auth,
+            email_domains: Vec::new(),
+            email_verified: false,
+            any_of: BTreeMap::new(),
+            all_of: BTreeMap::new(),
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

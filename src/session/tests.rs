@@ -24,6 +24,13 @@ fn token(extra: usize) -> (String, Claims) {
     (key.sign(&c), Claims::new(c.as_object().unwrap().clone()))
 }
 
+/// Saves a session for token `t` with no other tokens; returns the `Set-Cookie` values.
+async fn save(s: &Sessions, t: &str, c: &Claims) -> Vec<HeaderValue> {
+    let new =
+        NewSession { id_token: t, claims: c, refresh_token: None, access_token: None, nonce: None, userinfo: None };
+    s.save(&HeaderMap::new(), &new, NOW).await.unwrap()
+}
+
 fn request_with(set_cookies: &[HeaderValue]) -> HeaderMap {
     let pairs: Vec<String> = set_cookies
         .iter()
@@ -76,21 +83,7 @@ async fn seal_then_open_until_exp() {
 async fn large_sessions_are_chunked_and_reassembled() {
     let s = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(9000);
-    let set = s
-        .save(
-            &HeaderMap::new(),
-            &NewSession {
-                id_token: &t,
-                claims: &c,
-                refresh_token: None,
-                access_token: None,
-                nonce: None,
-                userinfo: None,
-            },
-            NOW,
-        )
-        .await
-        .unwrap();
+    let set = save(&s, &t, &c).await;
     assert!(set.len() >= 3, "{} cookies", set.len());
     assert!(set.iter().all(|v| v.len() < 4096));
     let req = request_with(&set);
@@ -104,21 +97,7 @@ async fn large_sessions_are_chunked_and_reassembled() {
 async fn tampered_foreign_and_garbage_cookies_are_no_session() {
     let s = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(0);
-    let set = s
-        .save(
-            &HeaderMap::new(),
-            &NewSession {
-                id_token: &t,
-                claims: &c,
-                refresh_token: None,
-                access_token: None,
-                nonce: None,
-                userinfo: None,
-            },
-            NOW,
-        )
-        .await
-        .unwrap();
+    let set = save(&s, &t, &c).await;
     let value = set[0].to_str().unwrap().split(';').next().unwrap().strip_prefix("idgate=").unwrap().to_owned();
     let mut flipped = value.clone().into_bytes();
     let i = flipped.len() / 2;
@@ -142,21 +121,7 @@ async fn tampered_foreign_and_garbage_cookies_are_no_session() {
 async fn rotation_keeps_old_sessions_open() {
     let old = Sessions::new(&settings(SECRET, &[])).unwrap();
     let (t, c) = token(0);
-    let set = old
-        .save(
-            &HeaderMap::new(),
-            &NewSession {
-                id_token: &t,
-                claims: &c,
-                refresh_token: None,
-                access_token: None,
-                nonce: None,
-                userinfo: None,
-            },
-            NOW,
-        )
-        .await
-        .unwrap();
+    let set = save(&old, &t, &c).await;
     let rotated = Sessions::new(&settings("brand-new-secret-brand-new-secret-03", &[SECRET])).unwrap();
     assert!(rotated.open(&request_with(&set), NOW).await.is_ok());
 }

@@ -219,14 +219,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
 
 /// A `[[routes]]` entry.
 pub fn route(prefix: &str, auth: AuthMode) -> RouteSettings {
-    RouteSettings {
-        prefix: prefix.into(),
-        auth,
-        email_domains: vec![],
-        email_verified: false,
-        any_of: Default::default(),
-        all_of: Default::default(),
-    }
+    RouteSettings::new(prefix, auth)
 }
 
 /// Starts a test upstream on a free loopback port: every connection is served by `handler` (HTTP/1.1, upgrades
