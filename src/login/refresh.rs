@@ -75,20 +75,10 @@ pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, 
         .get_with(flight, async { Arc::new(refresh(state, headers, &session, &rt, flight, now).await) })
         .await;
     match outcome.as_ref() {
-        Ok(r) => {
-            let new = NewSession {
-                id_token: &r.id_token,
-                claims: &r.claims,
-                refresh_token: r.refresh_token.as_deref(),
-                access_token: r.access_token.as_deref(),
-                nonce: session.nonce(),
-                userinfo: session.userinfo(),
-            };
-            match state.sessions.renew(headers, &session, &new, now).await {
-                Ok((renewed, cookies)) => Renewal::Renewed(renewed, cookies),
-                Err(e) => Renewal::Ended(e),
-            }
-        }
+        Ok(r) => match state.sessions.renew(headers, &session, &as_new(r, &session), now).await {
+            Ok((renewed, cookies)) => Renewal::Renewed(renewed, cookies),
+            Err(e) => Renewal::Ended(e),
+        },
         Err(RefreshFailure::Unavailable(why)) => {
             tracing::warn!(error = %why, "refresh failed; the session lasts until its exp");
             Renewal::Keep(session)
@@ -127,10 +117,29 @@ async fn refresh(
             refresh_token: current.refresh_token().map(str::to_owned),
             access_token: current.access_token().map(str::to_owned),
         }),
-        _ => redeem(state, session, rt, now).await,
+        _ => match redeem(state, session, rt, now).await {
+            // Store the renewed session before the lock is released: the next holder must find it.
+            Ok(r) => match state.sessions.renew(headers, session, &as_new(&r, session), now).await {
+                Ok(_) => Ok(r),
+                Err(e) => Err(RefreshFailure::Unavailable(e.to_string())),
+            },
+            Err(e) => Err(e),
+        },
     };
     store.unlock(&lock).await;
     result
+}
+
+/// The session to keep after refresh `r` of `session`.
+fn as_new<'a>(r: &'a Refreshed, session: &'a Session) -> NewSession<'a> {
+    NewSession {
+        id_token: &r.id_token,
+        claims: &r.claims,
+        refresh_token: r.refresh_token.as_deref(),
+        access_token: r.access_token.as_deref(),
+        nonce: session.nonce(),
+        userinfo: session.userinfo(),
+    }
 }
 
 async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<Refreshed, RefreshFailure> {
