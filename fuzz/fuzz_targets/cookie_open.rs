@@ -12,7 +12,10 @@ use libfuzzer_sys::fuzz_target;
 
 fn sessions() -> &'static Sessions {
     static S: OnceLock<Sessions> = OnceLock::new();
-    S.get_or_init(|| Sessions::new(&SessionSettings::with_secret(Secret::new("fuzz-secret-fuzz-secret-fuzz-secret"))).expect("cookie store"))
+    S.get_or_init(|| {
+        Sessions::new(&SessionSettings::with_secret(Secret::new("fuzz-secret-fuzz-secret-fuzz-secret")))
+            .expect("cookie store")
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
