@@ -186,8 +186,8 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
     let request_id = telemetry::request_id(req.headers());
     let method = req.method().clone();
     let kind = route::kind(&method, req.headers());
-    let log_path = req.uri().path().to_owned();
-    let return_to = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    // A `Uri` clone shares its bytes: no copy of the path on the request path, only on the error or log path.
+    let uri = req.uri().clone();
     let (route, result) = match route::normalize(req.uri().path()) {
         Ok(path) => {
             let route = state.routes.classify(&path);
@@ -202,7 +202,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
             let ctx = Context {
                 kind,
                 may_redirect,
-                return_to: &return_to,
+                return_to: uri.path_and_query().map_or("/", |p| p.as_str()),
                 prefix: state.routes.prefix(),
                 clear,
                 request_id: &request_id,
@@ -217,7 +217,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
     state.metrics.request(resp.status().as_u16(), elapsed);
     tracing::info!(
         method = %method,
-        path = %log_path,
+        path = %uri.path(),
         status = resp.status().as_u16(),
         latency_us = elapsed.as_micros() as u64,
         request_id = %request_id,

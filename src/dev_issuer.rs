@@ -100,7 +100,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct DevIssuer {
     inner: Arc<Inner>,
-    addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -141,17 +140,12 @@ impl DevIssuer {
         server::spawn_auxiliary(listener, handler, async move {
             let _ = rx.wait_for(|s| *s).await;
         });
-        Ok(DevIssuer { inner, addr, stop })
+        Ok(DevIssuer { inner, stop })
     }
 
     /// The issuer identifier (`http://127.0.0.1:PORT`).
     pub fn issuer(&self) -> &str {
         &self.inner.issuer
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// Changes the knobs.

@@ -143,11 +143,6 @@ impl Sessions {
         self.store.clone()
     }
 
-    /// The session cookie's name (chunks are `NAME_0`, `NAME_1`, …).
-    pub fn cookie_name(&self) -> &str {
-        &self.name
-    }
-
     /// The server-side store, if sessions are kept server-side.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_deref()
@@ -228,8 +223,17 @@ impl Sessions {
         store.put(key, sealed, &owner, new.claims.exp(), now).await
     }
 
-    /// Replaces a session's tokens after a refresh and returns the renewed session with the `Set-Cookie` values
-    /// to send. Server-side sessions are updated in place (the cookie keeps its id, with a new `Max-Age`).
+    /// Writes a refreshed session over the old one in the server-side store (no-op for cookie sessions). The
+    /// refresh flight calls this once, under its lock, before any request uses the result.
+    pub async fn store_renewal(&self, old: &Session, new: &NewSession<'_>, now: i64) -> Result<(), SessionError> {
+        if let (Some(store), Some(key)) = (&self.store, &old.key) {
+            self.put(store, key, new, &pack(new), now).await?;
+        }
+        Ok(())
+    }
+
+    /// The renewed session and the `Set-Cookie` values that carry it. Cookie sessions get a new sealed cookie;
+    /// server-side sessions (already updated by [`Sessions::store_renewal`]) keep their id with a new `Max-Age`.
     pub async fn renew(
         &self,
         req: &HeaderMap,
@@ -238,8 +242,7 @@ impl Sessions {
         now: i64,
     ) -> Result<(Session, Vec<HeaderValue>), SessionError> {
         let cookies = match (&self.store, &old.key) {
-            (Some(store), Some(key)) => {
-                self.put(store, key, new, &pack(new), now).await?;
+            (Some(_), Some(_)) => {
                 let id = cookie::get(req, &self.name).unwrap_or_default();
                 vec![self.attrs.set(&self.name, id, "/", new.claims.exp() - now)]
             }

@@ -119,10 +119,12 @@ async fn refresh(
         }),
         _ => match redeem(state, session, rt, now).await {
             // Store the renewed session before the lock is released: the next holder must find it.
-            Ok(r) => match state.sessions.renew(headers, session, &as_new(&r, session), now).await {
-                Ok(_) => Ok(r),
-                Err(e) => Err(RefreshFailure::Unavailable(e.to_string())),
-            },
+            Ok(r) => state
+                .sessions
+                .store_renewal(session, &as_new(&r, session), now)
+                .await
+                .map(|()| r)
+                .map_err(|e| RefreshFailure::Unavailable(e.to_string())),
             Err(e) => Err(e),
         },
     };

@@ -18,8 +18,6 @@ pub struct Metadata {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
-    #[serde(default)]
-    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// The discovery URL for an issuer.

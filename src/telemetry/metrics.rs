@@ -91,11 +91,6 @@ impl Metrics {
         }
     }
 
-    /// The count of one event (for tests and `check`).
-    pub fn count(&self, e: Event) -> u64 {
-        self.events.lock().map(|m| m.get(&e).copied().unwrap_or(0)).unwrap_or(0)
-    }
-
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);

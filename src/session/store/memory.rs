@@ -95,15 +95,4 @@ impl MemoryStore {
         }
         doomed.len()
     }
-
-    /// Sessions held.
-    pub async fn len(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
-        self.entries.entry_count()
-    }
-
-    /// True when no session is held.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
-    }
 }
