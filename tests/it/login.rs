@@ -486,3 +486,30 @@ async fn a_stolen_code_redeemed_in_another_browser_is_refused() {
     assert!(attacker.cookie("idgate").is_none());
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_login_that_takes_longer_than_ten_minutes_is_refused() {
+    let gate = TestGate::builder().spawn().await;
+    let b = gate.browser();
+    let start = b.get(&format!("{}/oauth2/start", gate.base)).await;
+    let submitted = b.post_form(start.location(), "username=slow").await;
+    gate.clock.advance(601);
+    let cb = b.get(&Browser::resolve(&gate.base, submitted.location())).await;
+    assert_eq!(cb.status, StatusCode::BAD_REQUEST, "{}", cb.text());
+    assert!(b.cookie("idgate").is_none());
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_naming_another_issuer_is_refused() {
+    let gate = TestGate::builder().spawn().await;
+    // The configured issuer differs from discovery's `issuer` by a trailing slash only: never loaded.
+    let mut oidc = gate.state().settings.oidc.clone();
+    oidc.issuer = format!("{}/", gate.issuer.issuer());
+    let metrics = Arc::new(idgate::telemetry::metrics::Metrics::default());
+    let provider = idgate::oidc::Provider::new(oidc, idgate::client::build(std::time::Duration::from_secs(2)), metrics);
+    let err = provider.load().await.unwrap_err();
+    assert!(matches!(err, idgate::oidc::ProviderError::IssuerMismatch { .. }), "{err}");
+    assert!(!provider.is_ready());
+    gate.shutdown().await;
+}
