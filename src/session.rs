@@ -5,11 +5,14 @@
 //! not open is no session.
 
 pub mod cookie;
+pub mod opened;
 pub mod seal;
 pub mod store;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,9 +25,12 @@ use cookie::Attributes;
 use seal::{KeyRing, Purpose};
 use store::{Key, Owner, Store, StoreError};
 
-/// An open, unexpired session. Only [`Sessions::open`] makes one.
+/// An open, unexpired session. Only [`Sessions`] makes one; clones share it.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct Session(Arc<Contents>);
+
+#[derive(Debug)]
+struct Contents {
     claims: Claims,
     id_token: String,
     refresh_token: Option<String>,
@@ -38,31 +44,43 @@ pub struct Session {
 impl Session {
     /// The ID token's claims.
     pub fn claims(&self) -> &Claims {
-        &self.claims
+        &self.0.claims
     }
     /// When the session ends: the ID token's `exp`.
     pub fn expires_at(&self) -> i64 {
-        self.claims.exp()
+        self.0.claims.exp()
     }
     /// The ID token, for RP-initiated logout's `id_token_hint` only. Never forwarded.
     pub fn id_token_hint(&self) -> &str {
-        &self.id_token
+        &self.0.id_token
     }
     /// The access token, forwarded only when `oidc.forward_access_token` is on.
     pub fn access_token(&self) -> Option<&str> {
-        self.access_token.as_deref()
+        self.0.access_token.as_deref()
     }
     /// The refresh token, for renewal only.
     pub fn refresh_token(&self) -> Option<&str> {
-        self.refresh_token.as_deref()
+        self.0.refresh_token.as_deref()
     }
     /// The nonce of the login that made the session (a refreshed ID token may repeat it, never change it).
     pub fn nonce(&self) -> Option<&str> {
-        self.nonce.as_deref()
+        self.0.nonce.as_deref()
     }
     /// Userinfo claims kept with the session.
     pub fn userinfo(&self) -> Option<&Map<String, Value>> {
-        self.userinfo.as_ref()
+        self.0.userinfo.as_ref()
+    }
+    /// The server-side key, when a store holds the session.
+    fn key(&self) -> Option<&Key> {
+        self.0.key.as_ref()
+    }
+    /// Roughly how many bytes the session holds (the token, its decoded claims and the other tokens).
+    fn approximate_size(&self) -> usize {
+        let c = &self.0;
+        256 + 3 * c.id_token.len()
+            + c.refresh_token.as_ref().map_or(0, String::len)
+            + c.access_token.as_ref().map_or(0, String::len)
+            + c.userinfo.as_ref().map_or(0, |u| 64 * u.len())
     }
 }
 
@@ -115,6 +133,7 @@ pub struct Sessions {
     name: String,
     attrs: Attributes,
     store: Option<std::sync::Arc<Store>>,
+    opened: opened::OpenedCache,
 }
 
 impl Sessions {
@@ -135,6 +154,7 @@ impl Sessions {
             name: s.cookie_name.clone(),
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
             store,
+            opened: opened::OpenedCache::default(),
         }
     }
 
@@ -149,20 +169,44 @@ impl Sessions {
     }
 
     /// Opens the request's session, checking expiry against `now`.
+    /// The same sealed bytes open from [`opened::OpenedCache`] without decrypting again.
     pub async fn open(&self, headers: &HeaderMap, now: i64) -> Result<Session, SessionError> {
-        match &self.store {
+        let session = match &self.store {
             None => {
                 let value = cookie::get_chunked(headers, &self.name).ok_or(SessionError::Missing)?;
-                let plain = self.ring.open(&self.name, &value).map_err(|_| SessionError::Tampered)?;
-                unpack(&plain, None, now)
+                match self.opened.get(value.as_bytes()) {
+                    Some(s) => s,
+                    None => {
+                        let plain = self.ring.open(&self.name, &value).map_err(|_| SessionError::Tampered)?;
+                        let s = unpack(&plain, None)?;
+                        self.opened.insert(value.into_owned().into_bytes(), s.clone());
+                        s
+                    }
+                }
             }
             Some(store) => {
                 let key = self.key_of(headers)?;
                 let sealed = store.get(&key).await?.ok_or(SessionError::Missing)?;
-                let plain = self.ring.open_raw(&store::hex(&key), &sealed).map_err(|_| SessionError::Tampered)?;
-                unpack(&plain, Some(key), now)
+                // The store key is part of the cache key: stored bytes moved under another key do not open.
+                let mut scoped = Vec::with_capacity(key.len() + sealed.len());
+                scoped.extend_from_slice(&key);
+                scoped.extend_from_slice(&sealed);
+                match self.opened.get(&scoped) {
+                    Some(s) => s,
+                    None => {
+                        let plain =
+                            self.ring.open_raw(&store::hex(&key), &sealed).map_err(|_| SessionError::Tampered)?;
+                        let s = unpack(&plain, Some(key))?;
+                        self.opened.insert(scoped, s.clone());
+                        s
+                    }
+                }
             }
+        };
+        if session.expires_at() <= now {
+            return Err(SessionError::Expired);
         }
+        Ok(session)
     }
 
     /// The store key named by the request's cookie (a random id; the key is its hash).
@@ -226,7 +270,7 @@ impl Sessions {
     /// Writes a refreshed session over the old one in the server-side store (no-op for cookie sessions). The
     /// refresh flight calls this once, under its lock, before any request uses the result.
     pub async fn store_renewal(&self, old: &Session, new: &NewSession<'_>, now: i64) -> Result<(), SessionError> {
-        if let (Some(store), Some(key)) = (&self.store, &old.key) {
+        if let (Some(store), Some(key)) = (&self.store, old.key()) {
             self.put(store, key, new, &pack(new), now).await?;
         }
         Ok(())
@@ -241,7 +285,7 @@ impl Sessions {
         new: &NewSession<'_>,
         now: i64,
     ) -> Result<(Session, Vec<HeaderValue>), SessionError> {
-        let cookies = match (&self.store, &old.key) {
+        let cookies = match (&self.store, old.key()) {
             (Some(_), Some(_)) => {
                 let id = cookie::get(req, &self.name).unwrap_or_default();
                 vec![self.attrs.set(&self.name, id, "/", new.claims.exp() - now)]
@@ -252,15 +296,15 @@ impl Sessions {
         if let Some(extra) = new.userinfo {
             claims.add_missing(extra.clone());
         }
-        let renewed = Session {
+        let renewed = Session(Arc::new(Contents {
             claims,
             id_token: new.id_token.to_owned(),
             refresh_token: new.refresh_token.map(str::to_owned),
             access_token: new.access_token.map(str::to_owned),
             nonce: new.nonce.map(str::to_owned),
             userinfo: new.userinfo.cloned(),
-            key: old.key,
-        };
+            key: old.key().copied(),
+        }));
         Ok((renewed, cookies))
     }
 
@@ -289,16 +333,13 @@ fn pack(new: &NewSession<'_>) -> Vec<u8> {
     serde_json::to_vec(&sealed).unwrap_or_default()
 }
 
-fn unpack(plain: &[u8], key: Option<Key>, now: i64) -> Result<Session, SessionError> {
+fn unpack(plain: &[u8], key: Option<Key>) -> Result<Session, SessionError> {
     let sealed: Sealed = serde_json::from_slice(plain).map_err(|_| SessionError::Tampered)?;
     let mut claims = claims_of(sealed.id_token).ok_or(SessionError::Tampered)?;
     if let Some(extra) = &sealed.userinfo {
         claims.add_missing(extra.clone());
     }
-    if claims.exp() <= now {
-        return Err(SessionError::Expired);
-    }
-    Ok(Session {
+    Ok(Session(Arc::new(Contents {
         claims,
         id_token: sealed.id_token.to_owned(),
         refresh_token: sealed.refresh_token.map(str::to_owned),
@@ -306,7 +347,7 @@ fn unpack(plain: &[u8], key: Option<Key>, now: i64) -> Result<Session, SessionEr
         nonce: sealed.nonce.map(str::to_owned),
         userinfo: sealed.userinfo,
         key,
-    })
+    })))
 }
 
 /// The claims of a token this process validated and sealed: the payload segment, decoded.

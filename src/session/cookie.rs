@@ -1,6 +1,8 @@
 //! Reading request cookies and writing `Set-Cookie` values: attributes, chunking of large values over
 //! `NAME_0`, `NAME_1`, … with a hard cap on how many chunks are ever read, and clearing.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderValue, header::COOKIE};
 
 /// Largest value put in one cookie; with the name and attributes it stays under the browsers' 4096 bytes.
@@ -23,9 +25,9 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Reads a possibly chunked value: `NAME` whole, or `NAME_0`, `NAME_1`, … in order up to [`MAX_CHUNKS`].
 /// A gap ends the chunk list; the result is then opened (and fails) as a truncated value.
-pub fn get_chunked(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn get_chunked<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
     if let Some(v) = get(headers, name) {
-        return Some(v.to_owned());
+        return Some(Cow::Borrowed(v));
     }
     let mut parts: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let prefix_len = name.len() + 1;
@@ -44,7 +46,7 @@ pub fn get_chunked(headers: &HeaderMap, name: &str) -> Option<String> {
     for p in parts.iter().map_while(|p| *p) {
         out.push_str(p);
     }
-    (!out.is_empty()).then_some(out)
+    (!out.is_empty()).then_some(Cow::Owned(out))
 }
 
 /// Cookie attributes shared by every cookie idgate sets.
@@ -159,7 +161,8 @@ mod tests {
     #[test]
     fn thousands_of_chunks_read_at_most_the_cap() {
         let many: Vec<String> = (0..3000).map(|i| format!("idgate_{i}=x")).collect();
-        let value = get_chunked(&headers(&many.join("; ")), "idgate").unwrap();
+        let h = headers(&many.join("; "));
+        let value = get_chunked(&h, "idgate").unwrap();
         assert_eq!(value.len(), MAX_CHUNKS);
     }
 

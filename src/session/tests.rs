@@ -134,3 +134,37 @@ async fn thousands_of_chunk_cookies_cost_nothing_and_open_nothing() {
     h.insert(COOKIE, HeaderValue::from_str(&many.join("; ")).unwrap());
     assert!(matches!(s.open(&h, NOW).await.unwrap_err(), SessionError::Tampered));
 }
+
+#[tokio::test]
+async fn opened_sessions_are_reused_only_for_the_exact_bytes_and_never_past_exp() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
+    let (t, c) = token(0);
+    let set = save(&s, &t, &c).await;
+    let req = request_with(&set);
+    let value = set[0].to_str().unwrap().split(';').next().unwrap().strip_prefix("idgate=").unwrap().to_owned();
+    assert!(s.opened.get(value.as_bytes()).is_none());
+    assert_eq!(s.open(&req, NOW).await.unwrap().claims().sub(), "alice");
+    assert!(s.opened.get(value.as_bytes()).is_some(), "the opened session is kept");
+    assert_eq!(s.open(&req, NOW + 1).await.unwrap().id_token_hint(), t, "and served again");
+    // Same length and the same tail (the hashed part), one byte changed before it: not the kept session.
+    let mut flipped = value.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_str(&format!("idgate={}", String::from_utf8(flipped).unwrap())).unwrap());
+    assert!(matches!(s.open(&h, NOW).await.unwrap_err(), SessionError::Tampered));
+    assert!(matches!(s.open(&req, NOW + 600).await.unwrap_err(), SessionError::Expired), "a kept session still ends");
+}
+
+#[tokio::test]
+async fn stored_bytes_moved_under_another_key_do_not_open_even_when_kept() {
+    let s = Sessions::new(&SessionSettings { store: StoreKind::Memory, ..settings(SECRET, &[]) }).unwrap();
+    let (t, c) = token(0);
+    let (a, b) = (request_with(&save(&s, &t, &c).await), request_with(&save(&s, &t, &c).await));
+    assert!(s.open(&a, NOW).await.is_ok(), "a's session opened and kept");
+    let store = s.store().unwrap();
+    let (key_a, key_b) = (s.key_of(&a).unwrap(), s.key_of(&b).unwrap());
+    let sealed_a = store.get(&key_a).await.unwrap().unwrap();
+    let owner = Owner { sid: None, sub: "alice".into() };
+    store.put(&key_b, sealed_a, &owner, NOW + 600, NOW).await.unwrap();
+    assert!(matches!(s.open(&b, NOW).await.unwrap_err(), SessionError::Tampered));
+}
