@@ -74,6 +74,7 @@ impl State {
             http,
             &settings.upstream.url,
             settings.upstream.timeout,
+            settings.upstream.connect_timeout,
             settings.server.trusted_proxies.clone(),
         );
         let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();

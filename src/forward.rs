@@ -1,8 +1,11 @@
 //! The proxy hop: rewrites the request for the upstream (URI, HTTP/1.1, hop-by-hop headers, `X-Forwarded-*`),
 //! sends it on the pooled client and streams both bodies through untouched. WebSocket and other upgrades are
-//! spliced once both sides agreed. Knows nothing of sessions or claims.
+//! spliced once both sides agreed. Knows nothing of sessions or claims. HTTP/1.1 clients of a plain-http upstream
+//! keep an upstream connection each ([`affinity`]); everything else goes through the shared pool.
 
-use std::{net::IpAddr, time::Duration};
+pub mod affinity;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
@@ -38,11 +41,20 @@ impl UpstreamError {
 }
 
 /// Facts about the client connection the hop needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub ip: IpAddr,
     /// The client reached us over TLS.
     pub tls: bool,
+    /// The upstream connection this client connection keeps, when it may keep one.
+    pub upstream: Option<Arc<affinity::UpstreamSlot>>,
+}
+
+impl Peer {
+    /// A client at `ip` whose requests use the shared pool.
+    pub fn new(ip: IpAddr, tls: bool) -> Self {
+        Self { ip, tls, upstream: None }
+    }
 }
 
 /// Sends requests to the one upstream.
@@ -54,6 +66,8 @@ pub struct Forwarder {
     base_path: String,
     timeout: Duration,
     trusted: Vec<IpNet>,
+    /// Kept per-client-connection upstream connections; `None` for https upstreams.
+    dialer: Option<affinity::Dialer>,
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -81,17 +95,33 @@ const FORWARDING: [&str; 9] = [
 ];
 
 impl Forwarder {
-    /// A forwarder to `upstream`.
-    pub fn new(client: HttpClient, upstream: &Url, timeout: Duration, trusted: Vec<IpNet>) -> Self {
+    /// A forwarder to `upstream`: `timeout` for the response head, `connect_timeout` for kept connections (the
+    /// pool's client has its own).
+    pub fn new(
+        client: HttpClient,
+        upstream: &Url,
+        timeout: Duration,
+        connect_timeout: Duration,
+        trusted: Vec<IpNet>,
+    ) -> Self {
         let uri: Uri = upstream.as_str().parse().expect("a validated URL is a valid URI");
+        let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+        let authority = uri.authority().cloned().expect("a validated upstream URL has a host");
+        let dialer = (scheme == http::uri::Scheme::HTTP).then(|| affinity::Dialer::new(&authority, connect_timeout));
         Self {
             client,
-            scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
-            authority: uri.authority().cloned().expect("a validated upstream URL has a host"),
+            scheme,
+            authority,
             base_path: upstream.path().trim_end_matches('/').to_owned(),
             timeout,
             trusted,
+            dialer,
         }
+    }
+
+    /// Upstream connections kept by client connections right now.
+    pub fn kept_connections(&self) -> usize {
+        self.dialer.as_ref().map_or(0, affinity::Dialer::open)
     }
 
     /// True when `ip` is a trusted proxy whose forwarding headers are believed.
@@ -102,6 +132,8 @@ impl Forwarder {
     /// Proxies `req` and returns the upstream's streaming response.
     pub async fn send(&self, mut req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, UpstreamError> {
         let upgrade = upgrade_protocol(req.headers());
+        // One request at a time on this client connection: it may keep an upstream connection.
+        let one_at_a_time = req.version() <= Version::HTTP_11 && upgrade.is_none();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
 
@@ -113,7 +145,8 @@ impl Forwarder {
             .headers
             .get(header::HOST)
             .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+            .or_else(|| HeaderValue::from_str(self.authority.as_str()).ok());
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -124,7 +157,7 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
 
         remove_hop_by_hop(&mut parts.headers);
-        self.set_forwarding(&mut parts.headers, peer, host.as_ref());
+        self.set_forwarding(&mut parts.headers, &peer, host.as_ref());
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }
@@ -134,11 +167,13 @@ impl Forwarder {
         }
 
         let out = Request::from_parts(parts, body::boxed(incoming));
-        let mut resp = match tokio::time::timeout(self.timeout, self.client.request(out)).await {
+        let kept = match (&self.dialer, &peer.upstream) {
+            (Some(dialer), Some(slot)) if one_at_a_time => Some((dialer, slot)),
+            _ => None,
+        };
+        let mut resp = match tokio::time::timeout(self.timeout, self.send_on(kept, out)).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect(source_text(&e))),
-            Ok(Err(e)) => return Err(UpstreamError::Protocol(source_text(&e))),
-            Ok(Ok(r)) => r,
+            Ok(r) => r?,
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -168,7 +203,29 @@ impl Forwarder {
         Ok(Response::from_parts(rparts, body::boxed(incoming)))
     }
 
-    fn set_forwarding(&self, headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
+    /// Sends on the client connection's kept upstream connection when there is one to use, else on the pool.
+    async fn send_on(
+        &self,
+        kept: Option<(&affinity::Dialer, &Arc<affinity::UpstreamSlot>)>,
+        out: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let out = match kept {
+            Some((dialer, slot)) => match dialer.send(slot, out).await? {
+                affinity::Sent::Response(r) => return Ok(r),
+                affinity::Sent::Declined(out) => out,
+            },
+            None => out,
+        };
+        self.client.request(out).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(error_text(&e))
+            } else {
+                UpstreamError::Protocol(error_text(&e))
+            }
+        })
+    }
+
+    fn set_forwarding(&self, headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
         let trusted = self.is_trusted(peer.ip);
         let names: Vec<HeaderName> = headers
             .keys()
@@ -231,8 +288,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn source_text(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
+/// An error with its chain of causes, for logs.
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

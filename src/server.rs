@@ -129,9 +129,11 @@ async fn serve_one<H, F>(
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let peer = Peer { ip: remote.ip().to_canonical(), tls: tls.is_some() };
+    let peer = Peer { upstream: Some(Default::default()), ..Peer::new(remote.ip().to_canonical(), tls.is_some()) };
     let service = service_fn(move |req| {
-        let fut = handler(req, peer);
+        // Boxed: hyper moves the service future into its dispatcher; a pointer moves cheaper than the whole state
+        // machine of a proxied request (a few kilobytes).
+        let fut = Box::pin(handler(req, peer.clone()));
         async move { Ok::<_, std::convert::Infallible>(fut.await) }
     });
     match tls {

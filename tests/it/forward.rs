@@ -233,3 +233,101 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     stopping.await.unwrap();
     gate.shutdown().await;
 }
+
+/// A raw HTTP/1.1 upstream that answers each request with the number of the connection it came on (from 1), and,
+/// when `close_after_each` is set, closes the connection after every answer without announcing it (what an
+/// upstream's keep-alive timeout does to an idle connection).
+async fn numbering_upstream(close_after_each: bool) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering::SeqCst};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let body = n.to_string();
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    if stream.write_all(head.as_bytes()).await.is_err() || close_after_each {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Sends `n` GETs, one after another, on one HTTP/1.1 client connection; returns the bodies.
+async fn on_one_connection(addr: SocketAddr, n: usize) -> Vec<String> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    for i in 0..n {
+        sender.ready().await.unwrap();
+        let req = Request::builder().uri(format!("/n/{i}")).header("host", "app").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+        bodies.push(String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap());
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn each_http1_client_connection_keeps_one_upstream_connection() {
+    let (upstream, accepted) = numbering_upstream(false).await;
+    let gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let first = on_one_connection(addr, 5).await;
+    assert!(first.iter().all(|b| *b == first[0]), "one upstream connection for the whole client connection: {first:?}");
+    let second = on_one_connection(addr, 3).await;
+    assert!(second.iter().all(|b| *b == second[0]) && second[0] != first[0], "{first:?} {second:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_upstream_closed_is_replaced_without_an_error() {
+    let (upstream, accepted) = numbering_upstream(true).await;
+    let gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
+    let bodies = on_one_connection(gate.running.as_ref().unwrap().public_addr, 4).await;
+    assert_eq!(bodies, ["1", "2", "3", "4"], "every request answered, each on a new upstream connection");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn kept_upstream_connections_close_with_their_client_connection() {
+    let upstream = crate::harness::spawn_json_echo().await;
+    let gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let client = tokio::spawn(conn);
+    let req = Request::builder().uri("/x").header("host", "app").body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(gate.state().forwarder.kept_connections(), 1);
+    drop(sender);
+    client.await.unwrap().unwrap();
+    for _ in 0..100 {
+        if gate.state().forwarder.kept_connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gate.state().forwarder.kept_connections(), 0, "closed with the client connection");
+    gate.shutdown().await;
+}
