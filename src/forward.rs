@@ -48,12 +48,15 @@ pub struct Peer {
     pub tls: bool,
     /// The upstream connection this client connection keeps, when it may keep one.
     pub upstream: Option<Arc<affinity::UpstreamSlot>>,
+    /// `ip` as a header value, made once per connection.
+    ip_value: HeaderValue,
 }
 
 impl Peer {
     /// A client at `ip` whose requests use the shared pool.
     pub fn new(ip: IpAddr, tls: bool) -> Self {
-        Self { ip, tls, upstream: None }
+        let ip_value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        Self { ip, tls, upstream: None, ip_value }
     }
 }
 
@@ -243,12 +246,11 @@ impl Forwarder {
         for n in names {
             headers.remove(n);
         }
-        let ip = peer.ip.to_string();
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if trusted => format!("{prev}, {ip}"),
-            _ => ip,
+            Some(prev) if trusted => HeaderValue::from_str(&format!("{prev}, {}", peer.ip)).ok(),
+            _ => Some(peer.ip_value.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             headers.insert("x-forwarded-for", v);
         }
         if !headers.contains_key("x-forwarded-proto") {

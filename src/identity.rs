@@ -6,6 +6,11 @@
 //! UTF-8, or re-encodes a Latin-1 string it was handed). Control characters (CR, LF, NUL, …) are removed, so a
 //! claim can never split or end a header.
 
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering::Relaxed},
+};
+
 use http::{HeaderMap, HeaderName, HeaderValue, header::COOKIE};
 
 use crate::{id_token::Claims, policy::Permit};
@@ -21,9 +26,15 @@ const ALWAYS_STRIPPED: [&str; 6] = [
 ];
 const STRIPPED_PREFIX: &str = "x-auth-request-";
 
+/// A session's claim headers under one plan, computed on its first request and reused by the next ones: the
+/// plan's id and the headers. Sessions carry one ([`crate::session::Session::identity_memo`]).
+pub type Memo = OnceLock<(u64, Vec<(HeaderName, HeaderValue)>)>;
+
 /// The header plan, compiled once: which names to strip and which claims to write.
 #[derive(Debug, Clone)]
 pub struct HeaderPlan {
+    /// Unique per plan built, so a memo made under another plan (another configuration) is never used.
+    id: u64,
     mapping: Vec<(HeaderName, String)>,
     /// Normalised (`_`→`-`, lowercase) names to strip.
     strip: Vec<String>,
@@ -37,7 +48,13 @@ impl HeaderPlan {
         strip.extend(ALWAYS_STRIPPED.iter().map(|s| (*s).to_owned()));
         strip.sort();
         strip.dedup();
-        Self { mapping: mapping.to_vec(), strip, cookie_name: cookie_name.to_owned() }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            mapping: mapping.to_vec(),
+            strip,
+            cookie_name: cookie_name.to_owned(),
+        }
     }
 
     fn is_identity(&self, name: &str) -> bool {
@@ -85,24 +102,37 @@ impl HeaderPlan {
         }
     }
 
-    /// Writes the configured claim headers. Call after [`HeaderPlan::strip`].
-    pub fn apply(&self, headers: &mut HeaderMap, claims: &Claims, _permit: &Permit) {
+    /// Writes the configured claim headers. Call after [`HeaderPlan::strip`]. `memo` keeps them for the session's
+    /// next requests.
+    pub fn apply(&self, headers: &mut HeaderMap, claims: &Claims, permit: &Permit, memo: &Memo) {
+        let fresh;
+        let list = match memo.get() {
+            Some((id, list)) if *id == self.id => list,
+            _ => {
+                fresh = self.values(claims, permit);
+                let _ = memo.set((self.id, fresh.clone()));
+                &fresh
+            }
+        };
+        for (name, value) in list {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
+    /// The claim headers as a list, in mapping order (a later mapping of the same name wins).
+    fn values(&self, claims: &Claims, _permit: &Permit) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(self.mapping.len());
         for (name, claim) in &self.mapping {
             let values = claims.values(claim);
             if values.is_empty() {
                 continue;
             }
             if let Some(v) = header_value(&values.join(",")) {
-                headers.insert(name.clone(), v);
+                out.retain(|(n, _)| n != name);
+                out.push((name.clone(), v));
             }
         }
-    }
-
-    /// The claim headers as a list (forward-auth answers carry them).
-    pub fn values(&self, claims: &Claims, _permit: &Permit) -> Vec<(HeaderName, HeaderValue)> {
-        let mut h = HeaderMap::new();
-        self.apply(&mut h, claims, _permit);
-        h.into_iter().filter_map(|(k, v)| Some((k?, v))).collect()
+        out
     }
 }
 
@@ -171,10 +201,28 @@ mod tests {
                 .clone(),
         );
         let permit = Rules::default().authorize(None, &claims).unwrap();
-        let mut h = HeaderMap::new();
-        plan().apply(&mut h, &claims, &permit);
+        let (mut h, memo) = (HeaderMap::new(), Memo::new());
+        plan().apply(&mut h, &claims, &permit, &memo);
         assert_eq!(h["x-auth-request-user"], "u1X-Evil: 1");
         assert_eq!(h["x-user-roles"], "a,b");
         assert_eq!(std::str::from_utf8(h["x-name"].as_bytes()).unwrap(), "Zoë Ünïcødé 山田");
+    }
+
+    #[test]
+    fn a_sessions_headers_are_kept_for_its_plan_only() {
+        let claims = Claims::new(json!({"sub": "u1", "name": "Alice"}).as_object().unwrap().clone());
+        let permit = Rules::default().authorize(None, &claims).unwrap();
+        let memo = Memo::new();
+        let by_sub = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "sub".into())], "idgate");
+        let (mut first, mut again) = (HeaderMap::new(), HeaderMap::new());
+        by_sub.apply(&mut first, &claims, &permit, &memo);
+        by_sub.apply(&mut again, &claims, &permit, &memo);
+        assert_eq!((&first["x-user"], &again["x-user"]), (&HeaderValue::from_static("u1"), &first["x-user"]));
+        assert!(memo.get().is_some(), "kept after the first request");
+        // A reloaded configuration maps the same header to another claim: the kept headers are not reused.
+        let by_name = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "name".into())], "idgate");
+        let mut h = HeaderMap::new();
+        by_name.apply(&mut h, &claims, &permit, &memo);
+        assert_eq!(h["x-user"], "Alice");
     }
 }

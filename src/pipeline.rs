@@ -48,7 +48,7 @@ pub async fn proxy(
     let permit = state.rules.authorize(rule, session.claims())?;
     let headers = req.headers_mut();
     state.headers.strip(headers);
-    state.headers.apply(headers, session.claims(), &permit);
+    state.headers.apply(headers, session.claims(), &permit, session.identity_memo());
     if let Some(at) = session.access_token()
         && let Ok(v) = HeaderValue::from_str(at)
     {
@@ -85,9 +85,7 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
     let (session, cookies) = open(state, headers).await?;
     let permit = state.rules.authorize(rule, session.claims())?;
     let mut resp = empty(StatusCode::OK);
-    for (name, value) in state.headers.values(session.claims(), &permit) {
-        resp.headers_mut().insert(name, value);
-    }
+    state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
     Ok(with_cookies(resp, cookies))
 }
 

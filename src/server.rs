@@ -129,7 +129,8 @@ async fn serve_one<H, F>(
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let peer = Peer { upstream: Some(Default::default()), ..Peer::new(remote.ip().to_canonical(), tls.is_some()) };
+    let mut peer = Peer::new(remote.ip().to_canonical(), tls.is_some());
+    peer.upstream = Some(Default::default());
     let service = service_fn(move |req| {
         // Boxed: hyper moves the service future into its dispatcher; a pointer moves cheaper than the whole state
         // machine of a proxied request (a few kilobytes).

@@ -39,6 +39,7 @@ struct Contents {
     userinfo: Option<Map<String, Value>>,
     /// The server-side key, when a store holds the session.
     key: Option<Key>,
+    identity: crate::identity::Memo,
 }
 
 impl Session {
@@ -69,6 +70,10 @@ impl Session {
     /// Userinfo claims kept with the session.
     pub fn userinfo(&self) -> Option<&Map<String, Value>> {
         self.0.userinfo.as_ref()
+    }
+    /// The claim headers of this session, kept by the header plan after the first request.
+    pub fn identity_memo(&self) -> &crate::identity::Memo {
+        &self.0.identity
     }
     /// The server-side key, when a store holds the session.
     fn key(&self) -> Option<&Key> {
@@ -304,6 +309,7 @@ impl Sessions {
             nonce: new.nonce.map(str::to_owned),
             userinfo: new.userinfo.cloned(),
             key: old.key().copied(),
+            identity: Default::default(),
         }));
         Ok((renewed, cookies))
     }
@@ -347,6 +353,7 @@ fn unpack(plain: &[u8], key: Option<Key>) -> Result<Session, SessionError> {
         nonce: sealed.nonce.map(str::to_owned),
         userinfo: sealed.userinfo,
         key,
+        identity: Default::default(),
     })))
 }
 

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let permit = Rules::default().authorize(None, &claims).expect("default rule permits");
     let mut headers = HeaderMap::new();
-    plan.apply(&mut headers, &claims, &permit);
+    plan.apply(&mut headers, &claims, &permit, &idgate::identity::Memo::new());
     for v in headers.values() {
         assert!(!v.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
     }
