@@ -228,16 +228,15 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
 }
 
 async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, Failure> {
-    let query = req.uri().query().map(str::to_owned);
     match route {
         Route::Proxy { auth, rule } => pipeline::proxy(state, req, peer, auth, rule).await,
         Route::Endpoint(Endpoint::Start) => {
-            let params = login::query_params(query.as_deref(), &["rd"])?;
+            let params = login::query_params(req.uri().query(), &["rd"])?;
             let interactive = login::param(&params, "interactive").is_some();
             Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive).await?)
         }
         Route::Endpoint(Endpoint::Callback) => {
-            let result = login::callback::callback(state, req.headers(), query.as_deref()).await;
+            let result = login::callback::callback(state, req.headers(), req.uri().query()).await;
             if let Err(e) = &result {
                 state.metrics.event(crate::telemetry::metrics::Event::Login(e.reason()));
             }
@@ -252,7 +251,7 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             } else {
                 bytes::Bytes::new()
             };
-            Ok(login::sign_out::sign_out(state, &parts.method, &parts.headers, query.as_deref(), &form).await?)
+            Ok(login::sign_out::sign_out(state, &parts.method, &parts.headers, parts.uri.query(), &form).await?)
         }
         Route::Endpoint(Endpoint::BackchannelLogout) => {
             let (parts, incoming) = req.into_parts();
