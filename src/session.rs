@@ -9,10 +9,10 @@ pub mod opened;
 pub mod seal;
 pub mod store;
 
-use aws_lc_rs::digest::{SHA256, digest};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use std::sync::Arc;
 
+use aws_lc_rs::digest::{SHA256, digest};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -137,7 +137,7 @@ pub struct Sessions {
     ring: KeyRing,
     name: String,
     attrs: Attributes,
-    store: Option<std::sync::Arc<Store>>,
+    store: Option<Arc<Store>>,
     opened: opened::OpenedCache,
 }
 
@@ -149,11 +149,11 @@ impl Sessions {
             StoreKind::Memory => Some(Store::Memory(store::memory::MemoryStore::new(s.memory_capacity))),
             StoreKind::Redis { url } => Some(Store::Redis(store::redis::RedisStore::new(url)?)),
         };
-        Ok(Self::with_store(s, store.map(std::sync::Arc::new)))
+        Ok(Self::with_store(s, store.map(Arc::new)))
     }
 
     /// New keys and cookie settings over an existing store (a reload keeps the sessions it holds).
-    pub fn with_store(s: &SessionSettings, store: Option<std::sync::Arc<Store>>) -> Self {
+    pub fn with_store(s: &SessionSettings, store: Option<Arc<Store>>) -> Self {
         Self {
             ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Session),
             name: s.cookie_name.clone(),
@@ -164,7 +164,7 @@ impl Sessions {
     }
 
     /// The store shared with a reloaded state.
-    pub fn shared_store(&self) -> Option<std::sync::Arc<Store>> {
+    pub fn shared_store(&self) -> Option<Arc<Store>> {
         self.store.clone()
     }
 
@@ -173,8 +173,8 @@ impl Sessions {
         self.store.as_deref()
     }
 
-    /// Opens the request's session, checking expiry against `now`.
-    /// The same sealed bytes open from [`opened::OpenedCache`] without decrypting again.
+    /// Opens the request's session, checking expiry against `now`. Sealed bytes opened before come from
+    /// [`opened::OpenedCache`] without decrypting again.
     pub async fn open(&self, headers: &HeaderMap, now: i64) -> Result<Session, SessionError> {
         let session = match &self.store {
             None => {
