@@ -76,6 +76,7 @@ impl State {
             settings.upstream.timeout,
             settings.upstream.connect_timeout,
             settings.server.trusted_proxies.clone(),
+            metrics.kept_upstream(),
         );
         let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();
         let kept = Kept {

@@ -99,18 +99,20 @@ const FORWARDING: [&str; 9] = [
 
 impl Forwarder {
     /// A forwarder to `upstream`: `timeout` for the response head, `connect_timeout` for kept connections (the
-    /// pool's client has its own).
+    /// pool's client has its own), which it counts in `kept`.
     pub fn new(
         client: HttpClient,
         upstream: &Url,
         timeout: Duration,
         connect_timeout: Duration,
         trusted: Vec<IpNet>,
+        kept: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
         let uri: Uri = upstream.as_str().parse().expect("a validated URL is a valid URI");
         let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
         let authority = uri.authority().cloned().expect("a validated upstream URL has a host");
-        let dialer = (scheme == http::uri::Scheme::HTTP).then(|| affinity::Dialer::new(&authority, connect_timeout));
+        let dialer =
+            (scheme == http::uri::Scheme::HTTP).then(|| affinity::Dialer::new(&authority, connect_timeout, kept));
         Self {
             client,
             scheme,

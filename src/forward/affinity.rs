@@ -58,17 +58,11 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// A dialer for the upstream at `authority` (port 80 when none is given).
-    pub fn new(authority: &http::uri::Authority, connect_timeout: Duration) -> Self {
+    /// A dialer for the upstream at `authority` (port 80 when none is given), counting its connections in `open`.
+    pub fn new(authority: &http::uri::Authority, connect_timeout: Duration, open: Arc<AtomicUsize>) -> Self {
         // IPv6 literals come bracketed in URLs and must not be for the resolver.
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        Self {
-            host,
-            port: authority.port_u16().unwrap_or(80),
-            connect_timeout,
-            open: Arc::default(),
-            max_kept: MAX_KEPT,
-        }
+        Self { host, port: authority.port_u16().unwrap_or(80), connect_timeout, open, max_kept: MAX_KEPT }
     }
 
     /// Upstream connections kept right now.
@@ -168,7 +162,7 @@ mod tests {
     async fn beyond_the_limit_requests_are_declined_to_the_pool() {
         let addr = upstream().await;
         let authority: http::uri::Authority = addr.to_string().parse().expect("authority");
-        let dialer = Dialer { max_kept: 1, ..Dialer::new(&authority, Duration::from_secs(1)) };
+        let dialer = Dialer { max_kept: 1, ..Dialer::new(&authority, Duration::from_secs(1), Arc::default()) };
         let (a, b) = (UpstreamSlot::default(), UpstreamSlot::default());
         assert!(matches!(dialer.send(&a, get(addr)).await, Ok(Sent::Response(_))));
         assert_eq!(dialer.open(), 1);
@@ -192,14 +186,14 @@ mod tests {
     async fn an_unreachable_upstream_is_a_connect_error() {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
         let authority: http::uri::Authority = closed.to_string().parse().expect("authority");
-        let dialer = Dialer::new(&authority, Duration::from_secs(1));
+        let dialer = Dialer::new(&authority, Duration::from_secs(1), Arc::default());
         assert!(matches!(dialer.send(&UpstreamSlot::default(), get(closed)).await, Err(UpstreamError::Connect(_))));
         assert_eq!(dialer.open(), 0);
     }
 
     #[test]
     fn ipv6_literals_lose_their_brackets_and_the_port_defaults_to_80() {
-        let d = Dialer::new(&"[::1]".parse().expect("authority"), Duration::from_secs(1));
+        let d = Dialer::new(&"[::1]".parse().expect("authority"), Duration::from_secs(1), Arc::default());
         assert_eq!((d.host.as_str(), d.port), ("::1", 80));
     }
 }

@@ -5,8 +5,8 @@ use std::{
     collections::BTreeMap,
     fmt::Write,
     sync::{
-        Mutex,
-        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -57,6 +57,7 @@ pub struct Metrics {
     upstream_latency_count: AtomicU64,
     upstream_latency_sum_micros: AtomicU64,
     open_connections: AtomicI64,
+    kept_upstream: Arc<AtomicUsize>,
     events: Mutex<BTreeMap<Event, u64>>,
 }
 
@@ -82,6 +83,11 @@ impl Metrics {
     /// A connection opened (+1) or closed (-1).
     pub fn connections(&self, delta: i64) {
         self.open_connections.fetch_add(delta, Relaxed);
+    }
+
+    /// The count of upstream connections kept by client connections, kept up to date by the forwarder.
+    pub fn kept_upstream(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.kept_upstream)
     }
 
     /// Counts one event.
@@ -120,6 +126,9 @@ impl Metrics {
         );
         out.push_str("# TYPE idgate_open_connections gauge\n");
         let _ = writeln!(out, "idgate_open_connections {}", self.open_connections.load(Relaxed));
+        out.push_str("# HELP idgate_upstream_kept_connections Upstream connections kept by client connections.\n");
+        out.push_str("# TYPE idgate_upstream_kept_connections gauge\n");
+        let _ = writeln!(out, "idgate_upstream_kept_connections {}", self.kept_upstream.load(Relaxed));
         if let Ok(map) = self.events.lock() {
             let mut last = "";
             for (e, v) in map.iter() {

@@ -320,6 +320,7 @@ async fn kept_upstream_connections_close_with_their_client_connection() {
     let req = Request::builder().uri("/x").header("host", "app").body(Empty::<Bytes>::new()).unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
     assert_eq!(gate.state().forwarder.kept_connections(), 1);
+    assert!(gate.state().metrics.render().contains("\nidgate_upstream_kept_connections 1\n"));
     drop(sender);
     client.await.unwrap().unwrap();
     for _ in 0..100 {
