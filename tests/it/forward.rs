@@ -332,3 +332,27 @@ async fn kept_upstream_connections_close_with_their_client_connection() {
     assert_eq!(gate.state().forwarder.kept_connections(), 0, "closed with the client connection");
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn pipelined_http1_requests_are_all_answered() {
+    let (upstream, _) = numbering_upstream(false).await;
+    let gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
+    let mut stream = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let one = "GET /p HTTP/1.1\r\nHost: app\r\n\r\n";
+    stream.write_all(one.repeat(3).as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |b: &[u8]| {
+        let ends = b.windows(4).filter(|w| w == b"\r\n\r\n").count();
+        ends == 3 && b.windows(4).rposition(|w| w == b"\r\n\r\n").is_some_and(|i| i + 4 < b.len())
+    };
+    while !complete(&got) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    assert_eq!(gate.state().metrics.render().matches("idgate_requests_total{class=\"2xx\"} 3").count(), 1);
+    gate.shutdown().await;
+}
