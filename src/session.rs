@@ -192,17 +192,15 @@ impl Sessions {
             Some(store) => {
                 let key = self.key_of(headers)?;
                 let sealed = store.get(&key).await?.ok_or(SessionError::Missing)?;
-                // The store key is part of the cache key: stored bytes moved under another key do not open.
-                let mut scoped = Vec::with_capacity(key.len() + sealed.len());
-                scoped.extend_from_slice(&key);
-                scoped.extend_from_slice(&sealed);
-                match self.opened.get(&scoped) {
+                // A kept session counts only under the key it was opened under: stored bytes moved under another
+                // key are opened again, and refused by the key-bound seal.
+                match self.opened.get(&sealed).filter(|s| s.key() == Some(&key)) {
                     Some(s) => s,
                     None => {
                         let plain =
                             self.ring.open_raw(&store::hex(&key), &sealed).map_err(|_| SessionError::Tampered)?;
                         let s = unpack(&plain, Some(key))?;
-                        self.opened.insert(scoped, s.clone());
+                        self.opened.insert(sealed.to_vec(), s.clone());
                         s
                     }
                 }

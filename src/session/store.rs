@@ -47,11 +47,11 @@ impl Store {
         }
     }
 
-    /// The bytes under `key`, if any.
-    pub async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The bytes under `key`, if any (shared with the memory store, not copied).
+    pub async fn get(&self, key: &Key) -> Result<Option<bytes::Bytes>, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.get(key).await),
-            Store::Redis(r) => r.get(key).await,
+            Store::Redis(r) => Ok(r.get(key).await?.map(bytes::Bytes::from)),
         }
     }
 

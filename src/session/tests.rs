@@ -165,6 +165,6 @@ async fn stored_bytes_moved_under_another_key_do_not_open_even_when_kept() {
     let (key_a, key_b) = (s.key_of(&a).unwrap(), s.key_of(&b).unwrap());
     let sealed_a = store.get(&key_a).await.unwrap().unwrap();
     let owner = Owner { sid: None, sub: "alice".into() };
-    store.put(&key_b, sealed_a, &owner, NOW + 600, NOW).await.unwrap();
+    store.put(&key_b, sealed_a.to_vec(), &owner, NOW + 600, NOW).await.unwrap();
     assert!(matches!(s.open(&b, NOW).await.unwrap_err(), SessionError::Tampered));
 }

@@ -69,8 +69,8 @@ impl MemoryStore {
         self.entries.insert(key, entry).await;
     }
 
-    pub(super) async fn get(&self, key: &Key) -> Option<Vec<u8>> {
-        self.entries.get(key).await.map(|e| e.value.to_vec())
+    pub(super) async fn get(&self, key: &Key) -> Option<Bytes> {
+        self.entries.get(key).await.map(|e| e.value)
     }
 
     pub(super) async fn delete(&self, key: &Key) {
