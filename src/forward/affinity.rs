@@ -2,12 +2,14 @@
 //! so it keeps one plain-http upstream connection of its own for them: no pool checkout, no pool lock and no key
 //! lookup per request (bench/: ~20 % less CPU per proxied request than hyper-util's pool). HTTP/2 clients (many
 //! requests at once), upgrades and https upstreams use the shared pool, and so does everything beyond
-//! [`MAX_KEPT`] kept connections. A kept connection closes with its client connection.
+//! [`MAX_KEPT`] kept connections. A kept connection closes with its client connection, or once the client has sent
+//! nothing on it for [`KEPT_IDLE`] to [`KEPT_IDLE`]×2: browsers hold idle connections for minutes, and an upstream
+//! that gives each connection a thread must not have its threads held by them.
 
 use std::{
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -25,16 +27,30 @@ use crate::body::Body;
 /// At most this many upstream connections are kept by client connections at once (the shared pool's idle limit).
 pub const MAX_KEPT: usize = 1024;
 
+/// A kept connection unused for a whole period of this length is closed (checked once per period).
+pub const KEPT_IDLE: Duration = Duration::from_secs(2);
+
 /// The upstream connection one client connection keeps. Made by the server for each client connection.
 #[derive(Debug, Default)]
-pub struct UpstreamSlot(Mutex<Option<SendRequest<Body>>>);
+pub struct UpstreamSlot {
+    sender: Mutex<Option<SendRequest<Body>>>,
+    /// Set by each request, cleared by each idle check.
+    used: AtomicBool,
+}
 
 impl UpstreamSlot {
     fn take(&self) -> Option<SendRequest<Body>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.used.store(true, Relaxed);
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
     fn put(&self, sender: SendRequest<Body>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        *self.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+    }
+    /// Drops the kept connection when nothing used it since the last check; its connection then closes.
+    fn release_if_unused(&self) {
+        if !self.used.swap(false, Relaxed) {
+            drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }
     }
 }
 
@@ -55,6 +71,7 @@ pub struct Dialer {
     connect_timeout: Duration,
     open: Arc<AtomicUsize>,
     max_kept: usize,
+    idle: Duration,
 }
 
 impl Dialer {
@@ -62,7 +79,8 @@ impl Dialer {
     pub fn new(authority: &http::uri::Authority, connect_timeout: Duration, open: Arc<AtomicUsize>) -> Self {
         // IPv6 literals come bracketed in URLs and must not be for the resolver.
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        Self { host, port: authority.port_u16().unwrap_or(80), connect_timeout, open, max_kept: MAX_KEPT }
+        let port = authority.port_u16().unwrap_or(80);
+        Self { host, port, connect_timeout, open, max_kept: MAX_KEPT, idle: KEPT_IDLE }
     }
 
     /// Upstream connections kept right now.
@@ -73,7 +91,7 @@ impl Dialer {
     /// Sends `req` (absolute URI, `Host` set) on the slot's connection, opening one when the slot has none or its
     /// connection has closed. A request the upstream never received (the kept connection closed just before) is sent
     /// once more on a fresh connection.
-    pub async fn send(&self, slot: &UpstreamSlot, req: Request<Body>) -> Result<Sent, UpstreamError> {
+    pub async fn send(&self, slot: &Arc<UpstreamSlot>, req: Request<Body>) -> Result<Sent, UpstreamError> {
         let (mut sender, fresh) = match slot.take() {
             Some(s) if s.is_ready() => (s, false),
             Some(s) if !s.is_closed() => {
@@ -81,7 +99,7 @@ impl Dialer {
                 return Ok(Sent::Declined(req));
             }
             _ if self.open() >= self.max_kept => return Ok(Sent::Declined(req)),
-            _ => (self.dial().await?, true),
+            _ => (self.dial(slot).await?, true),
         };
         let mut req = req;
         if let Some(pq) = req.uri().path_and_query().cloned() {
@@ -92,7 +110,7 @@ impl Dialer {
             Err(mut e) => match e.take_message() {
                 Some(again) if !fresh => {
                     tracing::debug!(error = %error_text(e.error()), "kept upstream connection closed; sending on a new one");
-                    sender = self.dial().await?;
+                    sender = self.dial(slot).await?;
                     sender.send_request(again).await.map_err(|e| UpstreamError::Protocol(error_text(&e)))?
                 }
                 _ => return Err(UpstreamError::Protocol(error_text(e.error()))),
@@ -102,7 +120,7 @@ impl Dialer {
         Ok(Sent::Response(resp))
     }
 
-    async fn dial(&self) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn dial(&self, slot: &Arc<UpstreamSlot>) -> Result<SendRequest<Body>, UpstreamError> {
         let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => {
@@ -115,15 +133,38 @@ impl Dialer {
         let (sender, conn) =
             http1::handshake(TokioIo::new(stream)).await.map_err(|e| UpstreamError::Connect(error_text(&e)))?;
         self.open.fetch_add(1, Relaxed);
-        let open = Arc::clone(&self.open);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %error_text(&e), "kept upstream connection ended");
-            }
-            open.fetch_sub(1, Relaxed);
-        });
+        slot.used.store(true, Relaxed);
+        tokio::spawn(drive(conn, Arc::downgrade(slot), self.idle, Arc::clone(&self.open)));
         Ok(sender)
     }
+}
+
+/// Runs a kept connection until it closes: with its client connection (the slot and its sender dropped), when the
+/// upstream closes it, or when [`UpstreamSlot::release_if_unused`] finds it idle for a whole `idle` period.
+async fn drive(
+    conn: http1::Connection<TokioIo<tokio::net::TcpStream>, Body>,
+    slot: Weak<UpstreamSlot>,
+    idle: Duration,
+    open: Arc<AtomicUsize>,
+) {
+    tokio::pin!(conn);
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    loop {
+        tokio::select! {
+            ended = &mut conn => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %error_text(&e), "kept upstream connection ended");
+                }
+                break;
+            }
+            _ = check.tick() => {
+                if let Some(slot) = slot.upgrade() {
+                    slot.release_if_unused();
+                }
+            }
+        }
+    }
+    open.fetch_sub(1, Relaxed);
 }
 
 #[cfg(test)]
@@ -163,7 +204,7 @@ mod tests {
         let addr = upstream().await;
         let authority: http::uri::Authority = addr.to_string().parse().expect("authority");
         let dialer = Dialer { max_kept: 1, ..Dialer::new(&authority, Duration::from_secs(1), Arc::default()) };
-        let (a, b) = (UpstreamSlot::default(), UpstreamSlot::default());
+        let (a, b) = (Arc::new(UpstreamSlot::default()), Arc::new(UpstreamSlot::default()));
         assert!(matches!(dialer.send(&a, get(addr)).await, Ok(Sent::Response(_))));
         assert_eq!(dialer.open(), 1);
         match dialer.send(&b, get(addr)).await {
@@ -187,8 +228,28 @@ mod tests {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
         let authority: http::uri::Authority = closed.to_string().parse().expect("authority");
         let dialer = Dialer::new(&authority, Duration::from_secs(1), Arc::default());
-        assert!(matches!(dialer.send(&UpstreamSlot::default(), get(closed)).await, Err(UpstreamError::Connect(_))));
+        assert!(matches!(dialer.send(&Arc::default(), get(closed)).await, Err(UpstreamError::Connect(_))));
         assert_eq!(dialer.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_unused_for_a_whole_period_is_closed() {
+        let addr = upstream().await;
+        let authority: http::uri::Authority = addr.to_string().parse().expect("authority");
+        let idle = Duration::from_millis(100);
+        let dialer = Dialer { idle, ..Dialer::new(&authority, Duration::from_secs(1), Arc::default()) };
+        let slot = Arc::new(UpstreamSlot::default());
+        // Busy for three periods: kept throughout.
+        for _ in 0..15 {
+            assert!(matches!(dialer.send(&slot, get(addr)).await, Ok(Sent::Response(_))));
+            tokio::time::sleep(idle / 5).await;
+        }
+        assert_eq!(dialer.open(), 1, "one connection served them all");
+        // Then idle: closed within two periods, and the next request opens a new one.
+        tokio::time::sleep(idle * 3).await;
+        assert_eq!(dialer.open(), 0);
+        assert!(matches!(dialer.send(&slot, get(addr)).await, Ok(Sent::Response(_))));
+        assert_eq!(dialer.open(), 1);
     }
 
     #[test]
