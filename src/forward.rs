@@ -124,11 +124,6 @@ impl Forwarder {
         }
     }
 
-    /// Upstream connections kept by client connections right now.
-    pub fn kept_connections(&self) -> usize {
-        self.dialer.as_ref().map_or(0, affinity::Dialer::open)
-    }
-
     /// True when `ip` is a trusted proxy whose forwarding headers are believed.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))

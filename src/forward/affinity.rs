@@ -84,7 +84,7 @@ impl Dialer {
     }
 
     /// Upstream connections kept right now.
-    pub fn open(&self) -> usize {
+    fn open(&self) -> usize {
         self.open.load(Relaxed)
     }
 
