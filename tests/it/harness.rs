@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-client-secret";
 pub const SESSION_SECRET: &str = "test-session-secret-test-session-secret";
+/// The issuer in the settings a test adjusts, replaced by the development issuer's address at spawn.
+const ISSUER_PLACEHOLDER: &str = "http://issuer.placeholder.invalid";
 
 /// Installs a log subscriber when TEST_LOG is set.
 pub fn trace_init() {
@@ -44,6 +46,7 @@ pub struct Builder {
     public: Option<TcpListener>,
     redirect_uri: Option<String>,
     settings: Box<dyn FnOnce(&mut Settings)>,
+    registration: Box<dyn FnOnce(&mut DevClient)>,
     upstream: Option<SocketAddr>,
 }
 
@@ -58,7 +61,14 @@ pub struct TestGate {
 
 impl TestGate {
     pub fn builder() -> Builder {
-        Builder { alg: DevAlg::RS256, public: None, redirect_uri: None, settings: Box::new(|_| {}), upstream: None }
+        Builder {
+            alg: DevAlg::RS256,
+            public: None,
+            redirect_uri: None,
+            settings: Box::new(|_| {}),
+            registration: Box::new(|_| {}),
+            upstream: None,
+        }
     }
 
     pub fn state(&self) -> Arc<app::State> {
@@ -114,6 +124,13 @@ impl Builder {
         self
     }
 
+    /// Adjusts the client's registration at the issuer after it was derived from the settings (tests of a
+    /// mismatch between the two).
+    pub fn registration(mut self, f: impl FnOnce(&mut DevClient) + 'static) -> Self {
+        self.registration = Box::new(f);
+        self
+    }
+
     /// Registers this redirect URI at the issuer instead of the gate's own (a proxy in front).
     pub fn redirect_uri(mut self, uri: String) -> Self {
         self.redirect_uri = Some(uri);
@@ -142,21 +159,29 @@ impl Builder {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", public.local_addr().unwrap());
         let admin_url = format!("http://{}", admin.local_addr().unwrap());
-        let client = DevClient {
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            redirect_uris: vec![self.redirect_uri.clone().unwrap_or_else(|| format!("{base}/oauth2/callback"))],
-        };
-        let issuer =
-            DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)
-                .await
-                .unwrap();
         let upstream = match self.upstream {
             Some(u) => u,
             None => spawn_json_echo().await,
         };
-        let mut settings = settings(&base, issuer.issuer(), upstream);
+        // The settings come first, so that the issuer registers the client as the gate is configured (token
+        // authentication method, post-logout URL); the issuer's address is filled in once it listens.
+        let mut settings = settings(&base, ISSUER_PLACEHOLDER, upstream);
         (self.settings)(&mut settings);
+        let mut client = DevClient {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uris: vec![self.redirect_uri.clone().unwrap_or_else(|| format!("{base}/oauth2/callback"))],
+            token_auth_method: settings.oidc.token_auth_method,
+            post_logout_redirect_uris: settings.oidc.post_logout_redirect_url.iter().map(|u| u.to_string()).collect(),
+        };
+        (self.registration)(&mut client);
+        let issuer =
+            DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)
+                .await
+                .unwrap();
+        if settings.oidc.issuer == ISSUER_PLACEHOLDER {
+            settings.oidc.issuer = issuer.issuer().to_owned();
+        }
         let running = app::start_on(settings, Arc::clone(&clock) as Arc<dyn Clock>, public, admin).await.unwrap();
         let gate = TestGate { issuer, clock, running: Some(running), base, admin: admin_url };
         // Wait for discovery and keys (the loader retries quickly at first).

@@ -451,20 +451,45 @@ async fn sign_out_needs_the_confirmation_form_then_ends_everything() {
     gate.shutdown().await;
 }
 
+/// The development issuer accepts only the registered client authentication method (as real issuers do), so each
+/// method is proven to be the one idgate sends: a gate configured for the other method is refused.
 #[tokio::test]
 async fn client_secret_post_authenticates_at_the_token_endpoint() {
-    let gate = TestGate::builder()
-        .settings(|s| s.oidc.token_auth_method = idgate::config::TokenAuthMethod::ClientSecretPost)
-        .spawn()
-        .await;
+    use idgate::config::TokenAuthMethod::{ClientSecretBasic, ClientSecretPost};
+    let gate = TestGate::builder().settings(|s| s.oidc.token_auth_method = ClientSecretPost).spawn().await;
     gate.login_as("sam").await;
+    assert!(gate.issuer.refusals().is_empty(), "{:?}", gate.issuer.refusals());
     gate.shutdown().await;
+    for (sends, registered, why) in [
+        (
+            ClientSecretBasic,
+            ClientSecretPost,
+            "an Authorization header, but the client is registered for client_secret_post",
+        ),
+        (
+            ClientSecretPost,
+            ClientSecretBasic,
+            "client_secret in the form, but the client is registered for client_secret_basic",
+        ),
+    ] {
+        let gate = TestGate::builder()
+            .settings(move |s| s.oidc.token_auth_method = sends)
+            .registration(move |c| c.token_auth_method = registered)
+            .spawn()
+            .await;
+        let cb = gate.browser().login_to_callback(&gate.base, "/", "sam").await;
+        assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "{sends:?} against {registered:?}: {}", cb.text());
+        assert!(cb.text().contains("The identity provider is not available"), "{}", cb.text());
+        assert_eq!(gate.issuer.refusals(), [why]);
+        gate.shutdown().await;
+    }
     let gate = TestGate::builder()
         .settings(|s| s.oidc.client_secret = Some(idgate::config::Secret::new("wrong")))
         .spawn()
         .await;
     let cb = gate.browser().login_to_callback(&gate.base, "/", "sam").await;
     assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "a wrong client secret is a clear refusal: {}", cb.text());
+    assert_eq!(gate.issuer.refusals(), ["unknown client or wrong client secret"]);
     gate.shutdown().await;
 }
 
