@@ -476,6 +476,8 @@ async fn an_id_token_in_any_authorization_spelling_is_refused_on_every_path() {
             assert_eq!(r.json()["error"], "invalid_token", "{path}");
         }
     }
+    gate.shutdown().await;
+}
 
 // === review: issue 12 §6 — reload, header-bound settings, security headers, the development issuer ===
 

@@ -95,13 +95,11 @@ impl TestGate {
         let mut settings = self.state().settings.clone();
         f(&mut settings);
         let running = app::start_on(settings, Arc::clone(&self.clock) as Arc<dyn Clock>, public, admin).await.unwrap();
-        for _ in 0..200 {
-            if running.state().provider.is_ready() {
-                return running;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("replica never became ready");
+        eventually("the replica loads the issuer", Duration::from_secs(5), || async {
+            running.state().provider.is_ready().then_some(())
+        })
+        .await;
+        running
     }
 
     pub async fn shutdown(mut self) {
@@ -185,14 +183,37 @@ impl Builder {
         let running = app::start_on(settings, Arc::clone(&clock) as Arc<dyn Clock>, public, admin).await.unwrap();
         let gate = TestGate { issuer, clock, running: Some(running), base, admin: admin_url };
         // Wait for discovery and keys (the loader retries quickly at first).
-        for _ in 0..200 {
-            if gate.state().provider.is_ready() {
-                return gate;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("issuer never became ready");
+        eventually("the gate loads the issuer", Duration::from_secs(5), || async {
+            gate.state().provider.is_ready().then_some(())
+        })
+        .await;
+        gate
     }
+}
+
+/// Polls `probe` every 10 ms until it yields a value, for at most `within`; then fails naming `what`. Tests wait
+/// for a condition with this, never for a fixed time.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn until_listening(what: &str, addr: SocketAddr) {
+    eventually(&format!("{what} listens on {addr}"), Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
 }
 
 /// Settings for a gate at `base` in front of `upstream`.
