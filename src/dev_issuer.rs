@@ -195,7 +195,7 @@ impl DevIssuer {
         self.inner.requests.lock().map(|r| r.get(what).copied().unwrap_or(0)).unwrap_or(0)
     }
 
-    /// Why the issuer refused requests so far (client authentication, `end_session` targets), oldest first.
+    /// Why the issuer refused requests so far (client authentication, grants, `end_session` targets), oldest first.
     pub fn refusals(&self) -> Vec<&'static str> {
         self.inner.refusals.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -426,13 +426,21 @@ impl Inner {
             "authorization_code" => {
                 // A code works once: it is removed whether or not the rest checks out.
                 let Some(grant) = self.codes.lock().ok().and_then(|mut c| c.remove(get("code"))) else {
+                    self.refuse("unknown or already redeemed authorization code");
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
                 let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, get("code_verifier").as_bytes()));
-                if grant.redirect_uri != get("redirect_uri")
-                    || grant.client_id != self.client.client_id
-                    || challenge != grant.challenge
-                {
+                let why = if grant.redirect_uri != get("redirect_uri") {
+                    Some("redirect_uri differs from the authorization request's")
+                } else if grant.client_id != self.client.client_id {
+                    Some("the code was issued to another client")
+                } else if challenge != grant.challenge {
+                    Some("code_verifier does not match the code_challenge (PKCE)")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.refuse(why);
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
                 (grant.user, grant.nonce, grant.scope, grant.sid)
@@ -442,6 +450,7 @@ impl Inner {
                 let Some((user, scope, sid)) =
                     self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token")))
                 else {
+                    self.refuse("unknown or already used refresh token");
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
                 (user, None, scope, sid)

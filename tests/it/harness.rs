@@ -75,6 +75,30 @@ impl TestGate {
         self.running.as_ref().expect("running").state()
     }
 
+    /// Login outcomes counted so far (`idgate_logins_total{result=…}`): `success`, or the refusal's reason.
+    pub fn login_results(&self) -> BTreeMap<String, u64> {
+        let text = self.state().metrics.render();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("idgate_logins_total{result=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(reason, n)| (reason.to_owned(), n.trim().parse().unwrap()))
+            .collect()
+    }
+
+    /// The login outcomes counted since `seen` (each reason once per count), and `seen` brought up to date: tests
+    /// assert why a login was refused, not only its status.
+    pub fn login_results_since(&self, seen: &mut BTreeMap<String, u64>) -> Vec<String> {
+        let now = self.login_results();
+        let mut out = Vec::new();
+        for (reason, n) in &now {
+            for _ in seen.get(reason).copied().unwrap_or(0)..*n {
+                out.push(reason.clone());
+            }
+        }
+        *seen = now;
+        out
+    }
+
     /// A new browser-like client.
     pub fn browser(&self) -> Browser {
         Browser::new()
