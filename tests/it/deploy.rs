@@ -169,6 +169,17 @@ fn forward_auth_examples_point_at_the_auth_endpoint() {
     let annotations = &find(&nginx, "Ingress")[0]["metadata"]["annotations"];
     assert!(annotations["nginx.ingress.kubernetes.io/auth-url"].as_str().unwrap().ends_with("/oauth2/auth"));
     assert!(annotations["nginx.ingress.kubernetes.io/auth-signin"].as_str().unwrap().contains("/oauth2/start?rd="));
+    let copied = annotations["nginx.ingress.kubernetes.io/auth-response-headers"].as_str().unwrap().to_owned();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/example.conf")).unwrap();
+    for (h, _) in config::settings::DEFAULT_HEADERS {
+        // A mapped header the front proxy does not set from idgate's answer is the client's to choose.
+        assert!(copied.split(',').any(|x| x.trim().eq_ignore_ascii_case(h)), "ingress-nginx copies {h}");
+        let set = example.lines().any(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            l.starts_with("proxy_set_header") && l.split_whitespace().nth(1) == Some(h)
+        });
+        assert!(set, "deploy/nginx/example.conf sets {h}");
+    }
     let traefik = &docs("deploy/traefik/dynamic.yaml")[0]["http"]["middlewares"]["idgate"]["forwardAuth"];
     assert!(traefik["address"].as_str().unwrap().ends_with("/oauth2/auth"));
     // With trustForwardHeader a client-sent X-Forwarded-Uri would reach idgate as the original URI.

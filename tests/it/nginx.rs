@@ -155,7 +155,13 @@ async fn nginx_auth_request_in_front_of_idgate() {
     let r = b
         .get_with(
             &format!("{front}/app/page"),
-            &[("x-auth-request-user", "forged"), ("X_Auth_Request_User", "forged2")],
+            &[
+                ("x-auth-request-user", "forged"),
+                ("X_Auth_Request_User", "forged2"),
+                ("x-auth-request-preferred-username", "forged3"),
+                ("x-forwarded-user", "forged4"),
+                ("remote-user", "forged5"),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
