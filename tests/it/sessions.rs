@@ -62,7 +62,7 @@ async fn conformance(kind: StoreKind) {
     gate.shutdown().await;
 }
 
-async fn sign_out(gate: &TestGate, b: &Browser) {
+pub(crate) async fn sign_out(gate: &TestGate, b: &Browser) {
     let page = b.get(&format!("{}/oauth2/sign_out", gate.base)).await;
     let token = page.text().split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let out = b
@@ -212,7 +212,7 @@ async fn silent_reauth_tries_prompt_none_then_falls_back() {
     gate.shutdown().await;
 }
 
-fn logout_token(gate: &TestGate, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> String {
+pub(crate) fn logout_token(gate: &TestGate, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> String {
     let now = gate.clock.now();
     let mut c = json!({
         "iss": gate.issuer.issuer(), "aud": CLIENT_ID, "iat": now, "exp": now + 120, "jti": idgate::random::token(12),
@@ -222,7 +222,7 @@ fn logout_token(gate: &TestGate, f: impl FnOnce(&mut serde_json::Map<String, ser
     gate.issuer.with_key(|k| k.sign_with_header(&json!({"alg": "RS256", "kid": k.kid, "typ": "logout+jwt"}), &c))
 }
 
-async fn post_logout(gate_base: &str, token: &str) -> crate::harness::Resp {
+pub(crate) async fn post_logout(gate_base: &str, token: &str) -> crate::harness::Resp {
     Browser::new()
         .api()
         .post_form(&format!("{gate_base}/oauth2/backchannel_logout"), &format!("logout_token={token}"))
