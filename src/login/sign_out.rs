@@ -87,7 +87,7 @@ pub async fn sign_out(
     for c in cleared.into_iter().chain(state.flows.end_all(req)) {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
 }
 
 /// Revokes the session's refresh token at the issuer. Returns whether it is known to be revoked. A failure does not
