@@ -58,7 +58,7 @@ struct Kept {
     metrics: Arc<Metrics>,
     provider: Arc<Provider>,
     forwarder: Arc<Forwarder>,
-    store: Option<Arc<crate::session::store::Store>>,
+    store: crate::session::Shared,
     used_states: moka::sync::Cache<String, ()>,
     logout_jtis: moka::sync::Cache<String, ()>,
     refreshes: login::refresh::Flights,

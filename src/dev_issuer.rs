@@ -1,5 +1,5 @@
 //! The development OpenID Provider: discovery, JWKS, an authorize page whose form accepts any user name, a token
-//! endpoint with PKCE and client authentication, refresh, userinfo and end_session. Keys are real (generated at
+//! endpoint with PKCE and client authentication, refresh, token revocation (RFC 7009), userinfo and end_session. Keys are real (generated at
 //! start), so `idgate demo` and the tests exercise the same validation code as production.
 //!
 //! **For local use only.** It authenticates nobody. It binds loopback addresses only.
@@ -50,6 +50,14 @@ pub struct Knobs {
     pub token_error: Option<(u16, &'static str)>,
     /// Answer every request with 503 (an outage).
     pub down: bool,
+    /// Hold every token endpoint answer this long (a slow issuer), after counting the request.
+    pub token_delay: std::time::Duration,
+    /// Leave `iss` out of authorization responses (RFC 9207).
+    pub omit_iss: bool,
+    /// Advertise `authorization_response_iss_parameter_supported` in discovery (RFC 9207).
+    pub advertise_iss: bool,
+    /// Publish a `revocation_endpoint` (RFC 7009).
+    pub revocation: bool,
 }
 
 impl Default for Knobs {
@@ -61,6 +69,10 @@ impl Default for Knobs {
             userinfo_hook: None,
             token_error: None,
             down: false,
+            token_delay: std::time::Duration::ZERO,
+            omit_iss: false,
+            advertise_iss: true,
+            revocation: true,
         }
     }
 }
@@ -190,7 +202,7 @@ impl DevIssuer {
         f(keys.last().expect("the dev issuer always has a key"))
     }
 
-    /// How many requests a path received (`jwks`, `token`, `discovery`, `authorize`, `userinfo`).
+    /// How many requests a path received (`jwks`, `token`, `discovery`, `authorize`, `userinfo`, `revoke`).
     pub fn request_count(&self, what: &'static str) -> u64 {
         self.inner.requests.lock().map(|r| r.get(what).copied().unwrap_or(0)).unwrap_or(0)
     }
@@ -255,7 +267,15 @@ impl Inner {
             (Method::POST, "/authorize") => self.authorize_submit(&query, &form),
             (Method::POST, "/token") => {
                 self.count("token");
+                let delay = self.knobs().token_delay;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 self.token(&parts.headers, &form)
+            }
+            (Method::POST, "/revoke") if self.knobs().revocation => {
+                self.count("revoke");
+                self.revoke(&parts.headers, &form)
             }
             (Method::GET, "/userinfo") => {
                 self.count("userinfo");
@@ -268,7 +288,8 @@ impl Inner {
 
     fn discovery(&self) -> Value {
         let i = &self.issuer;
-        json!({
+        let knobs = self.knobs();
+        let mut d = json!({
             "issuer": i,
             "authorization_endpoint": format!("{i}/authorize"),
             "token_endpoint": format!("{i}/token"),
@@ -281,8 +302,12 @@ impl Inner {
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "authorization_response_iss_parameter_supported": true,
-        })
+            "authorization_response_iss_parameter_supported": knobs.advertise_iss,
+        });
+        if knobs.revocation {
+            d["revocation_endpoint"] = json!(format!("{i}/revoke"));
+        }
+        d
     }
 
     /// Checks an authorization request; returns its parameters or why it is refused.
@@ -356,7 +381,9 @@ impl Inner {
             if let Some(s) = p.get("state") {
                 q.append_pair("state", s);
             }
-            q.append_pair("iss", &self.issuer);
+            if !self.knobs().omit_iss {
+                q.append_pair("iss", &self.issuer);
+            }
         }
         Response::builder()
             .status(StatusCode::FOUND)
@@ -486,6 +513,26 @@ impl Inner {
             answer["refresh_token"] = json!(rt);
         }
         json_response(StatusCode::OK, &answer)
+    }
+
+    /// RFC 7009: the client revokes one of its tokens; the answer is 200 whether or not the token was valid.
+    fn revoke(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+        let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
+        if let Err(why) = self.client_authenticated(headers, &f) {
+            let why = self.refuse(why);
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client", "error_description": why}),
+            );
+        }
+        let token = f.get("token").map(String::as_str).unwrap_or("");
+        if let Ok(mut r) = self.refresh_tokens.lock() {
+            r.remove(token);
+        }
+        if let Ok(mut a) = self.access_tokens.lock() {
+            a.remove(token);
+        }
+        json_response(StatusCode::OK, &json!({}))
     }
 
     fn claims_for(&self, user: &str, nonce: Option<&str>, aud: &str) -> Map<String, Value> {

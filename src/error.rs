@@ -126,7 +126,11 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
             answer(ctx, StatusCode::BAD_REQUEST, e.reason(), "The login request is malformed.", again)
         }
-        LoginError::UnknownState | LoginError::Replayed | LoginError::FlowExpired | LoginError::IssuerMismatch => {
+        LoginError::UnknownState
+        | LoginError::Replayed
+        | LoginError::FlowExpired
+        | LoginError::IssuerMismatch
+        | LoginError::IssuerMissing => {
             tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
             answer(
                 ctx,

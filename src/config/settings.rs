@@ -13,8 +13,10 @@ use super::{
     raw::{RawConfig, RawRoute},
 };
 
-/// A secret value: its `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret value (configured secrets, and the tokens and PKCE verifiers idgate holds): its `Debug` never prints
+/// it. Serde reads and writes the bare value (sealed cookies, token endpoint answers).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -119,7 +121,10 @@ pub struct OidcSettings {
 pub enum StoreKind {
     Cookie,
     Memory,
-    Redis { url: String },
+    /// The URL may carry a password: it is a [`Secret`], and `idgate check` prints it redacted.
+    Redis {
+        url: Secret,
+    },
 }
 
 /// Session sealing and cookies.
@@ -400,7 +405,9 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         "cookie" => StoreKind::Cookie,
         "memory" => StoreKind::Memory,
         "redis" => match raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreKind::Redis { url },
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreKind::Redis { url: Secret(url) }
+            }
             Some(_) => p.bad("session.redis_url", "must start with redis:// or rediss://").unwrap_or(StoreKind::Cookie),
             None => p.bad("session.redis_url", "missing: session.store is \"redis\"").unwrap_or(StoreKind::Cookie),
         },

@@ -647,3 +647,257 @@ async fn development_issuer_end_session_compares_redirects_exactly() {
     assert_eq!((ok.status, ok.location()), (StatusCode::FOUND, registered));
     gate.shutdown().await;
 }
+
+// === sess: sessions and logout (issue 12 §5) ===
+
+/// Log lines written while it lives, on this test's thread: `#[tokio::test]` runs the gate, its replicas and the
+/// issuer on the test's current-thread runtime, so every line they log is seen here (and no other test's).
+struct Logs {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Logs {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = Arc::clone(&buf);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || LogWriter(Arc::clone(&w)))
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        Logs { buf, _guard: tracing::subscriber::set_default(subscriber) }
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+    fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+}
+
+fn offline_300(s: &mut idgate::config::Settings) {
+    s.oidc.scopes.push("offline_access".into());
+}
+
+/// A browser holding only a copy of `cookie` (a thief), sending API requests.
+fn holding(cookie: &str) -> Browser {
+    let b = Browser::new().api();
+    b.set_cookie("idgate", cookie);
+    b
+}
+
+/// A cookie-store session copied before sign-out and replayed after it (issue 12 §5: it was still refreshed 15 s
+/// later, past its exp). The replica that saw the sign-out refuses the copy at once; another replica, which never
+/// heard of the sign-out, lets it through only until the refresh is due — and the refresh fails, the refresh token
+/// having been revoked at the issuer (RFC 7009) — so the copy never outlives the `exp` it had.
+#[tokio::test]
+async fn a_cookie_session_copied_before_sign_out_is_refused_and_never_refreshed() {
+    let logs = Logs::capture();
+    let gate = TestGate::builder().settings(offline_300).spawn().await;
+    gate.issuer.configure(|k| k.id_token_lifetime_secs = 300);
+    let other = gate.replica(|_| {}).await;
+    let other_base = format!("http://{}", other.public_addr);
+    let b = gate.login_as("sam").await;
+    let copy = b.cookie("idgate").unwrap();
+    crate::sessions::sign_out(&gate, &b).await;
+    assert_eq!(gate.issuer.request_count("revoke"), 1, "sign-out revokes the refresh token at the issuer");
+    assert_eq!(logs.count("refresh_token_revoked=true"), 1, "{}", logs.text());
+    // The replica that signed it out: refused, now and when a refresh would be due.
+    let r = holding(&copy).get(&format!("{}/", gate.base)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert_eq!(logs.count("session signed out"), 1, "refused as signed out: {}", logs.text());
+    // Another replica: the cookie is self-contained and opens there until the refresh is due...
+    assert_eq!(holding(&copy).get(&format!("{other_base}/")).await.status, StatusCode::OK);
+    let tokens = gate.issuer.request_count("token");
+    gate.clock.advance(280);
+    let r = holding(&copy).get(&format!("{}/", gate.base)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gate.issuer.request_count("token"), tokens, "no refresh is even tried where it was signed out");
+    // ...where the refresh of the revoked token is refused and ends it, 20 s before its exp.
+    let r = holding(&copy).get(&format!("{other_base}/")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert_eq!(gate.issuer.request_count("token"), tokens + 1);
+    assert_eq!(logs.count("refresh ended the session"), 1, "{}", logs.text());
+    assert!(logs.text().contains("refresh token refused: invalid_grant"), "{}", logs.text());
+    other.shutdown().await;
+    gate.shutdown().await;
+}
+
+/// RFC 9207 (issue 12 §5): an authorization response without `iss` is refused while discovery advertises
+/// `authorization_response_iss_parameter_supported`, and accepted from an issuer that does not.
+#[tokio::test]
+async fn a_callback_without_iss_is_refused_when_the_issuer_advertises_rfc_9207() {
+    let logs = Logs::capture();
+    let gate = TestGate::builder().spawn().await;
+    gate.issuer.configure(|k| k.omit_iss = true);
+    let b = gate.browser();
+    let cb = b.login_to_callback(&gate.base, "/", "tom").await;
+    assert!(!cb.headers.get("location").is_some_and(|l| l.to_str().unwrap().contains("iss=")));
+    assert_eq!(cb.status, StatusCode::BAD_REQUEST, "{}", cb.text());
+    assert!(b.cookie("idgate").is_none(), "no session");
+    assert_eq!(logs.count("reason=\"missing_iss\""), 1, "{}", logs.text());
+    // An issuer that does not advertise RFC 9207 need not send iss.
+    gate.issuer.configure(|k| k.advertise_iss = false);
+    gate.state().provider.load().await.unwrap();
+    let cb = gate.browser().login_to_callback(&gate.base, "/", "tom").await;
+    assert_eq!(cb.status, StatusCode::FOUND, "{}", cb.text());
+    gate.shutdown().await;
+}
+
+/// A logout token replayed to another replica (issue 12 §5: it ended the user's *new* session there): its `jti`
+/// is kept in Redis, so every replica refuses it.
+#[tokio::test]
+async fn a_logout_token_replayed_to_another_replica_ends_nothing() {
+    let logs = Logs::capture();
+    let redis = crate::redis::Redis::start().await;
+    let url = idgate::config::Secret::new(redis.url());
+    let gate =
+        TestGate::builder().settings(move |s| s.session.store = idgate::config::StoreKind::Redis { url }).spawn().await;
+    let other = gate.replica(|_| {}).await;
+    let other_base = format!("http://{}", other.public_addr);
+    let first = gate.login_as("una").await;
+    let token = crate::sessions::logout_token(&gate, |c| {
+        c.insert("sub".into(), json!("dev|una"));
+    });
+    assert_eq!(crate::sessions::post_logout(&gate.base, &token).await.status, StatusCode::OK);
+    assert_eq!(first.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    // The user logs in again (in the same second, so only the jti tells the replay apart).
+    let second = gate.login_as("una").await;
+    let r = crate::sessions::post_logout(&other_base, &token).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("logout token replayed"), "{}", r.text());
+    assert_eq!(logs.count("already used at another replica"), 1, "{}", logs.text());
+    assert_eq!(second.get(&format!("{other_base}/")).await.status, StatusCode::OK, "the new session lives");
+    other.shutdown().await;
+    gate.shutdown().await;
+}
+
+/// Old logout tokens (issue 12 §5): one issued more than five minutes ago is refused whatever its `exp`, and one
+/// issued before a session's login does not end that session — in the memory and the Redis store.
+#[tokio::test]
+async fn old_logout_tokens_end_no_session_made_after_them() {
+    let logs = Logs::capture();
+    let redis = crate::redis::Redis::start().await;
+    for kind in [
+        idgate::config::StoreKind::Memory,
+        idgate::config::StoreKind::Redis { url: idgate::config::Secret::new(redis.url()) },
+    ] {
+        let name = format!("{kind:?}");
+        let gate = TestGate::builder().settings(move |s| s.session.store = kind).spawn().await;
+        let b = gate.login_as("val").await;
+        let login_at = idgate::clock::Clock::now(gate.clock.as_ref());
+        let alive = |b: Browser| {
+            let url = format!("{}/", gate.base);
+            async move { b.api().get(&url).await.status == StatusCode::OK }
+        };
+        let by_sub = |iat: i64| {
+            crate::sessions::logout_token(&gate, |c| {
+                c.insert("sub".into(), json!("dev|val"));
+                c.insert("iat".into(), json!(iat));
+                c.insert("exp".into(), json!(iat + 3600));
+            })
+        };
+        // Ten minutes old, a far exp: refused.
+        let r = crate::sessions::post_logout(&gate.base, &by_sub(login_at - 600)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}");
+        assert!(r.text().contains("logout token too old"), "{name}: {}", r.text());
+        assert!(alive(b.clone()).await, "{name}");
+        // Fresh enough, but issued 30 s before the login: the session is newer than the logout.
+        let before = logs.count("those sessions kept");
+        let r = crate::sessions::post_logout(&gate.base, &by_sub(login_at - 30)).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.text());
+        assert_eq!(logs.count("those sessions kept"), before + 1, "{name}: {}", logs.text());
+        assert!(alive(b.clone()).await, "{name}: a logout issued before the login ends nothing");
+        // Issued after the login: it ends.
+        gate.clock.advance(5);
+        let r = crate::sessions::post_logout(&gate.base, &by_sub(login_at + 5)).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert!(!alive(b).await, "{name}: a logout issued after the login ends it");
+        gate.shutdown().await;
+    }
+    assert_eq!(logs.count("reason=\"too_old\""), 2, "{}", logs.text());
+}
+
+/// The Redis refresh lock (issue 12 §5: it was released with a plain DEL): a holder whose lease lapsed can neither
+/// release nor renew the lock its successor took.
+#[tokio::test]
+async fn a_lapsed_refresh_lock_holder_cannot_release_or_renew_its_successors_lock() {
+    use idgate::session::store::{Store, redis::RedisStore};
+    let redis = crate::redis::Redis::start().await;
+    let store = Store::Redis(RedisStore::new(&redis.url()).unwrap());
+    let first = store.try_lock("flight", 100).await.unwrap().expect("free at first");
+    assert!(store.try_lock("flight", 100).await.unwrap().is_none(), "held");
+    let mut second = None;
+    for _ in 0..100 {
+        second = store.try_lock("flight", 60_000).await.unwrap();
+        if second.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let second = second.expect("the first lease lapses");
+    assert!(!store.renew(&first, 60_000).await.unwrap(), "the lapsed holder cannot renew the successor's lock");
+    assert!(!store.unlock(&first).await, "the lapsed holder's late release is refused");
+    assert!(store.try_lock("flight", 60_000).await.unwrap().is_none(), "and the successor still holds the lock");
+    assert!(store.renew(&second, 60_000).await.unwrap(), "the holder renews");
+    assert!(store.unlock(&second).await, "and releases");
+    assert!(store.try_lock("flight", 100).await.unwrap().is_some(), "free again");
+}
+
+/// A refresh slower than the lock's lease (issue 12 §5: a peer loses users to this): the holder renews its lease,
+/// so the other replica waits and then uses the renewed session instead of redeeming the rotated refresh token a
+/// second time (which the issuer refuses, ending the session).
+#[tokio::test]
+async fn a_refresh_slower_than_the_lock_lease_keeps_the_lock_and_the_session() {
+    let logs = Logs::capture();
+    let redis = crate::redis::Redis::start().await;
+    let url = idgate::config::Secret::new(redis.url());
+    let gate = TestGate::builder()
+        .settings(move |s| {
+            offline_300(s);
+            s.oidc.http_timeout = std::time::Duration::from_secs(20);
+            s.session.store = idgate::config::StoreKind::Redis { url };
+        })
+        .spawn()
+        .await;
+    gate.issuer.configure(|k| k.id_token_lifetime_secs = 300);
+    let other = gate.replica(|_| {}).await;
+    let other_base = format!("http://{}", other.public_addr);
+    let b = gate.login_as("wes").await;
+    gate.clock.advance(260);
+    let lease = std::time::Duration::from_millis(idgate::login::refresh::LOCK_LEASE_MS);
+    gate.issuer.configure(|k| k.token_delay = lease + std::time::Duration::from_millis(1500));
+    let tokens = gate.issuer.request_count("token");
+    let here = {
+        let (b, url) = (b.clone(), format!("{}/", gate.base));
+        tokio::spawn(async move { b.get(&url).await.status })
+    };
+    // The other replica asks once the first refresh is at the issuer (and holds the lock).
+    for _ in 0..500 {
+        if gate.issuer.request_count("token") > tokens {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let there = b.get(&format!("{other_base}/")).await.status;
+    assert_eq!(here.await.unwrap(), StatusCode::OK);
+    assert_eq!(there, StatusCode::OK, "{}", logs.text());
+    assert_eq!(gate.issuer.request_count("token"), tokens + 1, "one refresh across both replicas");
+    assert_eq!(logs.count("refresh ended the session"), 0, "{}", logs.text());
+    assert_eq!(logs.count("refresh lock lost"), 0, "{}", logs.text());
+    other.shutdown().await;
+    gate.shutdown().await;
+}

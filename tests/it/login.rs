@@ -520,7 +520,8 @@ async fn a_stolen_code_redeemed_in_another_browser_is_refused() {
     let own = attacker.get(&format!("{}/oauth2/start", gate.base)).await;
     let state =
         url::Url::parse(own.location()).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
-    let r = attacker.get(&format!("{}/oauth2/callback?code={code}&state={state}", gate.base)).await;
+    let iss = crate::harness::urlencode(gate.issuer.issuer());
+    let r = attacker.get(&format!("{}/oauth2/callback?code={code}&state={state}&iss={iss}", gate.base)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(gate.issuer.refusals(), ["code_verifier does not match the code_challenge (PKCE)"]);
     assert!(attacker.cookie("idgate").is_none());
