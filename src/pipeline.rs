@@ -34,11 +34,12 @@ type Result<T> = std::result::Result<T, Failure>;
 /// A proxied path: public routes skip the session but not the stripping.
 pub async fn proxy(
     state: &State,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: Peer,
     auth: AuthMode,
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
+    let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
     refuse_id_token_bearer(state, req.headers())?;
     if auth == AuthMode::Public {
         state.headers.strip(req.headers_mut());
