@@ -108,7 +108,9 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        // No keep-alive pings: a client's automatic ping answers would move bytes and keep an idle connection past
+        // the idle timeout forever. Dead peers are closed by the idle timeout.
+        .keep_alive_interval(None);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Mutex::new(Open::default()));

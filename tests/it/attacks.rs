@@ -637,3 +637,30 @@ async fn hop_admin_answers_under_a_flood_of_silent_connections() {
     drop((held, more));
     gate.shutdown().await;
 }
+
+/// An idle HTTP/2 connection lived forever: the server's keep-alive ping every 30 s, answered by the client's stack,
+/// moved bytes and reset the idle timeout. Without pings it closes at the idle timeout (31 s here, just above the old
+/// ping interval: this test waits about half a minute).
+#[tokio::test]
+async fn hop_idle_http2_connections_close_at_the_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let idle = std::time::Duration::from_secs(31);
+    let gate = TestGate::builder()
+        .settings(move |s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.idle_timeout = idle;
+        })
+        .spawn()
+        .await;
+    let stream = tokio::net::TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let done = tokio::spawn(conn);
+    let req = http::Request::get(format!("{}/x", gate.base)).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(idle + std::time::Duration::from_secs(9), done).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection still open {:?} after its last request", started.elapsed());
+    assert!(started.elapsed() >= idle - std::time::Duration::from_secs(1));
+    gate.shutdown().await;
+}
