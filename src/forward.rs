@@ -85,15 +85,27 @@ pub struct Peer {
     pub tls: bool,
     /// The upstream connection this client connection keeps, when it may keep one.
     pub upstream: Option<Arc<affinity::UpstreamSlot>>,
+    /// What a spliced upgrade keeps of the client connection; `None` for idgate's auxiliary servers' callers.
+    pub tunnel: Option<Tunnel>,
     /// `ip` as a header value, made once per connection.
     ip_value: HeaderValue,
+}
+
+/// What a spliced upgrade (a WebSocket) keeps of its client connection once hyper has handed the socket over: the
+/// connection's place under the listener's cap, and its idle timeout, so a tunnel is never held for free.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub idle: Duration,
+    /// The client socket's activity (the upgraded socket still records it).
+    pub activity: crate::server::idle::Activity,
+    pub slot: Arc<crate::server::Slot>,
 }
 
 impl Peer {
     /// A client at `ip` whose requests use the shared pool.
     pub fn new(ip: IpAddr, tls: bool) -> Self {
         let ip_value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
-        Self { ip, tls, upstream: None, ip_value }
+        Self { ip, tls, upstream: None, tunnel: None, ip_value }
     }
 }
 
@@ -250,10 +262,17 @@ impl Forwarder {
             }
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
+                let tunnel = peer.tunnel.clone();
                 tokio::spawn(async move {
                     match tokio::try_join!(client_side, upstream_side) {
                         Ok((c, u)) => {
-                            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                            let splice = tokio::io::copy_bidirectional(&mut c, &mut u);
+                            match tunnel {
+                                // Holds the connection's slot until the tunnel closes or idles out.
+                                Some(t) => crate::server::idle::run(splice, t.activity, t.idle).await,
+                                None => drop(splice.await),
+                            }
                         }
                         Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
                     }

@@ -145,14 +145,12 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let builder = Arc::clone(&builder);
         let handler = handler.clone();
-        let metrics = Arc::clone(&metrics);
+        let slot = Arc::new(Slot::new(permit, Arc::clone(&metrics)));
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let _permit = permit;
-            metrics.connections(1);
-            let serving = serve_one(stream, remote, tls, &builder, limits, deadline, conn, handler, watcher);
+            let serving = serve_one(stream, remote, tls, &builder, limits, deadline, conn, slot, handler, watcher);
             match evicted {
                 None => serving.await,
                 Some((id, evict)) => {
@@ -163,7 +161,6 @@ pub async fn serve<H, F>(
                     lock(&open).remove(id);
                 }
             }
-            metrics.connections(-1);
         });
     }
     drop(listener);
@@ -252,6 +249,27 @@ async fn head_deadline<F: Future>(conn: F, deadline: Instant, state: &ConnState)
     conn.await;
 }
 
+/// A connection's place under its listener's cap, counted in `idgate_open_connections` while it lives. A spliced
+/// upgrade keeps it ([`crate::forward::Tunnel`]) after the HTTP connection has handed its socket over.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    metrics: Arc<Metrics>,
+}
+
+impl Slot {
+    fn new(permit: Option<tokio::sync::OwnedSemaphorePermit>, metrics: Arc<Metrics>) -> Self {
+        metrics.connections(1);
+        Self { _permit: permit, metrics }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.connections(-1);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_one<H, F>(
     stream: tokio::net::TcpStream,
@@ -261,14 +279,45 @@ async fn serve_one<H, F>(
     limits: Limits,
     deadline: Instant,
     conn: Arc<ConnState>,
+    slot: Arc<Slot>,
     handler: H,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut peer = Peer::new(remote.ip().to_canonical(), tls.is_some());
+    let ip = remote.ip().to_canonical();
+    let parts = (builder, limits, deadline, conn, slot, handler, watcher);
+    match tls {
+        None => serve_io(stream, Peer::new(ip, false), parts).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => serve_io(s, Peer::new(ip, true), parts).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+type ConnParts<'a, H> = (
+    &'a auto::Builder<TokioExecutor>,
+    Limits,
+    Instant,
+    Arc<ConnState>,
+    Arc<Slot>,
+    H,
+    hyper_util::server::graceful::Watcher,
+);
+
+async fn serve_io<S, H, F>(stream: S, mut peer: Peer, parts: ConnParts<'_, H>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (builder, limits, deadline, conn, slot, handler, watcher) = parts;
+    let (io, activity) = idle::Tracked::new(stream);
     peer.upstream = Some(Default::default());
+    peer.tunnel = Some(crate::forward::Tunnel { idle: limits.idle_timeout, activity: activity.clone(), slot });
     let state = Arc::clone(&conn);
     let service = service_fn(move |req| {
         let busy = Busy::new(&state);
@@ -281,23 +330,7 @@ async fn serve_one<H, F>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    match tls {
-        None => {
-            let (io, activity) = idle::Tracked::new(stream);
-            let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let served = head_deadline(watcher.watch(served.into_owned()), deadline, &conn);
-            idle::run(served, activity, limits.idle_timeout).await;
-        }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            let (io, activity) = idle::Tracked::new(stream);
-            let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let served = head_deadline(watcher.watch(served.into_owned()), deadline, &conn);
-            idle::run(served, activity, limits.idle_timeout).await;
-        }
-    }
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let served = head_deadline(watcher.watch(served.into_owned()), deadline, &conn);
+    idle::run(served, activity, limits.idle_timeout).await;
 }

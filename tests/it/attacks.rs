@@ -664,3 +664,62 @@ async fn hop_idle_http2_connections_close_at_the_idle_timeout() {
     assert!(started.elapsed() >= idle - std::time::Duration::from_secs(1));
     gate.shutdown().await;
 }
+
+/// A WebSocket tunnel left the connection count and the idle timeout behind once spliced: one anonymous client could
+/// hold any number of them, forever. A tunnel keeps its connection's slot and closes when idle.
+#[tokio::test]
+async fn hop_websocket_tunnels_count_against_the_cap_and_close_when_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = crate::harness::spawn_upstream(|mut req: http::Request<hyper::body::Incoming>| async move {
+        if !req.headers().contains_key("upgrade") {
+            return http::Response::new(Full::new(Bytes::from_static(b"ok")));
+        }
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let mut buf = [0u8; 256];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        http::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    })
+    .await;
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.max_connections = 1;
+            s.server.idle_timeout = std::time::Duration::from_secs(2);
+        })
+        .upstream(upstream)
+        .spawn()
+        .await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = ws.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    ws.write_all(b"ping").await.unwrap();
+    let n = ws.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"ping", "tunnelled");
+    // The tunnel holds the only slot: another client waits.
+    let other = hop_raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", std::time::Duration::from_millis(500)).await;
+    assert!(other.is_empty(), "served beside a tunnel holding the only slot: {other}");
+    // Idle for the idle timeout: the tunnel closes, and the slot is free again.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(6), ws.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "an idle tunnel still open after {:?}", started.elapsed());
+    let other = hop_raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", std::time::Duration::from_secs(2)).await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    gate.shutdown().await;
+}
