@@ -77,6 +77,7 @@ impl State {
             settings.upstream.connect_timeout,
             settings.server.trusted_proxies.clone(),
             metrics.kept_upstream(),
+            &settings.upstream.allowed_upgrades,
         );
         let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();
         let kept = Kept {
@@ -114,7 +115,7 @@ impl State {
             },
             routes: RouteTable::new(&prefix, &callback, &settings.routes),
             rules: Rules::new(&settings.routes),
-            headers: HeaderPlan::new(&settings.headers, &s.cookie_name),
+            headers: HeaderPlan::new(&settings.headers, &settings.upstream.strip_headers, &s.cookie_name),
             forwarder: kept.forwarder,
             used_states: kept.used_states,
             logout_jtis: kept.logout_jtis,
@@ -191,11 +192,13 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("server.shutdown_grace_secs", *shutdown_grace != n.shutdown_grace);
     let AdminSettings { listen } = &old.admin;
     check("admin.listen", *listen != new.admin.listen);
-    let UpstreamSettings { url, connect_timeout, timeout } = &old.upstream;
+    let UpstreamSettings { url, connect_timeout, timeout, allowed_upgrades, strip_headers } = &old.upstream;
     let n = &new.upstream;
     check("upstream.url", *url != n.url);
     check("upstream.connect_timeout_secs", *connect_timeout != n.connect_timeout);
     check("upstream.timeout_secs", *timeout != n.timeout);
+    check("upstream.allowed_upgrades", *allowed_upgrades != n.allowed_upgrades);
+    check("upstream.strip_headers", *strip_headers != n.strip_headers);
     let OidcSettings {
         issuer,
         client_id,
@@ -479,6 +482,7 @@ pub async fn start_on(
         header_read_timeout: settings.server.header_read_timeout,
         idle_timeout: settings.server.idle_timeout,
         max_connections: settings.server.max_connections,
+        when_full: server::WhenFull::Wait,
     };
     let grace = settings.server.shutdown_grace;
     let state = State::new(settings, clock)?;
@@ -496,7 +500,12 @@ pub async fn start_on(
     let admin_server = {
         let sh = Arc::clone(&shared);
         let handler = move |req, _peer| server::admin::handle(sh.current(), req);
-        let admin_limits = Limits { max_connections: 64, ..limits };
+        // Its own small cap, and a new connection always gets in: probes are answered under any flood.
+        let admin_limits = Limits {
+            max_connections: server::ADMIN_MAX_CONNECTIONS,
+            when_full: server::WhenFull::DropOldestSilent,
+            ..limits
+        };
         server::serve(
             admin,
             None,

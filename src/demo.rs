@@ -82,6 +82,8 @@ fn demo_settings(
             url: url(&format!("http://{upstream}"))?,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            allowed_upgrades: UpstreamSettings::default_upgrades(),
+            strip_headers: vec![],
         },
         oidc: OidcSettings {
             issuer: issuer.to_owned(),

@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::{
     body::{self, Body},
-    forward::UpstreamError,
+    forward::{UpgradeRefused, UpstreamError},
     login::LoginError,
     oidc::{ProviderError, TokenError},
     policy::Denied,
@@ -32,6 +32,8 @@ pub enum RequestError {
     Login(#[from] LoginError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    UpgradeRefused(#[from] UpgradeRefused),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error(transparent)]
@@ -65,6 +67,11 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
         RequestError::BadRequest(why) => {
             tracing::info!(request_id = id, error = why, "bad request");
             answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", "The request is not acceptable.", None)
+        }
+        RequestError::UpgradeRefused(e) => {
+            tracing::info!(request_id = id, protocol = %e.protocol, "upgrade refused: not in upstream.allowed_upgrades");
+            let msg = format!("Upgrading this connection to {:?} is not allowed.", e.protocol);
+            answer(&ctx, StatusCode::BAD_REQUEST, "upgrade_refused", &msg, None)
         }
         RequestError::NoSession(cause) => {
             tracing::debug!(request_id = id, cause = %cause, "no session");

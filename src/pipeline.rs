@@ -61,11 +61,12 @@ async fn authenticate(state: &State, headers: &HeaderMap, auth: AuthMode, rule: 
 /// A proxied path: public routes skip the session but not the stripping.
 pub async fn proxy(
     state: &State,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: Peer,
     auth: AuthMode,
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
+    let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
     let user = match authenticate(state, req.headers(), auth, rule).await? {
         Access::Public => {
             state.headers.strip(req.headers_mut());

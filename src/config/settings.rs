@@ -86,6 +86,20 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// How long to wait for the upstream's response head.
     pub timeout: Duration,
+    /// Protocols a client may switch to with `Upgrade` (lowercase); any other upgrade is refused with 400.
+    pub allowed_upgrades: Vec<String>,
+    /// Request headers removed from every request besides the built-in list (`identity`).
+    pub strip_headers: Vec<HeaderName>,
+}
+
+/// The default `upstream.allowed_upgrades`.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
+
+impl UpstreamSettings {
+    /// `upstream.allowed_upgrades` when not configured.
+    pub fn default_upgrades() -> Vec<String> {
+        DEFAULT_UPGRADES.iter().map(|s| (*s).to_owned()).collect()
+    }
 }
 
 /// How idgate authenticates itself at the token endpoint.
@@ -269,6 +283,8 @@ impl Settings {
             },
             connect_timeout: secs(p, "upstream.connect_timeout_secs", raw.upstream.connect_timeout_secs, 5),
             timeout: secs(p, "upstream.timeout_secs", raw.upstream.timeout_secs, 60),
+            allowed_upgrades: upgrades(p, raw.upstream.allowed_upgrades),
+            strip_headers: strip_headers(p, raw.upstream.strip_headers.unwrap_or_default()),
         };
         let oidc = oidc(p, raw.oidc);
         let session = session(p, raw.session);
@@ -463,6 +479,42 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
         all_of,
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
     })
+}
+
+fn upgrades(p: &mut Problems, raw: Option<Vec<String>>) -> Vec<String> {
+    let Some(list) = raw else { return UpstreamSettings::default_upgrades() };
+    let key = "upstream.allowed_upgrades";
+    list.into_iter()
+        .filter_map(|proto| {
+            let lower = proto.trim().to_ascii_lowercase();
+            if lower == "h2c" || lower.starts_with("h2c/") {
+                return p.bad(
+                    key,
+                    "\"h2c\" is never allowed: an HTTP/2 connection tunnelled past idgate would carry requests it never sees",
+                );
+            }
+            if lower.is_empty() || !lower.bytes().all(|b| is_token_char(b) || b"!#$%&'*+.^`|~".contains(&b)) {
+                return p.bad(key, &format!("{proto:?}: not a protocol name such as \"websocket\""));
+            }
+            Some(lower)
+        })
+        .collect()
+}
+
+fn strip_headers(p: &mut Problems, list: Vec<String>) -> Vec<HeaderName> {
+    list.into_iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let key = format!("upstream.strip_headers[{i}]");
+            match HeaderName::try_from(name.as_str()) {
+                Ok(h) if matches!(h.as_str(), "host" | "content-length" | "transfer-encoding") => {
+                    p.bad(&key, "the request cannot be forwarded without this header")
+                }
+                Ok(h) => Some(h),
+                Err(_) => p.bad(&key, &format!("{name:?}: not a valid HTTP header name")),
+            }
+        })
+        .collect()
 }
 
 // === field helpers: each adds a problem naming the key and returns a usable placeholder ===

@@ -901,3 +901,380 @@ async fn a_refresh_slower_than_the_lock_lease_keeps_the_lock_and_the_session() {
     other.shutdown().await;
     gate.shutdown().await;
 }
+
+// === hop: hop-by-hop headers, upgrades, client-sent routing and user headers, connection floods (issue 12 §3, §4) ===
+
+/// Sends `request` on a new connection and returns what came back within `wait` (until the head, or until closed).
+async fn hop_raw(addr: std::net::SocketAddr, request: &[u8], wait: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = tokio::time::timeout(wait, async {
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `Connection: x-auth-request-email` once made idgate drop its own identity header: the client's `Connection`
+/// list is applied before idgate writes identity and forwarding headers, and never names Host or a forwarding
+/// header.
+#[tokio::test]
+async fn hop_connection_cannot_remove_identity_or_forwarding_headers() {
+    let gate = TestGate::builder().settings(|s| s.routes = vec![route("/public", AuthMode::Public)]).spawn().await;
+    let user = gate.login_as("alice").await;
+    let named = "x-auth-request-email, X-Auth-Request-User, x-forwarded-for, x-forwarded-proto, host, x-client-hop";
+    let headers = [("connection", named), ("x-client-hop", "1"), ("x-auth-request-email", "spoof@evil.com")];
+    let r = user.get_with(&format!("{}/app", gate.base), &headers).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.upstream_header("x-auth-request-email").as_deref(), Some("alice@example.com"), "{}", r.text());
+    assert_eq!(r.upstream_header("x-auth-request-user").as_deref(), Some("dev|alice"));
+    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
+    assert!(r.upstream_header("host").is_some_and(|h| h.starts_with("127.0.0.1:")));
+    assert!(r.upstream_header("x-client-hop").is_none(), "a header Connection names is still removed");
+    assert!(r.upstream_header("connection").is_none_or(|c| !c.contains("x-auth")));
+    let anon = Browser::new().api().get_with(&format!("{}/public/x", gate.base), &headers).await;
+    assert_eq!(anon.status, StatusCode::OK);
+    assert!(anon.upstream_header("x-auth-request-email").is_none(), "{}", anon.text());
+    assert_eq!(anon.upstream_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    gate.shutdown().await;
+}
+
+/// The upstream's `Connection` list removes its own hop-by-hop headers only, never what idgate adds to the response:
+/// the renewed session's `Set-Cookie` and `X-Request-Id` arrive.
+#[tokio::test]
+async fn hop_upstream_connection_cannot_remove_idgate_response_headers() {
+    let upstream = crate::harness::spawn_upstream(|_req| async {
+        http::Response::builder()
+            .header("connection", "set-cookie, x-request-id, x-upstream-hop")
+            .header("set-cookie", "app=1")
+            .header("x-request-id", "from-upstream")
+            .header("x-upstream-hop", "1")
+            .body(Full::new(Bytes::from_static(b"page")))
+            .unwrap()
+    })
+    .await;
+    let gate =
+        TestGate::builder().settings(|s| s.oidc.scopes.push("offline_access".into())).upstream(upstream).spawn().await;
+    gate.issuer.configure(|k| k.id_token_lifetime_secs = 300);
+    let b = gate.login_as("ruth").await;
+    let before = b.cookie("idgate").unwrap();
+    gate.clock.advance(280);
+    let r = b.get(&format!("{}/", gate.base)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookies = r.set_cookies();
+    assert!(cookies.iter().any(|c| c.starts_with("idgate=")), "the renewed session's cookie: {cookies:?}");
+    assert_ne!(b.cookie("idgate").unwrap(), before);
+    assert!(!cookies.iter().any(|c| c.starts_with("app=")), "the upstream's own, named by its Connection, is gone");
+    let id = r.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(!id.is_empty() && id != "from-upstream", "idgate's X-Request-Id: {id:?}");
+    assert!(!r.headers.contains_key("x-upstream-hop"));
+    gate.shutdown().await;
+}
+
+/// Any `Upgrade` was tunnelled, anonymously on public routes. Only `upstream.allowed_upgrades` (WebSocket) is: `h2c`
+/// and anything else get 400 naming the protocol and never reach the upstream; an upstream switching to a protocol
+/// that is not allowed gets 502 and no tunnel.
+#[tokio::test]
+async fn hop_only_allowed_upgrades_are_tunnelled() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    // Agrees to any upgrade; switches /ws-h2c to h2c whatever was asked.
+    let upstream = crate::harness::spawn_upstream(move |req: http::Request<hyper::body::Incoming>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let asked = req.headers().get("upgrade").cloned();
+        let to = if req.uri().path() == "/ws-h2c" { Some(HeaderValue::from_static("h2c")) } else { asked };
+        async move {
+            match to {
+                Some(proto) => http::Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header("connection", "upgrade")
+                    .header("upgrade", proto)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+                None => http::Response::new(Full::new(Bytes::from_static(b"plain"))),
+            }
+        }
+    })
+    .await;
+    let gate = TestGate::builder()
+        .settings(|s| s.routes = vec![route("/", AuthMode::Public)])
+        .upstream(upstream)
+        .spawn()
+        .await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let wait = std::time::Duration::from_secs(5);
+    for (offer, named) in [
+        ("h2c", "h2c"),
+        ("H2C", "H2C"),
+        ("foo/1", "foo/1"),
+        ("websocket, h2c", "h2c"),
+        ("", "?"),
+        ("TLS/1.0", "TLS/1.0"),
+    ] {
+        let req = format!(
+            "GET /x HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {offer}\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nAccept: application/json\r\n\r\n"
+        );
+        let got = hop_raw(addr, req.as_bytes(), wait).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{offer:?}: {got}");
+        let r = Browser::new()
+            .api()
+            .get_with(&format!("{}/x", gate.base), &[("connection", "upgrade"), ("upgrade", offer)])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{offer:?}");
+        assert_eq!(r.json()["error"], "upgrade_refused", "{offer:?}");
+        assert!(r.json()["message"].as_str().unwrap().contains(&format!("\"{named}\"")), "{offer:?}: {}", r.text());
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "no refused upgrade reached the upstream");
+    // Allowed, in any case: switched.
+    let ok = hop_raw(addr, b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\n\r\n", wait)
+        .await;
+    assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
+    // Upgrade without `Connection: upgrade` is no upgrade: a plain request, the Upgrade header removed.
+    let plain = Browser::new().api().get_with(&format!("{}/x", gate.base), &[("upgrade", "h2c")]).await;
+    assert_eq!((plain.status, plain.text().as_str()), (StatusCode::OK, "plain"));
+    // The upstream switching to h2c for a WebSocket request is refused.
+    let req = b"GET /ws-h2c HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let bad = hop_raw(addr, req, wait).await;
+    assert!(bad.starts_with("HTTP/1.1 502"), "{bad}");
+    gate.shutdown().await;
+}
+
+/// `h2c` can never be allowed; a strip list entry must be a header name idgate can do without.
+#[test]
+fn hop_h2c_and_bad_strip_names_are_refused_at_load() {
+    let base = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n[oidc]\nissuer = \"https://i.example.com\"\nclient_id = \"c\"\nredirect_url = \"https://a.example.com/oauth2/callback\"\n[session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
+    let load = |extra: &str| {
+        let text = base.replace("[oidc]", &format!("{extra}\n[oidc]"));
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        idgate::config::load(f.path(), &Default::default())
+    };
+    let s = load("").unwrap();
+    assert_eq!(s.upstream.allowed_upgrades, ["websocket"]);
+    assert!(s.upstream.strip_headers.is_empty());
+    for (extra, key, why) in [
+        ("allowed_upgrades = [\"websocket\", \"h2c\"]", "upstream.allowed_upgrades", "h2c"),
+        ("allowed_upgrades = [\"H2C\"]", "upstream.allowed_upgrades", "h2c"),
+        ("allowed_upgrades = [\"web socket\"]", "upstream.allowed_upgrades", "not a protocol name"),
+        ("strip_headers = [\"host\"]", "upstream.strip_headers[0]", "cannot be forwarded"),
+        ("strip_headers = [\"x-ok\", \"bad header\"]", "upstream.strip_headers[1]", "not a valid HTTP header name"),
+    ] {
+        let e = load(extra).unwrap_err();
+        let p = e.problems.iter().find(|p| p.key == key).unwrap_or_else(|| panic!("{extra}: {e}"));
+        assert!(p.why.contains(why), "{extra}: {}", p.why);
+    }
+    let s = load("allowed_upgrades = []\nstrip_headers = [\"X-Tenant\"]").unwrap();
+    assert!(s.upstream.allowed_upgrades.is_empty());
+    assert_eq!(s.upstream.strip_headers[0].as_str(), "x-tenant");
+}
+
+/// Routing overrides (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony) and `REMOTE_USER`-style and oauth2-proxy user
+/// headers never reach the upstream from a client, in any spelling, on public and protected routes; nor do names
+/// added with `upstream.strip_headers`.
+#[tokio::test]
+async fn hop_routing_and_remote_user_headers_are_stripped() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.routes = vec![route("/public", AuthMode::Public)];
+            s.upstream.strip_headers = vec![HeaderName::from_static("x-tenant-admin")];
+        })
+        .spawn()
+        .await;
+    let user = gate.login_as("alice").await;
+    let spoofs = [
+        "X-Original-URL",
+        "x_original_url",
+        "X-Rewrite-URL",
+        "Remote-User",
+        "remote_user",
+        "X-Remote-User",
+        "X-Forwarded-User",
+        "X-Forwarded-Email",
+        "X-Forwarded-Groups",
+        "X_Forwarded_Preferred_Username",
+        "X-Tenant-Admin",
+        "x_tenant_admin",
+    ];
+    let mut headers = HeaderMap::new();
+    for name in spoofs {
+        headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("/admin?spoof"));
+    }
+    headers.insert("x-app-header", HeaderValue::from_static("kept"));
+    let anonymous = Browser::new().api();
+    for (who, path) in [(&user, "/app"), (&anonymous, "/public/x"), (&user, "/public/x")] {
+        let r = who.send(Method::GET, &format!("{}{path}", gate.base), headers.clone(), Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(!r.text().contains("spoof"), "{path}: {}", r.text());
+        assert_eq!(r.upstream_header("x-app-header").as_deref(), Some("kept"));
+    }
+    gate.shutdown().await;
+}
+
+/// Silent connections lived for the idle timeout (the protocol detection before HTTP/1's own header timer waited
+/// unbounded): the header deadline runs from accept, for plain TCP and for an HTTP/2 preface without a request.
+#[tokio::test]
+async fn hop_silent_connections_are_closed_at_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.header_read_timeout = std::time::Duration::from_secs(1);
+            s.server.idle_timeout = std::time::Duration::from_secs(30);
+        })
+        .spawn()
+        .await;
+    let running = gate.running.as_ref().unwrap();
+    let h2_preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    for (addr, opening) in [
+        (running.public_addr, Vec::new()),
+        (running.public_addr, h2_preface),
+        (running.public_addr, b"G".to_vec()),
+        (running.admin_addr, Vec::new()),
+    ] {
+        let started = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&opening).await.unwrap();
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(4), s.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "{addr} {opening:?}: still open after 4 s");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900), "{opening:?}: closed early");
+    }
+    // A request within the deadline is served, and its connection then lives by the idle timeout.
+    let got =
+        hop_raw(running.public_addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", std::time::Duration::from_secs(2)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    gate.shutdown().await;
+}
+
+/// 64 silent connections made the admin listener (liveness probes) unanswerable. Under 200 silent connections to
+/// each listener, and a client opening more to the admin one all the while, `/healthz` answers within a second.
+#[tokio::test]
+async fn hop_admin_answers_under_a_flood_of_silent_connections() {
+    let gate = TestGate::builder().settings(|s| s.routes = vec![route("/", AuthMode::Public)]).spawn().await;
+    let running = gate.running.as_ref().unwrap();
+    let (public, admin) = (running.public_addr, running.admin_addr);
+    let mut held = Vec::new();
+    for addr in [admin, public] {
+        for _ in 0..200 {
+            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    let flooding = tokio::spawn(async move {
+        let mut more = Vec::new();
+        for _ in 0..2000 {
+            if let Ok(s) = tokio::net::TcpStream::connect(admin).await {
+                more.push(s);
+            }
+            tokio::task::yield_now().await;
+        }
+        more
+    });
+    let probe = b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n";
+    for i in 0..10 {
+        let started = std::time::Instant::now();
+        let got = hop_raw(admin, probe, std::time::Duration::from_secs(1)).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "probe {i} after {:?}: {got:?}", started.elapsed());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+    let more = flooding.await.unwrap();
+    // The public listener serves too, its silent connections notwithstanding.
+    let got = hop_raw(public, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", std::time::Duration::from_secs(1)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    drop((held, more));
+    gate.shutdown().await;
+}
+
+/// An idle HTTP/2 connection lived forever: the server's keep-alive ping every 30 s, answered by the client's stack,
+/// moved bytes and reset the idle timeout. Without pings it closes at the idle timeout (31 s here, just above the old
+/// ping interval: this test waits about half a minute).
+#[tokio::test]
+async fn hop_idle_http2_connections_close_at_the_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let idle = std::time::Duration::from_secs(31);
+    let gate = TestGate::builder()
+        .settings(move |s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.idle_timeout = idle;
+        })
+        .spawn()
+        .await;
+    let stream = tokio::net::TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let done = tokio::spawn(conn);
+    let req = http::Request::get(format!("{}/x", gate.base)).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(idle + std::time::Duration::from_secs(9), done).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection still open {:?} after its last request", started.elapsed());
+    assert!(started.elapsed() >= idle - std::time::Duration::from_secs(1));
+    gate.shutdown().await;
+}
+
+/// A WebSocket tunnel left the connection count and the idle timeout behind once spliced: one anonymous client could
+/// hold any number of them, forever. A tunnel keeps its connection's slot and closes when idle.
+#[tokio::test]
+async fn hop_websocket_tunnels_count_against_the_cap_and_close_when_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = crate::harness::spawn_upstream(|mut req: http::Request<hyper::body::Incoming>| async move {
+        if !req.headers().contains_key("upgrade") {
+            return http::Response::new(Full::new(Bytes::from_static(b"ok")));
+        }
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let mut buf = [0u8; 256];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        http::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    })
+    .await;
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.max_connections = 1;
+            s.server.idle_timeout = std::time::Duration::from_secs(2);
+        })
+        .upstream(upstream)
+        .spawn()
+        .await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = ws.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    ws.write_all(b"ping").await.unwrap();
+    let n = ws.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"ping", "tunnelled");
+    // The tunnel holds the only slot: another client waits.
+    let other = hop_raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", std::time::Duration::from_millis(500)).await;
+    assert!(other.is_empty(), "served beside a tunnel holding the only slot: {other}");
+    // Idle for the idle timeout: the tunnel closes, and the slot is free again.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(6), ws.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "an idle tunnel still open after {:?}", started.elapsed());
+    let other = hop_raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", std::time::Duration::from_secs(2)).await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    gate.shutdown().await;
+}

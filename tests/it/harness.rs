@@ -259,6 +259,8 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             url: format!("http://{upstream}").parse().unwrap(),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
+            allowed_upgrades: UpstreamSettings::default_upgrades(),
+            strip_headers: vec![],
         },
         oidc: OidcSettings {
             issuer: issuer.to_owned(),
