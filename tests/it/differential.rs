@@ -241,9 +241,9 @@ async fn start_tomcat(dir: tempfile::TempDir) -> (Proc, SocketAddr) {
     let ecj = Path::new("/usr/share/java/eclipse-jdt-core.jar");
     assert!(ecj.exists(), "libeclipse-jdt-core-java is not installed: run scripts/deps.sh");
     std::os::unix::fs::symlink(ecj, base.join("lib/eclipse-jdt-core.jar")).unwrap();
-    let port = free_port();
+    // Port 0: Tomcat binds a free port and names it in its log ("http-nio-127.0.0.1-auto-1-PORT").
     let server = base.join("conf/server.xml");
-    let xml = std::fs::read_to_string(&server).unwrap().replace("@PORT@", &port.to_string());
+    let xml = std::fs::read_to_string(&server).unwrap().replace("@PORT@", "0");
     std::fs::write(&server, xml).unwrap();
     let mut cmd = Command::new("java");
     cmd.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m", "-Xss1m"])
@@ -254,7 +254,23 @@ async fn start_tomcat(dir: tempfile::TempDir) -> (Proc, SocketAddr) {
         .arg(format!("{0}/bin/bootstrap.jar:{0}/bin/tomcat-juli.jar", home.display()))
         .args(["org.apache.catalina.startup.Bootstrap", "start"])
         .current_dir(base);
-    let p = spawn("tomcat", cmd, dir);
+    let mut p = spawn("tomcat", cmd, dir);
+    let start = Instant::now();
+    let port = loop {
+        let log = p.log();
+        if let Some(port) = log
+            .split("-auto-1-")
+            .nth(1)
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .and_then(|digits| digits.parse::<u16>().ok())
+        {
+            break port;
+        }
+        if start.elapsed() > Duration::from_secs(60) || p.child.try_wait().unwrap().is_some() {
+            panic!("Tomcat did not start (run scripts/deps.sh):\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     await_ready(&p, addr, "/public/ready", "DIFF-PUBLIC tomcat", Duration::from_secs(60)).await;
     (p, addr)
@@ -275,7 +291,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// nginx (Debian's nginx-light) with two servers: a plain proxy in front of idgate, and the shipped forward-auth
 /// example (deploy/nginx/example.conf including idgate-locations.conf) in front of the framework.
-async fn start_nginx(idgate: SocketAddr, app: SocketAddr) -> (Proc, u16, u16) {
+async fn start_nginx(idgate: SocketAddr, app: SocketAddr) -> Result<(Proc, u16, u16), String> {
     let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -309,13 +325,12 @@ async fn start_nginx(idgate: SocketAddr, app: SocketAddr) -> (Proc, u16, u16) {
     let mut cmd = Command::new(binary);
     cmd.arg("-p").arg(dir.path()).arg("-c").arg(&path);
     let p = spawn("nginx", cmd, dir);
-    await_listening(&p, &[proxy, auth]).await;
-    (p, proxy, auth)
+    await_listening(p, &[proxy, auth]).await.map(|p| (p, proxy, auth))
 }
 
 /// Caddy (Debian's caddy) with two sites: `reverse_proxy` to idgate, and `forward_auth` to idgate's /oauth2/auth
 /// before `reverse_proxy` to the framework.
-async fn start_caddy(idgate: SocketAddr, app: SocketAddr) -> (Proc, u16, u16) {
+async fn start_caddy(idgate: SocketAddr, app: SocketAddr) -> Result<(Proc, u16, u16), String> {
     let binary = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -338,22 +353,42 @@ async fn start_caddy(idgate: SocketAddr, app: SocketAddr) -> (Proc, u16, u16) {
         .env("XDG_DATA_HOME", dir.path().join("data"))
         .env("XDG_CONFIG_HOME", dir.path().join("config"));
     let p = spawn("caddy", cmd, dir);
-    await_listening(&p, &[proxy, auth]).await;
-    (p, proxy, auth)
+    await_listening(p, &[proxy, auth]).await.map(|p| (p, proxy, auth))
 }
 
-async fn await_listening(p: &Proc, ports: &[u16]) {
+/// Waits until `p` listens on all `ports`; `Err` with its log when it exited first (a port was taken since
+/// [`free_port`] chose it: the caller tries again with other ports).
+async fn await_listening(mut p: Proc, ports: &[u16]) -> Result<Proc, String> {
     for _ in 0..200 {
         let mut all = true;
         for port in ports {
             all &= TcpStream::connect(("127.0.0.1", *port)).await.is_ok();
         }
         if all {
-            return;
+            return Ok(p);
+        }
+        if p.child.try_wait().unwrap().is_some() {
+            return Err(format!("{} exited:\n{}", p.name, p.log()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{} did not listen on {ports:?}:\n{}", p.name, p.log());
+}
+
+/// Starts a proxy, trying again (three times in all) when it could not listen on the ports it was given.
+async fn with_retries<F, Fut>(start: F) -> (Proc, u16, u16)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(Proc, u16, u16), String>>,
+{
+    let mut last = String::new();
+    for _ in 0..3 {
+        match start().await {
+            Ok(started) => return started,
+            Err(e) => last = e,
+        }
+    }
+    panic!("{last}");
 }
 
 /// One answer, as the client saw it.
@@ -460,8 +495,8 @@ async fn differential(fw: Framework) {
     // Logged in directly at idgate; the cookies work through every chain (all on 127.0.0.1).
     let user = cookie_of(&gate.login_as("alice").await);
     let admin = cookie_of(&gate.login_as("admin-ann").await);
-    let (nginx, nginx_proxy, nginx_auth) = start_nginx(idgate, app).await;
-    let (caddy, caddy_proxy, caddy_auth) = start_caddy(idgate, app).await;
+    let (nginx, nginx_proxy, nginx_auth) = with_retries(|| start_nginx(idgate, app)).await;
+    let (caddy, caddy_proxy, caddy_auth) = with_retries(|| start_caddy(idgate, app)).await;
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let chains: [(&str, SocketAddr); 5] = [
         ("idgate", idgate),
@@ -526,8 +561,8 @@ async fn differential(fw: Framework) {
     }
     println!("{table}");
     println!("{fw:?}: ready after {ready:?}, done after {:?}", started.elapsed());
-    let _ = (nginx.log(), caddy.log(), app_proc.log());
     gate.shutdown().await;
+    drop((nginx, caddy, app_proc));
     assert!(failures.is_empty(), "{} failures (table above):\n{}", failures.len(), failures.join("\n"));
 }
 
