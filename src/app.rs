@@ -1,7 +1,7 @@
 //! The wiring, and nothing else: [`State`] built once from [`Settings`], the request handler that routes each
 //! request down its path, and [`start`], which binds both listeners and runs until shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -182,17 +182,23 @@ impl Shared {
     }
 }
 
-/// Handles one public request: classify, dispatch, answer errors in one place, log one line.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+/// Handles one public request: normalise the path (the upstream receives that form), classify, dispatch, answer
+/// errors in one place, log one line.
+pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = tokio::time::Instant::now();
     let request_id = telemetry::request_id(req.headers());
     let method = req.method().clone();
     let kind = route::kind(&method, req.headers());
     // A `Uri` clone shares its bytes: no copy of the path on the request path, only on the error or log path.
+    let received = req.uri().clone();
+    let normal = route::normalize(received.path()).and_then(|path| match path {
+        Cow::Borrowed(_) => Ok(()),
+        Cow::Owned(path) => set_path(&mut req, &path),
+    });
     let uri = req.uri().clone();
-    let (route, result) = match route::normalize(req.uri().path()) {
-        Ok(path) => {
-            let route = state.routes.classify(&path);
+    let (route, result) = match normal {
+        Ok(()) => {
+            let route = state.routes.classify(uri.path());
             (Some(route), dispatch(&state, route, req, peer).await)
         }
         Err(e) => (None, Err(Failure::from(e))),
@@ -219,13 +225,25 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
     state.metrics.request(resp.status().as_u16(), elapsed);
     tracing::info!(
         method = %method,
-        path = %uri.path(),
+        path = %received.path(),
         status = resp.status().as_u16(),
         latency_us = elapsed.as_micros() as u64,
         request_id = %request_id,
         "request"
     );
     resp
+}
+
+/// Replaces the request's path with its normal form, keeping the query as received.
+fn set_path(req: &mut Request<Incoming>, path: &str) -> Result<(), route::BadPath> {
+    let target = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| route::BadPath("normal form is not a valid URI"))?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| route::BadPath("normal form is not a valid URI"))?;
+    Ok(())
 }
 
 async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, Failure> {

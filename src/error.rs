@@ -25,6 +25,9 @@ pub enum RequestError {
     Forbidden(#[from] Denied),
     #[error("an ID token was presented as a bearer credential")]
     IdTokenAsBearer,
+    /// Forward-auth cannot know for sure which request it is asked about.
+    #[error("forward-auth denied: {0}")]
+    ForwardAuthTarget(&'static str),
     #[error(transparent)]
     Login(#[from] LoginError),
     #[error(transparent)]
@@ -56,7 +59,8 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
     let mut resp = match err {
         RequestError::BadPath(e) => {
             tracing::info!(request_id = id, error = %e, "bad request path");
-            answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", "The request path is not acceptable.", None)
+            let msg = format!("The request path is not acceptable: {}.", e.0);
+            answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", &msg, None)
         }
         RequestError::BadRequest(why) => {
             tracing::info!(request_id = id, error = why, "bad request");
@@ -83,6 +87,10 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
                 "invalid_token",
                 "ID tokens are not API credentials; present an access token.",
             )
+        }
+        RequestError::ForwardAuthTarget(why) => {
+            tracing::warn!(request_id = id, cause = why, "forward-auth denied: the original request is not known");
+            json(StatusCode::FORBIDDEN, "forbidden", &format!("The original request could not be verified: {why}."))
         }
         RequestError::Upstream(e) => {
             tracing::warn!(request_id = id, error = %e, "upstream failed");

@@ -346,3 +346,135 @@ async fn no_method_reaches_the_upstream_without_a_session() {
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the upstream was never contacted");
     gate.shutdown().await;
 }
+
+// === lead: issue 12 §1–§3 — the path rule, forward-auth's original URI, ID tokens in any Authorization ===
+
+/// Route rules mean what the application will do (issue 12 §1): the reproductions are refused with their reason,
+/// case variants of a protective prefix stay protected, and the upstream receives the normal form idgate decided
+/// on — never the bytes as sent.
+#[tokio::test]
+async fn the_upstream_receives_the_path_idgate_decided_on() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            let mut admin = route("/admin", AuthMode::Login);
+            admin.any_of.insert("https://example.com/roles".into(), vec!["admin".into()]);
+            s.routes = vec![route("/public", AuthMode::Public), admin];
+        })
+        .spawn()
+        .await;
+    let anon = Browser::new().api();
+    for (path, why) in [
+        ("/admin/..%2fpublic/x", "encoded slash or backslash"),
+        ("/admin/..%5Cpublic/x", "encoded slash or backslash"),
+        ("/public/..;/admin/x", "path parameter (;) in path"),
+        ("/public;x=1/../admin/x", "path parameter (;) in path"),
+        ("/public/%2e%2e/admin/x", "dot segment hidden by percent-encoding"),
+        ("/public/%25%32%65%25%32%65/admin", "double-encoded path"),
+        ("/public/%c0%ae%c0%ae/admin", "escapes do not decode to UTF-8"),
+    ] {
+        let r = anon.get(&format!("{}{path}", gate.base)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(r.json()["message"].as_str().unwrap().contains(why), "{path}: {}", r.text());
+    }
+    // What is forwarded is the normal form: an app resolving nothing itself still sees the decided path.
+    for (sent, seen) in [
+        ("/public/./x", "/public/x"),
+        ("/public//x?q=/../admin", "/public/x?q=/../admin"),
+        ("/%70ublic/%7Ex", "/public/~x"),
+        ("/admin/../public/x", "/public/x"),
+    ] {
+        let r = anon.get(&format!("{}{sent}", gate.base)).await;
+        assert_eq!(r.status, StatusCode::OK, "{sent}");
+        assert_eq!(r.json()["uri"], seen, "{sent}");
+    }
+    let bob = gate.login_as("bob").await.api();
+    for path in ["/ADMIN/x", "/Admin", "/admin.json", "/%61dmin/x", "/x/../ADMIN/x"] {
+        let r = bob.get(&format!("{}{path}", gate.base)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(r.json()["error"], "forbidden", "{path}");
+    }
+    // Public prefixes never widen: another case is the default rule (a session), not public.
+    assert_eq!(anon.get(&format!("{}/PUBLIC/x", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    let ann = gate.login_as("admin-ann").await.api();
+    assert_eq!(ann.get(&format!("{}/ADMIN/x", gate.base)).await.json()["uri"], "/ADMIN/x");
+    gate.shutdown().await;
+}
+
+/// Forward-auth must know the original URI or refuse (issue 12 §2; ingress-nginx sends `X-Original-URL`): a
+/// trusted proxy that names none, or names it twice in disagreeing headers, is denied with the reason; it is
+/// never evaluated as `/`.
+#[tokio::test]
+async fn forward_auth_without_a_sure_original_uri_is_denied() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            s.routes = vec![route("/public", AuthMode::Public), route("/admin", AuthMode::Api)];
+        })
+        .spawn()
+        .await;
+    let auth = format!("{}/oauth2/auth", gate.base);
+    let user = gate.login_as("carl").await.api();
+    for (headers, why) in [
+        (vec![], "no X-Forwarded-Uri, X-Original-URI or X-Original-URL header"),
+        (vec![("x-forwarded-uri", "/public/x"), ("x-original-url", "http://app/admin/x")], "disagree"),
+        (vec![("x-forwarded-uri", "/public/x"), ("x-forwarded-uri", "/admin/x")], "more than once"),
+        (vec![("x-original-url", "/admin/x")], "not an absolute URL"),
+        (vec![("x-original-url", "http://app/public/../admin/x")], "not in normal form"),
+        (vec![("x-original-uri", "/public/..;/admin/x")], "refused by the path rule"),
+    ] {
+        let r = user.get_with(&auth, &headers).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}");
+        assert!(r.json()["message"].as_str().unwrap().contains(why), "{headers:?}: {}", r.text());
+        assert!(r.headers.get("x-auth-request-user").is_none());
+    }
+    let r = user.get_with(&auth, &[("x-original-url", "https://app.example.com/admin/x?y=1")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-auth-request-user"], "dev|carl");
+    gate.shutdown().await;
+}
+
+/// R14 in every spelling (issue 12 §3): the ID token is refused whatever the scheme's case, the whitespace, a
+/// second `Authorization` header or a credential list — on proxied, public, forward-auth and userinfo paths alike.
+#[tokio::test]
+async fn an_id_token_in_any_authorization_spelling_is_refused_on_every_path() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            s.routes = vec![route("/public", AuthMode::Public)];
+        })
+        .spawn()
+        .await;
+    let now = idgate::clock::Clock::now(gate.clock.as_ref());
+    let mut claims = serde_json::Value::Object(gate.issuer.claims_for("alice", None));
+    claims["exp"] = json!(now + 600);
+    let id_token = gate.issuer.sign(&claims);
+    let b = gate.login_as("alice").await.api();
+    let spellings = [
+        format!("Bearer\t{id_token}"),
+        format!("bearer   {id_token}"),
+        format!("BEARER {id_token} "),
+        format!("Basic dXNlcjpwYXNz, Bearer {id_token}"),
+        format!("Token {id_token}"),
+        id_token.clone(),
+    ];
+    for (path, extra) in [
+        ("/app", None),
+        ("/public/x", None),
+        ("/oauth2/userinfo", None),
+        ("/oauth2/auth", Some(("x-forwarded-uri", "/public/x"))),
+    ] {
+        for spelling in &spellings {
+            let mut h = HeaderMap::new();
+            h.insert("accept", HeaderValue::from_static("application/json"));
+            h.append("authorization", HeaderValue::from_static("Bearer opaque-first"));
+            h.append("authorization", HeaderValue::from_str(spelling).unwrap());
+            if let Some((k, v)) = extra {
+                h.insert(k, HeaderValue::from_static(v));
+            }
+            let r = b.send(Method::GET, &format!("{}{path}", gate.base), h, Bytes::new()).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} {:?}", &spelling[..12]);
+            assert_eq!(r.json()["error"], "invalid_token", "{path}");
+        }
+    }
+    gate.shutdown().await;
+}
