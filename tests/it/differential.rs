@@ -2,7 +2,8 @@
 //! must be the same path under every common reading. Real frameworks — werkzeug/Flask (Debian's python3-flask),
 //! Koa with @koa/router and Express (npm, tests/differential/package-lock.json) and Tomcat 10 (Debian's
 //! tomcat10-common) — each serve an admin, a public and a catch-all handler (tests/differential/) that answer
-//! `DIFF-<HANDLER> <framework> path=<what the router matched>`. They sit behind idgate on five chains:
+//! `DIFF-<HANDLER> <framework> path=<what the router matched>`; so does Caddy (Debian's) as an application server
+//! (Go's net/http reading, path matchers on the cleaned path). They sit behind idgate on five chains:
 //! idgate as the proxy (directly, behind nginx, behind Caddy) and idgate as forward-auth (nginx `auth_request` with
 //! the shipped deploy/nginx/ files, Caddy `forward_auth`), where the proxy sends the client's raw request on.
 //!
@@ -106,6 +107,10 @@ const CORPUS: &[&str] = &[
     "/public/%00/../admin/x",
     "/public/..%c0%afadmin/x",
     "/public/x#/../../admin/x",
+    "/public#/../admin/x",
+    "/public/#/../ADMIN/x",
+    "/public/x#/..%2f..%2fadmin/x",
+    "/public/x#%2f..%2f..%2fadmin/x",
     "/public/x?/../../admin/x",
     "http://127.0.0.1/admin/x",
     "http://127.0.0.1/public/..;/admin/x",
@@ -144,6 +149,8 @@ enum Framework {
     Koa,
     Express,
     Tomcat,
+    /// Caddy as the application server (Go's net/http; path matchers as its file_server reads paths).
+    CaddyApp,
 }
 
 fn manifest_dir() -> PathBuf {
@@ -223,9 +230,36 @@ async fn start_framework(fw: Framework) -> (Proc, SocketAddr) {
             spawn(&format!("{fw:?}"), cmd, dir)
         }
         Framework::Tomcat => return start_tomcat(dir).await,
+        Framework::CaddyApp => return with_retries(start_caddy_app).await,
     };
     let port = read_port(&mut p).await;
     (p, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Caddy serving tests/differential/app.Caddyfile.
+async fn start_caddy_app() -> Result<(Proc, SocketAddr), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = caddy_command(&dir, &apps_dir().join("app.Caddyfile"));
+    cmd.env("DIFF_PORT", port.to_string());
+    let p = await_listening(spawn("caddy app", cmd, dir), &[port]).await?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    await_ready(&p, addr, "/public/ready", "DIFF-PUBLIC caddy", Duration::from_secs(10)).await;
+    Ok((p, addr))
+}
+
+fn caddy_command(dir: &tempfile::TempDir, config: &Path) -> Command {
+    let binary = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("caddy is not installed: run scripts/deps.sh");
+    let mut cmd = Command::new(binary);
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(config)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    cmd
 }
 
 /// Tomcat 10 from Debian's tomcat10-common, run from a scratch CATALINA_BASE holding tests/differential/tomcat.
@@ -331,10 +365,6 @@ async fn start_nginx(idgate: SocketAddr, app: SocketAddr) -> Result<(Proc, u16, 
 /// Caddy (Debian's caddy) with two sites: `reverse_proxy` to idgate, and `forward_auth` to idgate's /oauth2/auth
 /// before `reverse_proxy` to the framework.
 async fn start_caddy(idgate: SocketAddr, app: SocketAddr) -> Result<(Proc, u16, u16), String> {
-    let binary = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("caddy is not installed: run scripts/deps.sh");
     let dir = tempfile::tempdir().unwrap();
     let (proxy, auth) = (free_port(), free_port());
     let conf = format!(
@@ -346,12 +376,7 @@ async fn start_caddy(idgate: SocketAddr, app: SocketAddr) -> Result<(Proc, u16, 
     );
     let path = dir.path().join("Caddyfile");
     std::fs::write(&path, conf).unwrap();
-    let mut cmd = Command::new(binary);
-    cmd.args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&path)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    let cmd = caddy_command(&dir, &path);
     let p = spawn("caddy", cmd, dir);
     await_listening(p, &[proxy, auth]).await.map(|p| (p, proxy, auth))
 }
@@ -375,11 +400,11 @@ async fn await_listening(mut p: Proc, ports: &[u16]) -> Result<Proc, String> {
     panic!("{} did not listen on {ports:?}:\n{}", p.name, p.log());
 }
 
-/// Starts a proxy, trying again (three times in all) when it could not listen on the ports it was given.
-async fn with_retries<F, Fut>(start: F) -> (Proc, u16, u16)
+/// Starts a server, trying again (three times in all) when it could not listen on the ports it was given.
+async fn with_retries<T, F, Fut>(start: F) -> T
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(Proc, u16, u16), String>>,
+    Fut: std::future::Future<Output = Result<T, String>>,
 {
     let mut last = String::new();
     for _ in 0..3 {
@@ -584,4 +609,9 @@ async fn differential_express() {
 #[tokio::test]
 async fn differential_tomcat() {
     differential(Framework::Tomcat).await;
+}
+
+#[tokio::test]
+async fn differential_caddy_app() {
+    differential(Framework::CaddyApp).await;
 }
