@@ -101,6 +101,10 @@ const CORPUS: &[&str] = &[
     "/%41DMIN/x",
     "/adm%69n/x",
     "/adm%C4%B1n/x",
+    // Unicode case mapping: U+0130 (İ) lowercases to ASCII `i` (Go's strings.ToLower, so Caddy's path matcher).
+    "/adm%C4%B0n/x",
+    "/ADM%C4%B0N/x",
+    "/public/../adm%C4%B0n/x",
     "/public/%2e%2e/%61dmin/x",
     // Other bytes: NUL, overlong UTF-8, fragment and query, absolute form.
     "/admin%00/x",
