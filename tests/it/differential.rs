@@ -544,6 +544,10 @@ async fn differential(fw: Framework) {
             ("admin", Some(admin.as_str()), "/admin/x", 'A'),
             ("user", Some(user.as_str()), "/other", 'O'),
             ("user", Some(user.as_str()), "/public/x", 'P'),
+            // Escapes that stay, and a query that is none of the path rule's business.
+            ("anonymous", None, "/public/a%20b", 'P'),
+            ("anonymous", None, "/public/x?next=/admin/..%2f;x=%2e%2e", 'P'),
+            ("admin", Some(admin.as_str()), "/admin/x?a=%2F", 'A'),
         ] {
             let a = raw_get(*addr, target, cookie).await;
             if a.status != 200 || a.handler() != want {
