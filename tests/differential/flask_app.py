@@ -1,5 +1,6 @@
 """werkzeug/Flask (Debian's python3-flask) for the differential path suite: an admin, a public and a catch-all
-handler, each answering `DIFF-<HANDLER> flask path=<request.path>`. Serves on loopback port 0 and prints the port;
+handler (the admin one on /admin and /kiosk), each answering
+`DIFF-<HANDLER> flask path=<request.path>`. Serves on loopback port 0 and prints the port;
 exits when its standard input closes (the test ends)."""
 import sys
 import threading
@@ -19,6 +20,8 @@ ALL = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 @app.route("/admin", methods=ALL)
 @app.route("/admin/<path:rest>", methods=ALL)
+@app.route("/kiosk", methods=ALL)
+@app.route("/kiosk/<path:rest>", methods=ALL)
 def admin(rest=None):
     return say("ADMIN")
 

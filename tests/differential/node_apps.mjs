@@ -1,6 +1,6 @@
 // A real Node.js framework for the differential path suite, `koa` (Koa + @koa/router) or `express` as the first
 // argument, with its default (case-insensitive) router, on loopback port 0. Every handler answers
-// `DIFF-<HANDLER> <framework> path=<the path its router matched>`. Prints `{"port":N}` once listening; exits when
+// `DIFF-<HANDLER> <framework> path=<the path its router matched>` (the admin handler serves /admin and /kiosk). Prints `{"port":N}` once listening; exits when
 // its standard input closes (the test ends).
 import http from 'node:http';
 import Koa from 'koa';
@@ -14,6 +14,7 @@ const say = (ctx, handler) => {
   ctx.body = `DIFF-${handler} koa path=${ctx.path}\n`;
 };
 router.all('/admin{/*rest}', (ctx) => say(ctx, 'ADMIN'));
+router.all('/kiosk{/*rest}', (ctx) => say(ctx, 'ADMIN'));
 router.all('/public{/*rest}', (ctx) => say(ctx, 'PUBLIC'));
 router.all('{/*rest}', (ctx) => say(ctx, 'OTHER'));
 koa.use(router.routes());
@@ -21,6 +22,7 @@ koa.use(router.routes());
 const ex = express();
 const reply = (handler) => (req, res) => res.type('text/plain').send(`DIFF-${handler} express path=${req.path}\n`);
 ex.all('/admin{/*rest}', reply('ADMIN'));
+ex.all('/kiosk{/*rest}', reply('ADMIN'));
 ex.all('/public{/*rest}', reply('PUBLIC'));
 ex.all('{/*rest}', reply('OTHER'));
 

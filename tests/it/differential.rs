@@ -7,7 +7,7 @@
 //! idgate as the proxy (directly, behind nginx, behind Caddy) and idgate as forward-auth (nginx `auth_request` with
 //! the shipped deploy/nginx/ files, Caddy `forward_auth`), where the proxy sends the client's raw request on.
 //!
-//! idgate's rules: `/public` public, `/admin` needs the `admin` role, everything else a login. For a corpus of
+//! idgate's rules: `/public` public, `/admin` and `/kiosk` need the `admin` role, everything else a login. For a corpus of
 //! confusing request targets, neither an anonymous client nor a user without the role may ever reach an admin
 //! handler; ordinary paths still work. Every framework and proxy is started by the test on loopback; a missing one
 //! fails the test (scripts/deps.sh installs them), it is never skipped.
@@ -105,6 +105,12 @@ const CORPUS: &[&str] = &[
     "/adm%C4%B0n/x",
     "/ADM%C4%B0N/x",
     "/public/../adm%C4%B0n/x",
+    // The other code points whose case mappings reach ASCII letters: U+0131 (ı) uppercases to I, U+017F (ſ) to S,
+    // U+212A (Kelvin sign) lowercases to k — against the second admin-only prefix, /kiosk.
+    "/%E2%84%AAiosk/x",
+    "/KIOS%E2%84%AA/x",
+    "/kio%C5%BFk/x",
+    "/k%C4%B1osk/x",
     "/public/%2e%2e/%61dmin/x",
     // Other bytes: NUL, overlong UTF-8, fragment and query, absolute form.
     "/admin%00/x",
@@ -514,9 +520,12 @@ async fn differential(fw: Framework) {
         .upstream(app)
         .settings(|s| {
             s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-            let mut admin = route("/admin", AuthMode::Login);
-            admin.any_of.insert("https://example.com/roles".into(), vec!["admin".into()]);
-            s.routes = vec![route("/public", AuthMode::Public), admin];
+            let admin_only = |prefix| {
+                let mut r = route(prefix, AuthMode::Login);
+                r.any_of.insert("https://example.com/roles".into(), vec!["admin".into()]);
+                r
+            };
+            s.routes = vec![route("/public", AuthMode::Public), admin_only("/admin"), admin_only("/kiosk")];
         })
         .spawn()
         .await;
@@ -542,6 +551,7 @@ async fn differential(fw: Framework) {
         for (who, cookie, target, want) in [
             ("anonymous", None, "/public/x", 'P'),
             ("admin", Some(admin.as_str()), "/admin/x", 'A'),
+            ("admin", Some(admin.as_str()), "/kiosk/x", 'A'),
             ("user", Some(user.as_str()), "/other", 'O'),
             ("user", Some(user.as_str()), "/public/x", 'P'),
             // Escapes that stay, and a query that is none of the path rule's business.
