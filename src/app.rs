@@ -191,16 +191,13 @@ pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -
     let kind = route::kind(&method, req.headers());
     // A `Uri` clone shares its bytes: no copy of the path on the request path, only on the error or log path.
     let received = req.uri().clone();
-    let normal = route::normalize(received.path()).and_then(|path| match path {
-        Cow::Borrowed(_) => Ok(()),
-        Cow::Owned(path) => set_path(&mut req, &path),
+    let decided = state.routes.decide(received.path(), true).and_then(|(path, route)| match path {
+        Cow::Borrowed(_) => Ok(route),
+        Cow::Owned(path) => set_path(&mut req, &path).map(|()| route),
     });
     let uri = req.uri().clone();
-    let (route, result) = match normal {
-        Ok(()) => {
-            let route = state.routes.classify(uri.path());
-            (Some(route), dispatch(&state, route, req, peer).await)
-        }
+    let (route, result) = match decided {
+        Ok(route) => (Some(route), dispatch(&state, route, req, peer).await),
         Err(e) => (None, Err(Failure::from(e))),
     };
     let mut resp = match result {

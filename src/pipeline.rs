@@ -13,7 +13,7 @@ use crate::{
     id_token::Claims,
     login::refresh::{self, Renewal},
     policy::Permit,
-    route::{self, BadPath, Route},
+    route::{BadPath, Route},
     session::{Session, SessionError},
 };
 
@@ -95,16 +95,8 @@ pub async fn proxy(
 /// identity headers, 401 without a session, 403 when the route's rule denies or the original URI is unknown or
 /// ambiguous. The original URI is believed only from trusted proxies.
 pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Result<Response<Body>> {
-    let (auth, rule) = match forward_auth_target(state, headers, &peer)? {
-        Some(path) => {
-            let Route::Proxy { auth, rule } = state.routes.rule_for(&path) else {
-                return Err(RequestError::BadRequest("forward-auth target is an idgate endpoint").into());
-            };
-            (auth, rule)
-        }
-        // No route rules: every path has the default rule, so the URI does not matter.
-        None => (AuthMode::Login, None),
-    };
+    // No route rules: every path has the default rule, so the URI does not matter.
+    let (auth, rule) = forward_auth_target(state, headers, &peer)?.unwrap_or((AuthMode::Login, None));
     let mut resp = empty(StatusCode::OK);
     let cookies = match authenticate(state, headers, auth, rule).await? {
         Access::Public => Vec::new(),
@@ -119,11 +111,11 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
 /// Headers a proxy in front names the original request's URI in: Traefik, the nginx snippet, ingress-nginx.
 const ORIGINAL_URI_HEADERS: [&str; 3] = ["x-forwarded-uri", "x-original-uri", "x-original-url"];
 
-/// The normalised path of the request a forward-auth call asks about, or `None` when no route rules exist (then
-/// the path cannot change the decision). Denied when it cannot be known for sure: a peer outside
+/// The route (auth mode and rule) of the request a forward-auth call asks about, or `None` when no route rules exist (then the path
+/// cannot change the decision). Denied when it cannot be known for sure: a peer outside
 /// `server.trusted_proxies`, no original-URI header, headers that disagree, or a URI the proxy in front would
 /// forward in another reading than idgate's (idgate cannot rewrite it there: it must already be normal).
-fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Result<Option<String>> {
+fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Result<Option<(AuthMode, Option<usize>)>> {
     if !state.routes.has_rules() {
         return Ok(None);
     }
@@ -157,8 +149,8 @@ fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Resul
     let Some(path) = found else {
         return deny("no X-Forwarded-Uri, X-Original-URI or X-Original-URL header from the proxy");
     };
-    match route::normalize(&path) {
-        Ok(normal) if normal == path => Ok(Some(path)),
+    match state.routes.decide(&path, false) {
+        Ok((normal, Route::Proxy { auth, rule })) if normal == path => Ok(Some((auth, rule))),
         Ok(_) => deny("the original URI is not in normal form (dot segments, duplicate slashes or escapes)"),
         Err(BadPath(why)) => {
             tracing::info!(cause = why, "forward-auth original URI refused by the path rule");

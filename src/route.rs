@@ -59,6 +59,8 @@ struct RoutePrefix {
     prefix: String,
     auth: AuthMode,
     rule: usize,
+    /// `[[routes]] allow_encoded_slashes`: `%2F` may stand in a segment (kept encoded) under this route.
+    encoded_slashes: bool,
 }
 
 impl RoutePrefix {
@@ -83,7 +85,12 @@ impl RouteTable {
         let mut table: Vec<RoutePrefix> = routes
             .iter()
             .enumerate()
-            .map(|(i, r)| RoutePrefix { prefix: r.prefix.trim_end_matches('/').to_owned(), auth: r.auth, rule: i })
+            .map(|(i, r)| RoutePrefix {
+                prefix: r.prefix.trim_end_matches('/').to_owned(),
+                auth: r.auth,
+                rule: i,
+                encoded_slashes: r.allow_encoded_slashes,
+            })
             .collect();
         table.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.auth == AuthMode::Public));
         Self { prefix: prefix.to_owned(), callback: callback_path.to_owned(), routes: table }
@@ -97,6 +104,33 @@ impl RouteTable {
     /// True when `[[routes]]` are configured (forward-auth then needs the original URI).
     pub fn has_rules(&self) -> bool {
         !self.routes.is_empty()
+    }
+
+    /// The normal form of a request path and what it is: the one decision every sink uses. `endpoints`: idgate's
+    /// own endpoints count (a request to idgate itself), or not (forward-auth asks about a request to the app).
+    ///
+    /// A `%2F` is refused unless the route the path falls under has `allow_encoded_slashes`, and then only when the
+    /// path read with `%2F` as `/` falls under that same route too (`/files/a%2F..%2Fadmin` never does).
+    pub fn decide<'a>(&self, raw: &'a str, endpoints: bool) -> Result<(Cow<'a, str>, Route), BadPath> {
+        let classify = |path: &str| if endpoints { self.classify(path) } else { self.rule_for(path) };
+        match normalize(raw) {
+            Ok(path) => {
+                let route = classify(&path);
+                Ok((path, route))
+            }
+            Err(refused) if refused == BadPath(ENCODED_SLASH) && self.routes.iter().any(|r| r.encoded_slashes) => {
+                let path = normal_form(raw, true)?;
+                let route = self.rule_for(&path);
+                let allowed = matches!(route, Route::Proxy { rule: Some(i), .. }
+                    if self.routes.iter().any(|r| r.rule == i && r.encoded_slashes));
+                let slashes = path.replace("%2F", "/");
+                match normal_form(&slashes, false) {
+                    Ok(other) if allowed && self.rule_for(&other) == route => Ok((path, route)),
+                    _ => Err(refused),
+                }
+            }
+            Err(refused) => Err(refused),
+        }
     }
 
     /// Classifies a normalised path.
@@ -124,7 +158,15 @@ impl RouteTable {
     /// The proxied route for a normalised path (also used by forward-auth for the original URI): the longest
     /// route prefix that covers it, else the default (login required).
     pub fn rule_for(&self, path: &str) -> Route {
-        match self.routes.iter().find(|r| r.covers(path)) {
+        // Escaped non-ASCII may fold into ASCII in a Unicode case-insensitive router (`%E2%84%AA`, the Kelvin sign,
+        // is `k`; `ſ` is `s`): protective prefixes also cover the decoded, case-folded reading.
+        let folded = path
+            .contains('%')
+            .then(|| percent_encoding::percent_decode_str(path).decode_utf8_lossy().to_uppercase().to_lowercase());
+        let covers = |r: &&RoutePrefix| {
+            r.covers(path) || (r.auth != AuthMode::Public && folded.as_deref().is_some_and(|f| r.covers(f)))
+        };
+        match self.routes.iter().find(covers) {
             Some(r) => Route::Proxy { auth: r.auth, rule: Some(r.rule) },
             None => Route::Proxy { auth: AuthMode::Login, rule: None },
         }
@@ -143,6 +185,15 @@ impl RouteTable {
 ///
 /// Already-normal paths (the common case) are returned borrowed.
 pub fn normalize(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+    normal_form(raw, false)
+}
+
+/// Why a path with `%2F` is refused (unless its route allows encoded slashes).
+const ENCODED_SLASH: &str = "encoded slash (%2F)";
+
+/// [`normalize`]; with `keep_encoded_slashes`, a `%2F` is kept as it is instead of refused (the caller checks the
+/// route allows it), and no piece between encoded slashes may be a dot segment.
+fn normal_form(raw: &str, keep_encoded_slashes: bool) -> Result<Cow<'_, str>, BadPath> {
     let path = raw.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
         return Err(BadPath("not an absolute path"));
@@ -166,7 +217,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, BadPath> {
         let b = bytes[i];
         match b {
             b'/' => {
-                push_segment(&mut segments, std::mem::take(&mut seg), escaped)?;
+                push_segment(&mut segments, std::mem::take(&mut seg), escaped, keep_encoded_slashes)?;
                 escaped = false;
             }
             b'\\' => return Err(BadPath("backslash in path")),
@@ -179,7 +230,9 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, BadPath> {
                 let v = (hi * 16 + lo) as u8;
                 escaped = true;
                 match v {
-                    b'/' | b'\\' => return Err(BadPath("encoded slash or backslash")),
+                    b'/' if keep_encoded_slashes => push_escape(&mut seg, v),
+                    b'/' => return Err(BadPath(ENCODED_SLASH)),
+                    b'\\' => return Err(BadPath("encoded backslash (%5C)")),
                     b';' => return Err(BadPath("encoded path parameter (%3B)")),
                     0..0x20 | 0x7f => return Err(BadPath("control character")),
                     v if is_unreserved(v) => seg.push(v as char),
@@ -194,7 +247,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, BadPath> {
         }
         i += 1;
     }
-    push_segment(&mut segments, seg, escaped)?;
+    push_segment(&mut segments, seg, escaped, keep_encoded_slashes)?;
     let ends_in_dir = trailing || segments.last().is_some_and(|s| s == "." || s == "..");
     let mut out: Vec<String> = Vec::with_capacity(segments.len());
     for s in segments {
@@ -229,10 +282,14 @@ fn is_plain(path: &str) -> bool {
         && !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-/// A finished segment: one that is `.` or `..` only because of an escape is refused.
-fn push_segment(segments: &mut Vec<String>, seg: String, escaped: bool) -> Result<(), BadPath> {
+/// A finished segment: one that is `.` or `..` only because of an escape is refused, and so is a dot segment
+/// between encoded slashes where those are kept.
+fn push_segment(segments: &mut Vec<String>, seg: String, escaped: bool, slashes: bool) -> Result<(), BadPath> {
     if escaped && (seg == "." || seg == "..") {
         return Err(BadPath("dot segment hidden by percent-encoding"));
+    }
+    if slashes && seg.contains("%2F") && seg.split("%2F").any(|piece| piece == "." || piece == "..") {
+        return Err(BadPath("dot segment between encoded slashes"));
     }
     segments.push(seg);
     Ok(())
@@ -314,9 +371,9 @@ mod tests {
             ("/public/.%2e/private", bad("dot segment hidden by percent-encoding")),
             ("/public/%2e/private", bad("dot segment hidden by percent-encoding")),
             ("/public/%2e", bad("dot segment hidden by percent-encoding")),
-            ("/public%2F..%2Fprivate", bad("encoded slash or backslash")),
-            ("/admin/..%2fpublic/x", bad("encoded slash or backslash")),
-            ("/public%5C..%5Cprivate", bad("encoded slash or backslash")),
+            ("/public%2F..%2Fprivate", bad("encoded slash (%2F)")),
+            ("/admin/..%2fpublic/x", bad("encoded slash (%2F)")),
+            ("/public%5C..%5Cprivate", bad("encoded backslash (%5C)")),
             ("/public\\..\\private", bad("backslash in path")),
             ("/public/..;/admin/x", bad("path parameter (;) in path")),
             ("/admin;jsessionid=1/x", bad("path parameter (;) in path")),
@@ -400,10 +457,12 @@ mod tests {
     #[test]
     fn no_reading_of_a_forwarded_path_escapes_its_rule() {
         let r = RouteSettings::new;
+        let mut stat = r("/static", AuthMode::Public);
+        stat.allow_encoded_slashes = true;
         let t = RouteTable::new(
             "/oauth2",
             "/oauth2/callback",
-            &[r("/public", AuthMode::Public), r("/static", AuthMode::Public), r("/admin", AuthMode::Login)],
+            &[r("/public", AuthMode::Public), stat, r("/admin", AuthMode::Login)],
         );
         let pieces = [
             "/", "//", "/public", "/admin", "/ADMIN", "/Admin", "/x", ".", "..", "%2e", "%2E%2e", "%2f", "%2F", "%5c",
@@ -414,7 +473,7 @@ mod tests {
             for b in pieces {
                 for c in pieces {
                     let raw = format!("{a}{b}{c}");
-                    let Ok(decided) = normalize(&raw) else { continue };
+                    let Ok((decided, _)) = t.decide(&raw, false) else { continue };
                     checked += 1;
                     let want = rank(&t, &decided);
                     for reading in readings(&decided) {
@@ -423,7 +482,8 @@ mod tests {
                             "{raw:?} decided as {decided:?} (rank {want}) but read as {reading:?}"
                         );
                     }
-                    assert_eq!(normalize(&decided).as_deref(), Ok(&*decided), "{raw:?} is not stable");
+                    let again = t.decide(&decided, false).map(|(p, _)| p.into_owned());
+                    assert_eq!(again.as_deref(), Ok(&*decided), "{raw:?} is not stable");
                 }
             }
         }
@@ -465,12 +525,65 @@ mod tests {
         assert_eq!(t.classify("/PUBLIC/x"), login(None));
         assert_eq!(t.classify("/Public"), login(None));
         assert_eq!(t.classify("/public.json"), login(None));
+        // Unicode case folding: the Kelvin sign and the long s read as `k` and `s` in such routers.
+        let r = RouteSettings::new;
+        let u = RouteTable::new("/oauth2", "/cb", &[r("/kb", AuthMode::Api), r("/secret", AuthMode::Login)]);
+        assert_eq!(u.classify("/%E2%84%AAb/x"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
+        assert_eq!(u.classify("/%C5%BFecret"), login(Some(1)));
+        assert_eq!(u.classify("/caf%C3%A9"), login(None));
         // At equal length the protective route wins.
         let r = RouteSettings::new;
         let tie = RouteTable::new("/oauth2", "/cb", &[r("/a", AuthMode::Public), r("/A", AuthMode::Api)]);
         assert_eq!(tie.classify("/a/x"), Route::Proxy { auth: AuthMode::Api, rule: Some(1) });
         assert!(tie.has_rules());
         assert!(!RouteTable::new("/oauth2", "/cb", &[]).has_rules());
+    }
+
+    #[test]
+    fn encoded_slashes_only_where_a_route_allows_them_and_every_reading_agrees() {
+        let r = RouteSettings::new;
+        let mut files = r("/files", AuthMode::Login);
+        files.allow_encoded_slashes = true;
+        let mut shared = r("/shared", AuthMode::Public);
+        shared.allow_encoded_slashes = true;
+        let t = RouteTable::new(
+            "/oauth2",
+            "/oauth2/callback",
+            &[files, r("/files/secret", AuthMode::Api), shared, r("/shared/private", AuthMode::Login)],
+        );
+        let route = |rule| Route::Proxy { auth: AuthMode::Login, rule: Some(rule) };
+        let decide = |p| t.decide(p, true).map(|(path, r)| (path.into_owned(), r));
+        assert_eq!(decide("/files/a%2Fb"), Ok(("/files/a%2Fb".into(), route(0))));
+        assert_eq!(decide("/files/a%2fb?x=%2F"), Ok(("/files/a%2Fb".into(), route(0))));
+        assert_eq!(decide("/files/a%2F%2Fb/"), Ok(("/files/a%2F%2Fb/".into(), route(0))));
+        assert_eq!(
+            decide("/shared/x%2Fy"),
+            Ok(("/shared/x%2Fy".into(), Route::Proxy { auth: AuthMode::Public, rule: Some(2) }))
+        );
+        for (path, why) in [
+            ("/files/..%2Fadmin", "dot segment between encoded slashes"),
+            ("/files/a%2F.%2Fb", "dot segment between encoded slashes"),
+            ("/shared/..%2Fprivate%2Fx", "dot segment between encoded slashes"),
+            // Read with `/`, these fall under another route.
+            ("/files/secret%2Fx", ENCODED_SLASH),
+            ("/files/SECRET%2Fx", ENCODED_SLASH),
+            ("/shared/private%2Fx", ENCODED_SLASH),
+            // The route a `%2F` would stand under does not allow it.
+            ("/shared%2Fx", ENCODED_SLASH),
+            ("/other/a%2Fb", ENCODED_SLASH),
+            ("/files/a%5Cb", "encoded backslash (%5C)"),
+            ("/files/a%2F%2e%2e", "dot segment between encoded slashes"),
+        ] {
+            assert_eq!(decide(path), Err(BadPath(why)), "{path}");
+        }
+        // Without any route allowing them, `%2F` is refused before any route is looked at.
+        assert_eq!(table().decide("/public/a%2Fb", true), Err(BadPath(ENCODED_SLASH)));
+        // Forward-auth asks about the application's paths: idgate's endpoints are not special there.
+        assert_eq!(
+            t.decide("/oauth2/start", false).map(|(_, r)| r),
+            Ok(Route::Proxy { auth: AuthMode::Login, rule: None })
+        );
+        assert_eq!(t.decide("/oauth2/start", true).map(|(_, r)| r), Ok(Route::Endpoint(Endpoint::Start)));
     }
 
     #[test]

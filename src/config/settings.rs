@@ -179,6 +179,9 @@ pub struct RouteSettings {
     pub email_verified: bool,
     pub any_of: BTreeMap<String, Vec<String>>,
     pub all_of: BTreeMap<String, Vec<String>>,
+    /// `%2F` may stand in a path segment under this route (forwarded encoded), when the path read with `/` for
+    /// it falls under the same route.
+    pub allow_encoded_slashes: bool,
 }
 
 impl RouteSettings {
@@ -191,6 +194,7 @@ impl RouteSettings {
             email_verified: false,
             any_of: BTreeMap::new(),
             all_of: BTreeMap::new(),
+            allow_encoded_slashes: false,
         }
     }
 }
@@ -443,6 +447,7 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
         email_verified: raw.email_verified.unwrap_or(false),
         any_of,
         all_of,
+        allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
     })
 }
 

@@ -364,8 +364,8 @@ async fn the_upstream_receives_the_path_idgate_decided_on() {
         .await;
     let anon = Browser::new().api();
     for (path, why) in [
-        ("/admin/..%2fpublic/x", "encoded slash or backslash"),
-        ("/admin/..%5Cpublic/x", "encoded slash or backslash"),
+        ("/admin/..%2fpublic/x", "encoded slash (%2F)"),
+        ("/admin/..%5Cpublic/x", "encoded backslash (%5C)"),
         ("/public/..;/admin/x", "path parameter (;) in path"),
         ("/public;x=1/../admin/x", "path parameter (;) in path"),
         ("/public/%2e%2e/admin/x", "dot segment hidden by percent-encoding"),
@@ -475,6 +475,34 @@ async fn an_id_token_in_any_authorization_spelling_is_refused_on_every_path() {
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} {:?}", &spelling[..12]);
             assert_eq!(r.json()["error"], "invalid_token", "{path}");
         }
+    }
+    gate.shutdown().await;
+}
+
+/// `%2F` where a route allows it (issue 12 §1, "unless a route explicitly allows it"): kept encoded for the
+/// upstream, and only when reading it as `/` leads to the same route.
+#[tokio::test]
+async fn encoded_slashes_pass_only_where_a_route_allows_them() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            let mut files = route("/files", AuthMode::Public);
+            files.allow_encoded_slashes = true;
+            s.routes = vec![files, route("/files/private", AuthMode::Login)];
+        })
+        .spawn()
+        .await;
+    let anon = Browser::new().api();
+    let r = anon.get(&format!("{}/files/dir%2fname.txt", gate.base)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["uri"], "/files/dir%2Fname.txt");
+    for (path, why) in [
+        ("/files/private%2Fx", "encoded slash (%2F)"),
+        ("/files/a%2F..%2Fprivate%2Fx", "dot segment between encoded slashes"),
+        ("/other/a%2Fb", "encoded slash (%2F)"),
+    ] {
+        let r = anon.get(&format!("{}{path}", gate.base)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(r.json()["message"].as_str().unwrap().contains(why), "{path}: {}", r.text());
     }
     gate.shutdown().await;
 }
