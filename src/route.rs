@@ -159,10 +159,11 @@ impl RouteTable {
     /// route prefix that covers it, else the default (login required).
     pub fn rule_for(&self, path: &str) -> Route {
         // Escaped non-ASCII may fold into ASCII in a Unicode case-insensitive router (`%E2%84%AA`, the Kelvin sign,
-        // is `k`; `ſ` is `s`): protective prefixes also cover the decoded, case-folded reading.
-        let folded = path
-            .contains('%')
-            .then(|| percent_encoding::percent_decode_str(path).decode_utf8_lossy().to_uppercase().to_lowercase());
+        // is `k`; `ſ` is `s`; `İ` is `i` to Java's equalsIgnoreCase): protective prefixes also cover the decoded,
+        // case-folded reading.
+        let folded = path.contains('%').then(|| {
+            percent_encoding::percent_decode_str(path).decode_utf8_lossy().chars().map(fold_case).collect::<String>()
+        });
         let covers = |r: &&RoutePrefix| {
             r.covers(path) || (r.auth != AuthMode::Public && folded.as_deref().is_some_and(|f| r.covers(f)))
         };
@@ -171,6 +172,13 @@ impl RouteTable {
             None => Route::Proxy { auth: AuthMode::Login, rule: None },
         }
     }
+}
+
+/// One character as the loosest case-insensitive comparison reads it: upper-cased, then lower-cased, one character
+/// each way (the simple mappings, as `Character.toLowerCase(char)` does).
+fn fold_case(c: char) -> char {
+    let upper = c.to_uppercase().next().unwrap_or(c);
+    upper.to_lowercase().next().unwrap_or(upper)
 }
 
 /// Normalises a request path (query and fragment dropped) into the one form idgate decides on **and forwards**, so
@@ -530,6 +538,10 @@ mod tests {
         let u = RouteTable::new("/oauth2", "/cb", &[r("/kb", AuthMode::Api), r("/secret", AuthMode::Login)]);
         assert_eq!(u.classify("/%E2%84%AAb/x"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
         assert_eq!(u.classify("/%C5%BFecret"), login(Some(1)));
+        assert_eq!(u.classify("/secr%C4%B0t"), login(None), "İ folds to i, not e");
+        let i = RouteTable::new("/oauth2", "/cb", &[r("/admin", AuthMode::Api)]);
+        assert_eq!(i.classify("/adm%C4%B0n"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
+        assert_eq!(i.classify("/adm%C4%B1n/x"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
         assert_eq!(u.classify("/caf%C3%A9"), login(None));
         // At equal length the protective route wins.
         let r = RouteSettings::new;
