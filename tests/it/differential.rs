@@ -111,6 +111,9 @@ const CORPUS: &[&str] = &[
     "/KIOS%E2%84%AA/x",
     "/kio%C5%BFk/x",
     "/k%C4%B1osk/x",
+    // Compatibility forms (NFKC readers): fullwidth `ａ` and `Ａ`.
+    "/%EF%BD%81dmin/x",
+    "/%EF%BC%A1DMIN/x",
     "/public/%2e%2e/%61dmin/x",
     // Other bytes: NUL, overlong UTF-8, fragment and query, absolute form.
     "/admin%00/x",
@@ -121,6 +124,7 @@ const CORPUS: &[&str] = &[
     "/public/#/../ADMIN/x",
     "/public/x#/..%2f..%2fadmin/x",
     "/public/x#%2f..%2f..%2fadmin/x",
+    "/public/x%23/../../admin/x",
     "/public/x?/../../admin/x",
     "http://127.0.0.1/admin/x",
     "http://127.0.0.1/public/..;/admin/x",
