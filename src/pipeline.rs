@@ -170,7 +170,7 @@ pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Bod
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(text))
-        .expect("static response parts are valid");
+        .unwrap_or_else(body::internal_error);
     Ok(with_cookies(resp, cookies))
 }
 
@@ -207,7 +207,7 @@ fn with_cookies(mut resp: Response<Body>, cookies: Vec<HeaderValue>) -> Response
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    Response::builder().status(status).body(body::empty()).expect("static response parts are valid")
+    Response::builder().status(status).body(body::empty()).unwrap_or_else(body::internal_error)
 }
 
 /// R14: an ID token is not an API credential. Every `Authorization` value is read (any scheme, case and
