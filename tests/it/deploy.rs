@@ -171,6 +171,8 @@ fn forward_auth_examples_point_at_the_auth_endpoint() {
     assert!(annotations["nginx.ingress.kubernetes.io/auth-signin"].as_str().unwrap().contains("/oauth2/start?rd="));
     let traefik = &docs("deploy/traefik/dynamic.yaml")[0]["http"]["middlewares"]["idgate"]["forwardAuth"];
     assert!(traefik["address"].as_str().unwrap().ends_with("/oauth2/auth"));
+    // With trustForwardHeader a client-sent X-Forwarded-Uri would reach idgate as the original URI.
+    assert_eq!(traefik["trustForwardHeader"].as_bool(), Some(false), "Traefik must set X-Forwarded-Uri itself");
     let headers = strs(&traefik["authResponseHeaders"]);
     for (h, _) in config::settings::DEFAULT_HEADERS {
         assert!(headers.iter().any(|x| x.eq_ignore_ascii_case(h)), "Traefik copies {h}");
