@@ -524,6 +524,66 @@ async fn encoded_slashes_pass_only_where_a_route_allows_them() {
     gate.shutdown().await;
 }
 
+// === diff: issue 12 §1 — readings the differential suite (tests/it/differential.rs) found past the path rule ===
+
+/// A raw `#` in the original URI (nginx `auth_request` passes `$request_uri` as sent): idgate must not decide on
+/// the part before it while the proxy forwards all of it — Go's net/http keeps `#` in the path and Caddy's path
+/// matcher cleans `/public/x#/../../admin/x` to `/admin/x`.
+#[tokio::test]
+async fn forward_auth_original_uri_with_a_fragment_is_denied() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            s.routes = vec![route("/public", AuthMode::Public), route("/admin", AuthMode::Api)];
+        })
+        .spawn()
+        .await;
+    let auth = format!("{}/oauth2/auth", gate.base);
+    let user = gate.login_as("carl").await.api();
+    for who in [Browser::new().api(), user] {
+        for (name, value) in [
+            ("x-forwarded-uri", "/public/x#/../../admin/x"),
+            ("x-original-uri", "/public#/../admin/x"),
+            ("x-original-url", "http://app/public/x#/..%2f..%2fadmin/x"),
+        ] {
+            let r = who.get_with(&auth, &[(name, value)]).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{name}: {value}: {}", r.text());
+            assert!(r.json()["message"].as_str().unwrap().contains("original URI"), "{value}: {}", r.text());
+            assert!(r.headers.get("x-auth-request-user").is_none());
+        }
+    }
+    gate.shutdown().await;
+}
+
+/// Case-insensitive routers that fold Unicode (Go's strings.ToLower in Caddy's path matcher) read U+0130 (İ) as
+/// `i` and U+212A (Kelvin sign) as `k`: such a path must not fall to the default rule past a protective prefix.
+#[tokio::test]
+async fn unicode_case_mappings_of_a_protective_prefix_stay_protected() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            let admin_only = |prefix| {
+                let mut r = route(prefix, AuthMode::Login);
+                r.any_of.insert("https://example.com/roles".into(), vec!["admin".into()]);
+                r
+            };
+            s.routes = vec![admin_only("/admin"), admin_only("/kiosk")];
+        })
+        .spawn()
+        .await;
+    let bob = gate.login_as("bob").await.api();
+    for path in ["/adm%C4%B0n/x", "/ADM%C4%B0N/x", "/%E2%84%AAiosk/x", "/KIOS%E2%84%AA/x", "/x/../adm%c4%b0n"] {
+        let r = bob.get(&format!("{}{path}", gate.base)).await;
+        assert!(
+            r.status == StatusCode::FORBIDDEN || r.status == StatusCode::BAD_REQUEST,
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(r.json()["uri"].is_null(), "{path} reached the upstream: {}", r.text());
+    }
+    gate.shutdown().await;
+}
+
 // === review: issue 12 §6 — reload, header-bound settings, security headers, the development issuer ===
 
 /// Issue 12: a SIGHUP reload compared sections by their redacted `Debug` text, so a changed `client_secret` was

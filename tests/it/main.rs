@@ -6,6 +6,7 @@ mod harness;
 mod attacks;
 mod cli;
 mod deploy;
+mod differential;
 mod forward;
 mod identity;
 mod interop;
