@@ -19,7 +19,7 @@ use crate::{id_token::Claims, policy::Permit};
 /// the `REMOTE_USER` family that Apache, Django, Rails and Java containers believe, and the URL overrides that IIS,
 /// Symfony and Zend route by (a public route must not reach a protected handler through them).
 /// `upstream.strip_headers` adds names.
-const ALWAYS_STRIPPED: [&str; 10] = [
+const ALWAYS_STRIPPED: [&str; 13] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
@@ -30,6 +30,10 @@ const ALWAYS_STRIPPED: [&str; 10] = [
     "x-remote-user",
     "x-original-url",
     "x-rewrite-url",
+    // Other proxies' record of the original path, which some applications route by (found by a break-it pass).
+    "x-original-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
 ];
 const STRIPPED_PREFIX: &str = "x-auth-request-";
 

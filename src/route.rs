@@ -65,7 +65,8 @@ struct RoutePrefix {
 
 impl RoutePrefix {
     /// A protective route (`login`, `api`) covers its prefix in any ASCII case (case-insensitive routers) and
-    /// followed by `/`, `.` (suffix-pattern routers read `/admin.json` as `/admin`) or nothing. A public route
+    /// followed by `/`, `.` (suffix-pattern routers read `/admin.json` as `/admin`), an escaped space, `?` or `#`,
+    /// or nothing. A public route
     /// never widens: exact case, followed by `/` or nothing.
     fn covers(&self, path: &str) -> bool {
         let n = self.prefix.len();
@@ -74,7 +75,9 @@ impl RoutePrefix {
         if self.auth == AuthMode::Public {
             head == self.prefix && matches!(next, None | Some(b'/'))
         } else {
-            head.eq_ignore_ascii_case(&self.prefix) && matches!(next, None | Some(b'/' | b'.'))
+            // `%20`, `%3F`, `%23`: trimmed or cut there by some routers (older Spring trims path tokens).
+            let boundary_escape = || path[n..].get(..3).is_some_and(|e| matches!(e, "%20" | "%3F" | "%23"));
+            head.eq_ignore_ascii_case(&self.prefix) && (matches!(next, None | Some(b'/' | b'.')) || boundary_escape())
         }
     }
 }
@@ -528,6 +531,11 @@ mod tests {
         assert_eq!(t.classify("/Api"), Route::Proxy { auth: AuthMode::Api, rule: Some(2) });
         assert_eq!(t.classify("/api.json"), Route::Proxy { auth: AuthMode::Api, rule: Some(2) });
         assert_eq!(t.classify("/apix"), login(None));
+        for near in ["/api%20/x", "/api%3F/x", "/api%23/x", "/API%20"] {
+            assert_eq!(t.classify(near), Route::Proxy { auth: AuthMode::Api, rule: Some(2) }, "{near}");
+        }
+        assert_eq!(t.classify("/api%21"), login(None));
+        assert_eq!(t.classify("/public%20/x"), login(None));
         assert_eq!(t.classify("/public/SECRET/x"), login(Some(1)));
         assert_eq!(t.classify("/public/secret.txt"), login(Some(1)));
         assert_eq!(t.classify("/PUBLIC/x"), login(None));
