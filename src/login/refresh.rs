@@ -161,8 +161,9 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
         metrics.event(Event::Refresh("no_id_token"));
         return Err(RefreshFailure::Unavailable("the issuer returned no ID token on refresh".into()));
     };
-    let claims = match state.provider.validate_id_token(&id_token, None, now).await {
-        Ok(c) => c,
+    // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
+    let (claims, id_token) = match state.provider.validate_id_token(&id_token, None, now).await {
+        Ok(valid) => valid,
         Err(TokenError::Provider(e)) => return Err(RefreshFailure::Unavailable(e.to_string())),
         Err(TokenError::Rejected(r)) => {
             metrics.event(Event::Refresh("rejected"));

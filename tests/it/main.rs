@@ -9,6 +9,7 @@ mod deploy;
 mod forward;
 mod identity;
 mod interop;
+mod jwe;
 mod login;
 mod nginx;
 mod redis;

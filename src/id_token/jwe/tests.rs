@@ -411,3 +411,24 @@ fn signed_token_unwraps_passes_or_refuses() {
     assert_eq!(r.reason(), "jwe_malformed");
     assert!(!r.to_string().contains(&jwe[..20]), "the reason never echoes the token");
 }
+
+/// Tokens another implementation produced: panva/jose (what node oidc-provider encrypts ID tokens with) to keys
+/// OpenSSL generated, loaded the way an operator would give them — PKCS#1 RSA and SEC1 EC PEM in one key file.
+#[test]
+fn tokens_from_jose_to_openssl_keys_decrypt() {
+    let v = vector(include_str!("jose_openssl.json"));
+    let pem = format!("{}{}", v["rsa_pkcs1_pem"].as_str().unwrap(), v["ec_sec1_pem"].as_str().unwrap());
+    let keys = DecryptionKeys::from_file_contents(pem.as_bytes()).unwrap();
+    assert_eq!(keys.len(), 2, "the EC PARAMETERS block is skipped, both keys load");
+    let tokens = v["tokens"].as_array().unwrap();
+    let mut algs = std::collections::HashSet::new();
+    let mut encs = std::collections::HashSet::new();
+    for t in tokens {
+        let (alg, enc) = (t["alg"].as_str().unwrap(), t["enc"].as_str().unwrap());
+        let jwe = t["jwe"].as_str().unwrap();
+        assert_eq!(decrypt(jwe, &keys, &all()).unwrap(), v["jws"].as_str().unwrap(), "{alg} {enc}");
+        algs.insert(alg);
+        encs.insert(enc);
+    }
+    assert_eq!((algs.len(), encs.len()), (5, 4), "every supported alg and enc is covered");
+}
