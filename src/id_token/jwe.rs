@@ -333,9 +333,9 @@ fn rsa_from_pair(pair: &rsa::KeyPair, i: usize) -> Result<Private, KeyFileError>
 }
 
 fn p256_key(der: &[u8], i: usize) -> Result<Private, KeyFileError> {
-    agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, der)
-        .map(Private::P256)
-        .map_err(|_| KeyFileError(format!("key {i}: neither an RSA key nor an EC P-256 key")))
+    agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, der).map(Private::P256).map_err(|_| {
+        KeyFileError(format!("key {i}: neither a usable RSA key (at least 2048 bits) nor an EC P-256 key"))
+    })
 }
 
 fn key_from_jwk(jwk: &Value, i: usize) -> Result<DecryptionKey, KeyFileError> {

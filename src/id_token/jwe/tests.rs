@@ -390,7 +390,7 @@ fn key_files_are_checked() {
     let both = DecryptionKeys::from_file_contents(format!("{}{}", r.private_pem, e.private_pem).as_bytes()).unwrap();
     assert_eq!(both.len(), 2);
     assert_eq!(format!("{both:?}"), "[\"-\", \"-\"]");
-    assert!(err("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").contains("neither an RSA key"));
+    assert!(err("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").contains("neither a usable RSA key"));
 }
 
 #[test]
@@ -431,4 +431,13 @@ fn tokens_from_jose_to_openssl_keys_decrypt() {
         encs.insert(enc);
     }
     assert_eq!((algs.len(), encs.len()), (5, 4), "every supported alg and enc is covered");
+}
+
+/// An RSA-1024 key (OpenSSL, PKCS#8): too small, refused at load.
+const RSA_1024_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIICdwIBADANBgkqhkiG9w0BAQEFAASCAmEwggJdAgEAAoGBAMdjZei0DRjCflZH\nWYfV1pK+P+Oy6SmWP1ckRM+Z9woJtY9a3rLI4l+vXLwabfiZQ9viaZfe4G0glXeI\nfqA8805RMugZyPw2bqx27Wlq5lZ4ludOu2NYbGmzpJLcDqceG5v4X5WzgSAQz58S\nRwDdx+ptafyXma/dUWpR4po4wlF3AgMBAAECgYBQYGZth1+cMpNhToPt+Sr1ntH8\nhVvu0s2X4FwI4EUw+7cAIh6SLd7rubKFdZYNWCN92Wi9uy/3beIy/IgnKkrd+jZo\nbiBT5VIi3kpCSQX9S9JFrHVqYjK9yULtImhTaccfpo6P3O5pBCqtUpnatfNOTq2L\nJbEkYcKsK3jJsc1SoQJBAOau2ueu8Ef5amsf5GJa2ra9XkG/PNQKHGEV6ksuyzhV\nCJ+Nf3Iqh0unOsHBvfm3UHE3hbSVATUh7iNgWO5bsscCQQDdRU122sfI/wdNHLXe\nQ8Y8goild0NtFok+0k9nsAB3cytswrbrlr663rbNgpV2EtPkiR0xo95pBBCck/AL\nQrvRAkEAt/eQeh4IX83n8YCgmVONgxioV9SURSG/GinpDIZH6SffVab5kWmbNlkq\nQaUpxUFNNM0royUFroLdsHbA1W5ptwJATwx0KTLtztO1UwofuwDxcCqeEKbz0qQL\ncgMGVR+eew4NBHTnjnCzQOVR30d4h88gHfQSFurZCSFnodiEGDHGEQJBALnyyxkt\nVcWKeKKvpNdHaniXZxEHC5Ra6R84S5q5dy9kHO08VKR88yJnulIrhvARYT+SzZny\nxU0YTCpuGucfltU=\n-----END PRIVATE KEY-----\n";
+
+#[test]
+fn small_rsa_keys_are_refused() {
+    let e = DecryptionKeys::from_file_contents(RSA_1024_PEM.as_bytes()).unwrap_err();
+    assert!(e.0.contains("at least 2048 bits"), "{e}");
 }
