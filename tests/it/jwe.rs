@@ -189,3 +189,47 @@ async fn refresh_decrypts_too_and_a_plain_jws_then_ends_the_session() {
     assert!(m.contains("idgate_refreshes_total{result=\"rejected\"} 1"), "{m}");
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_encrypted_back_channel_logout_token_is_decrypted_and_a_forged_one_refused() {
+    let (keys, registration) = pair(KeyAlg::EcdhEs, ContentEnc::A128CbcHs256);
+    let to = registration.key.clone();
+    let gate = TestGate::builder()
+        .settings(move |s| {
+            s.session.store = idgate::config::StoreKind::Memory;
+            s.oidc.id_token_decryption.keys = Some(Arc::new(keys));
+            s.oidc.id_token_decryption.required = true;
+        })
+        .spawn()
+        .await;
+    gate.issuer.configure(|k| k.id_token_encryption = Some(registration));
+    let b = gate.login_as("fay").await;
+    let sid = b.api().get(&format!("{}/oauth2/userinfo", gate.base)).await.json()["sid"].as_str().unwrap().to_owned();
+    let now = idgate::clock::Clock::now(gate.clock.as_ref());
+    let claims = json!({
+        "iss": gate.issuer.issuer(), "aud": crate::harness::CLIENT_ID, "iat": now, "exp": now + 120,
+        "jti": idgate::random::token(12), "sid": sid, "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    let signed = gate
+        .issuer
+        .with_key(|k| k.sign_with_header(&json!({"alg": "RS256", "kid": k.kid, "typ": "logout+jwt"}), &claims));
+    let encrypted =
+        idgate::id_token::jwe::encrypt(signed.as_bytes(), &to, None, KeyAlg::EcdhEs, ContentEnc::A256Gcm).unwrap();
+    let post = |token: String| {
+        let base = gate.base.clone();
+        async move {
+            Browser::new()
+                .api()
+                .post_form(&format!("{base}/oauth2/backchannel_logout"), &format!("logout_token={token}"))
+                .await
+        }
+    };
+    let mut forged: Vec<String> = encrypted.split('.').map(str::to_owned).collect();
+    forged[3] = forged[3].chars().rev().collect();
+    assert_eq!(post(forged.join(".")).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK, "a forged JWE ends nothing");
+    let r = post(encrypted).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    gate.shutdown().await;
+}
