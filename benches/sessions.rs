@@ -4,6 +4,7 @@
 //!
 //! `cargo bench --bench sessions` (starts its own redis-server on a free loopback port when one is installed).
 //! Under `cargo test` it runs a small smoke pass only.
+#![allow(clippy::expect_used, reason = "benchmark set-up: a failure is a broken benchmark")]
 
 use std::{sync::Arc, time::Instant};
 
@@ -135,8 +136,10 @@ fn main() {
         println!("| memory / cookie | {:.2}× |", m / base);
         match start_redis() {
             Some((mut child, port)) => {
-                let redis = Sessions::new(&settings(StoreKind::Redis { url: format!("redis://127.0.0.1:{port}/") }))
-                    .expect("redis");
+                let redis = Sessions::new(&settings(StoreKind::Redis {
+                    url: Secret::new(format!("redis://127.0.0.1:{port}/")),
+                }))
+                .expect("redis");
                 let h = cookie_header(&redis.save(&HeaderMap::new(), &new, NOW).await.expect("saved"));
                 let r = open_latency("redis store (loopback)", &redis, &h, n_open / 4).await;
                 println!("| redis / cookie | {:.2}× (added {:.1} µs per request) |", r / base, r - base);

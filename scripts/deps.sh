@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real components the tests use when they are missing: nginx, Redis and Chromium from Debian's
-# packages, and the interop suite's npm packages (oidc-provider, playwright-core; never a downloaded browser).
+# packages, and the interop suite's npm packages (oidc-provider, playwright-core; never a downloaded browser); for
+# the differential path suite Flask, Caddy and Tomcat 10 from Debian's packages and Koa/Express from npm.
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+# The differential path suite (tests/it/differential.rs): Debian's own python3 with Flask, Caddy, Tomcat 10 (its JRE
+# and Eclipse's Java compiler for the JSPs come as dependencies).
+/usr/bin/python3 -c 'import flask' >/dev/null 2>&1 || need+=(python3-flask)
+command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || need+=(caddy)
+[ -f /usr/share/tomcat10/bin/bootstrap.jar ] && [ -f /usr/share/java/eclipse-jdt-core.jar ] || need+=(tomcat10-common)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -25,4 +31,10 @@ fi
 if [ ! -d tests/interop/node_modules/oidc-provider ] || [ ! -d tests/interop/node_modules/playwright-core ]; then
   echo "== npm ci (tests/interop)"
   (cd tests/interop && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d tests/differential/node_modules/koa ] || [ ! -d tests/differential/node_modules/express ] \
+  || [ ! -d tests/differential/node_modules/@koa/router ]; then
+  echo "== npm ci (tests/differential)"
+  (cd tests/differential && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -11,7 +11,7 @@ use crate::{
     body::{self, Body},
     client,
     clock::Clock,
-    config::{AuthMode, Settings},
+    config::{AuthMode, Settings, StoreKind},
     error::{self, Context},
     forward::{Forwarder, Peer},
     identity::HeaderPlan,
@@ -58,7 +58,7 @@ struct Kept {
     metrics: Arc<Metrics>,
     provider: Arc<Provider>,
     forwarder: Arc<Forwarder>,
-    store: Option<Arc<crate::session::store::Store>>,
+    store: crate::session::Shared,
     used_states: moka::sync::Cache<String, ()>,
     logout_jtis: moka::sync::Cache<String, ()>,
     refreshes: login::refresh::Flights,
@@ -77,6 +77,7 @@ impl State {
             settings.upstream.connect_timeout,
             settings.server.trusted_proxies.clone(),
             metrics.kept_upstream(),
+            &settings.upstream.allowed_upgrades,
         );
         let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();
         let kept = Kept {
@@ -114,7 +115,7 @@ impl State {
             },
             routes: RouteTable::new(&prefix, &callback, &settings.routes),
             rules: Rules::new(&settings.routes),
-            headers: HeaderPlan::new(&settings.headers, &s.cookie_name),
+            headers: HeaderPlan::new(&settings.headers, &settings.upstream.strip_headers, &s.cookie_name),
             forwarder: kept.forwarder,
             used_states: kept.used_states,
             logout_jtis: kept.logout_jtis,
@@ -127,24 +128,11 @@ impl State {
     }
 
     /// A state for reloaded settings: session secrets and cookie settings, header mappings and routes change; the
-    /// listeners, upstream, issuer and session store stay (they need a restart). Returns the sections whose
-    /// changes were not applied.
+    /// listeners, upstream, issuer and session store stay (they need a restart). Returns the keys whose changes
+    /// were not applied ([`needs_restart`]).
     pub fn reloaded(&self, mut new: Settings) -> (State, Vec<&'static str>) {
         let old = &self.settings;
-        let mut ignored = Vec::new();
-        let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-        for (name, changed) in [
-            ("server", !same(&old.server, &new.server)),
-            ("admin", !same(&old.admin, &new.admin)),
-            ("upstream", !same(&old.upstream, &new.upstream)),
-            ("oidc", !same(&old.oidc, &new.oidc)),
-            ("session.store", old.session.store != new.session.store),
-            ("log", !same(&old.log, &new.log)),
-        ] {
-            if changed {
-                ignored.push(name);
-            }
-        }
+        let ignored = needs_restart(old, &new);
         new.server = old.server.clone();
         new.admin = old.admin.clone();
         new.upstream = old.upstream.clone();
@@ -164,6 +152,113 @@ impl State {
         };
         (Self::assemble(new, kept), ignored)
     }
+}
+
+/// The configuration keys that differ between `old` and `new` but that a reload cannot apply: everything in
+/// `[server]`, `[admin]`, `[upstream]`, `[oidc]` and `[log]`, and the session store. Values are compared as typed
+/// values (secrets included, never through their redacted `Debug`), and every field is named in a destructuring
+/// pattern, so a new setting cannot be left out of the comparison without a compile error.
+pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    use crate::config::settings::{
+        AdminSettings, LogSettings, OidcSettings, ServerSettings, SessionSettings, UpstreamSettings,
+    };
+    let mut out = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    let ServerSettings {
+        listen,
+        tls,
+        trusted_proxies,
+        prefix,
+        max_header_bytes,
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
+        shutdown_grace,
+    } = &old.server;
+    let n = &new.server;
+    check("server.listen", *listen != n.listen);
+    check("server.tls_cert_file", tls.as_ref().map(|t| &t.cert) != n.tls.as_ref().map(|t| &t.cert));
+    check("server.tls_key_file", tls.as_ref().map(|t| &t.key) != n.tls.as_ref().map(|t| &t.key));
+    check("server.trusted_proxies", *trusted_proxies != n.trusted_proxies);
+    check("server.prefix", *prefix != n.prefix);
+    check("server.max_header_bytes", *max_header_bytes != n.max_header_bytes);
+    check("server.header_read_timeout_secs", *header_read_timeout != n.header_read_timeout);
+    check("server.idle_timeout_secs", *idle_timeout != n.idle_timeout);
+    check("server.max_connections", *max_connections != n.max_connections);
+    check("server.shutdown_grace_secs", *shutdown_grace != n.shutdown_grace);
+    let AdminSettings { listen } = &old.admin;
+    check("admin.listen", *listen != new.admin.listen);
+    let UpstreamSettings { url, connect_timeout, timeout, allowed_upgrades, strip_headers } = &old.upstream;
+    let n = &new.upstream;
+    check("upstream.url", *url != n.url);
+    check("upstream.connect_timeout_secs", *connect_timeout != n.connect_timeout);
+    check("upstream.timeout_secs", *timeout != n.timeout);
+    check("upstream.allowed_upgrades", *allowed_upgrades != n.allowed_upgrades);
+    check("upstream.strip_headers", *strip_headers != n.strip_headers);
+    let OidcSettings {
+        issuer,
+        client_id,
+        client_secret,
+        redirect_url,
+        scopes,
+        allowed_algs,
+        extra_audiences,
+        leeway,
+        token_auth_method,
+        http_timeout,
+        jwks_refetch_interval,
+        post_logout_redirect_url,
+        forward_access_token,
+        userinfo_claims,
+        id_token_decryption,
+    } = &old.oidc;
+    let n = &new.oidc;
+    check("oidc.issuer", *issuer != n.issuer);
+    check("oidc.client_id", *client_id != n.client_id);
+    check("oidc.client_secret", *client_secret != n.client_secret);
+    check("oidc.redirect_url", *redirect_url != n.redirect_url);
+    check("oidc.scopes", *scopes != n.scopes);
+    check("oidc.allowed_algs", *allowed_algs != n.allowed_algs);
+    check("oidc.extra_audiences", *extra_audiences != n.extra_audiences);
+    check("oidc.leeway_secs", *leeway != n.leeway);
+    check("oidc.token_auth_method", *token_auth_method != n.token_auth_method);
+    check("oidc.http_timeout_secs", *http_timeout != n.http_timeout);
+    check("oidc.jwks_refetch_interval_secs", *jwks_refetch_interval != n.jwks_refetch_interval);
+    check("oidc.post_logout_redirect_url", *post_logout_redirect_url != n.post_logout_redirect_url);
+    check("oidc.forward_access_token", *forward_access_token != n.forward_access_token);
+    check("oidc.userinfo_claims", *userinfo_claims != n.userinfo_claims);
+    let (d, nd) = (id_token_decryption, &n.id_token_decryption);
+    check("oidc.id_token_decryption_key_file", d.keys != nd.keys);
+    check("oidc.require_encrypted_id_token", d.required != nd.required);
+    check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
+    check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    // The session section applies, except where its sessions are kept.
+    let SessionSettings {
+        secret: _,
+        previous_secrets: _,
+        cookie_name: _,
+        cookie_secure: _,
+        cookie_domain: _,
+        store,
+        max_flows: _,
+        memory_capacity,
+        refresh_margin: _,
+        silent_reauth: _,
+    } = &old.session;
+    let n = &new.session;
+    match (store, &n.store) {
+        (StoreKind::Redis { url: a }, StoreKind::Redis { url: b }) => check("session.redis_url", a != b),
+        (a, b) => check("session.store", a != b),
+    }
+    check("session.memory_capacity", *memory_capacity != n.memory_capacity);
+    let LogSettings { format, level } = &old.log;
+    check("log.format", *format != new.log.format);
+    check("log.level", *level != new.log.level);
+    out
 }
 
 /// The state requests see; a reload swaps it, and requests already running finish with the one they took.
@@ -200,6 +295,8 @@ pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -
         Ok(route) => (Some(route), dispatch(&state, route, req, peer).await),
         Err(e) => (None, Err(Failure::from(e))),
     };
+    // The upstream's own answers pass as they are; everything idgate answers itself gets its security headers.
+    let own = !matches!((&route, &result), (Some(Route::Proxy { .. }), Ok(_)));
     let mut resp = match result {
         Ok(r) => r,
         Err(Failure { err, clear }) => {
@@ -215,6 +312,9 @@ pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -
             error::respond(&err, ctx)
         }
     };
+    if own {
+        error::harden(&mut resp, state.settings.hsts());
+    }
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -296,7 +396,7 @@ impl Running {
         self.shared.current()
     }
 
-    /// Applies reloaded settings without dropping connections; returns the sections that need a restart.
+    /// Applies reloaded settings without dropping connections; returns the keys that need a restart.
     pub fn reload(&self, settings: Settings) -> Vec<&'static str> {
         self.reloader().reload(settings)
     }
@@ -328,14 +428,17 @@ impl Running {
 pub struct Reloader(Arc<Shared>);
 
 impl Reloader {
-    /// Applies `settings`; returns the sections whose changes need a restart (they keep their old values).
+    /// Applies `settings`; returns the keys whose changes need a restart (they keep their old values).
     pub fn reload(&self, settings: Settings) -> Vec<&'static str> {
         let (state, ignored) = self.0.current().reloaded(settings);
         self.0.replace(state);
         if ignored.is_empty() {
             tracing::info!("configuration reloaded");
         } else {
-            tracing::warn!(not_applied = ?ignored, "configuration reloaded; changes to these sections need a restart");
+            tracing::warn!(
+                not_applied = ?ignored,
+                "configuration reloaded; changes to these keys keep their old values until a restart"
+            );
         }
         ignored
     }
@@ -385,6 +488,7 @@ pub async fn start_on(
         header_read_timeout: settings.server.header_read_timeout,
         idle_timeout: settings.server.idle_timeout,
         max_connections: settings.server.max_connections,
+        when_full: server::WhenFull::Wait,
     };
     let grace = settings.server.shutdown_grace;
     let state = State::new(settings, clock)?;
@@ -402,7 +506,12 @@ pub async fn start_on(
     let admin_server = {
         let sh = Arc::clone(&shared);
         let handler = move |req, _peer| server::admin::handle(sh.current(), req);
-        let admin_limits = Limits { max_connections: 64, ..limits };
+        // Its own small cap, and a new connection always gets in: probes are answered under any flood.
+        let admin_limits = Limits {
+            max_connections: server::ADMIN_MAX_CONNECTIONS,
+            when_full: server::WhenFull::DropOldestSilent,
+            ..limits
+        };
         server::serve(
             admin,
             None,

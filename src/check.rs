@@ -3,7 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::{client, config::Settings, oidc::Provider, telemetry::metrics::Metrics};
+use crate::{
+    client,
+    config::{Settings, StoreKind},
+    oidc::Provider,
+    telemetry::metrics::Metrics,
+};
 
 /// The outcome: printable lines, and whether everything needed to serve is in order.
 #[derive(Debug, Default)]
@@ -25,7 +30,7 @@ pub async fn run(settings: &Settings) -> Report {
     r.lines.push(format!("upstream         {}", s.upstream.url));
     r.lines.push(format!("issuer           {}", s.oidc.issuer));
     r.lines.push(format!("callback         {}", s.oidc.redirect_url));
-    r.lines.push(format!("session store    {:?}, cookie {:?}", s.session.store, s.session.cookie_name));
+    r.lines.push(format!("session store    {}, cookie {:?}", store_line(&s.session.store), s.session.cookie_name));
     if let Some(keys) = &s.oidc.id_token_decryption.keys {
         let mode = if s.oidc.id_token_decryption.required { "required" } else { "accepted" };
         r.lines.push(format!("encrypted ID     {mode}, {} decryption key(s)", keys.len()));
@@ -95,4 +100,55 @@ pub async fn run(settings: &Settings) -> Report {
         "configuration NOT usable: fix the ERROR lines above".into()
     });
     r
+}
+
+/// The store for a report line; a Redis URL with its password hidden.
+fn store_line(store: &StoreKind) -> String {
+    match store {
+        StoreKind::Cookie => "cookie".into(),
+        StoreKind::Memory => "memory".into(),
+        StoreKind::Redis { url } => format!("redis {}", redacted_url(url.expose())),
+    }
+}
+
+/// `raw` with any password — in the user-info part or a `pass…` query parameter — replaced by `***`.
+fn redacted_url(raw: &str) -> String {
+    let Ok(mut u) = url::Url::parse(raw) else { return "(an unparsable URL, not shown)".into() };
+    if u.password().is_some() && u.set_password(Some("***")).is_err() {
+        return "(a URL with a password, not shown)".into();
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.to_ascii_lowercase().contains("pass") { "***".into() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn redis_passwords_are_never_printed() {
+        for (raw, shown) in [
+            ("redis://:hunter2@redis.internal:6379/0", "redis://:***@redis.internal:6379/0"),
+            ("rediss://idgate:hunter2@redis.internal/", "rediss://idgate:***@redis.internal/"),
+            ("redis://redis.internal:6379/?password=hunter2&db=1", "redis://redis.internal:6379/?password=***&db=1"),
+            ("redis://redis.internal:6379/", "redis://redis.internal:6379/"),
+        ] {
+            let line = store_line(&StoreKind::Redis { url: Secret::new(raw) });
+            assert_eq!(line, format!("redis {shown}"));
+            assert!(!line.contains("hunter2"));
+        }
+        assert!(!store_line(&StoreKind::Redis { url: Secret::new("redis://:hunter2@[bad") }).contains("hunter2"));
+        let debug = format!("{:?}", StoreKind::Redis { url: Secret::new("redis://:hunter2@h/") });
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
 }

@@ -40,6 +40,8 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), St
         client_id: "idgate-demo".into(),
         client_secret: crate::random::token(24),
         redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
+        token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        post_logout_redirect_uris: vec![],
     };
     let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock))
         .await
@@ -103,6 +105,8 @@ fn demo_settings(
             url: url(&format!("http://{upstream}"))?,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            allowed_upgrades: UpstreamSettings::default_upgrades(),
+            strip_headers: vec![],
         },
         oidc: OidcSettings {
             issuer: issuer.to_owned(),
@@ -176,5 +180,5 @@ fn echo(req: &http::Request<hyper::body::Incoming>) -> Response<Body> {
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .body(body::full(page))
-        .expect("valid response")
+        .unwrap_or_else(body::internal_error)
 }

@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::{
     body::{self, Body},
-    forward::UpstreamError,
+    forward::{UpgradeRefused, UpstreamError},
     login::LoginError,
     oidc::{ProviderError, TokenError},
     policy::Denied,
@@ -32,6 +32,8 @@ pub enum RequestError {
     Login(#[from] LoginError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    UpgradeRefused(#[from] UpgradeRefused),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error(transparent)]
@@ -65,6 +67,11 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
         RequestError::BadRequest(why) => {
             tracing::info!(request_id = id, error = why, "bad request");
             answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", "The request is not acceptable.", None)
+        }
+        RequestError::UpgradeRefused(e) => {
+            tracing::info!(request_id = id, protocol = %e.protocol, "upgrade refused: not in upstream.allowed_upgrades");
+            let msg = format!("Upgrading this connection to {:?} is not allowed.", e.protocol);
+            answer(&ctx, StatusCode::BAD_REQUEST, "upgrade_refused", &msg, None)
         }
         RequestError::NoSession(cause) => {
             tracing::debug!(request_id = id, cause = %cause, "no session");
@@ -126,7 +133,11 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
             answer(ctx, StatusCode::BAD_REQUEST, e.reason(), "The login request is malformed.", again)
         }
-        LoginError::UnknownState | LoginError::Replayed | LoginError::FlowExpired | LoginError::IssuerMismatch => {
+        LoginError::UnknownState
+        | LoginError::Replayed
+        | LoginError::FlowExpired
+        | LoginError::IssuerMismatch
+        | LoginError::IssuerMissing => {
             tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
             answer(
                 ctx,
@@ -224,6 +235,20 @@ fn answer(ctx: &Context<'_>, status: StatusCode, code: &str, message: &str, retr
     }
 }
 
+/// `Strict-Transport-Security` on idgate's own answers: a year, this host only (a deployment that wants
+/// `includeSubDomains` or preload sets it at its TLS terminator).
+pub const HSTS: &str = "max-age=31536000";
+
+/// The headers every answer idgate makes itself carries (the upstream's answers pass unchanged): `nosniff`, so no
+/// JSON or text answer is ever sniffed into HTML, and HSTS when `hsts` (TLS on, or `session.cookie_secure`).
+pub fn harden(resp: &mut Response<Body>, hsts: bool) {
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+}
+
 /// A `302 Found` to `location`.
 pub fn redirect(location: &str) -> Response<Body> {
     Response::builder()
@@ -231,7 +256,7 @@ pub fn redirect(location: &str) -> Response<Body> {
         .header(header::LOCATION, location)
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::empty())
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }
 
 /// A JSON error body `{"error": code, "message": message}`.
@@ -241,8 +266,9 @@ pub fn json(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body::full(text))
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }
 
 /// A small HTML page. `title` and `message` are escaped; `extra_html` is trusted markup built by idgate. No script
@@ -263,7 +289,7 @@ pub fn html_page(status: StatusCode, title: &str, message: &str, extra_html: &st
         .header("x-content-type-options", "nosniff")
         .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
         .body(body::full(page))
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }
 
 /// Escapes text for HTML.

@@ -1,7 +1,16 @@
 //! The proxy hop: rewrites the request for the upstream (URI, HTTP/1.1, hop-by-hop headers, `X-Forwarded-*`),
-//! sends it on the pooled client and streams both bodies through untouched. WebSocket and other upgrades are
-//! spliced once both sides agreed. Knows nothing of sessions or claims. HTTP/1.1 clients of a plain-http upstream
-//! keep an upstream connection each ([`affinity`]); everything else goes through the shared pool.
+//! sends it on the pooled client and streams both bodies through untouched. Upgrades to an allowed protocol
+//! (`upstream.allowed_upgrades`, WebSocket by default) are spliced once both sides agreed; any other is refused.
+//! Knows nothing of sessions or claims. HTTP/1.1 clients of a plain-http upstream keep an upstream connection each
+//! ([`affinity`]); everything else goes through the shared pool.
+//!
+//! Order by construction: [`Forwarder::begin`] is the first step of every proxied request. It removes the
+//! hop-by-hop headers — the fixed list and every header the client's `Connection` names — and decides the upgrade;
+//! only the [`Inbound`] it returns can be sent. Identity headers are written into the [`Inbound`], and forwarding
+//! headers by [`Forwarder::send`], after that, and nothing removes headers by a `Connection` list afterwards: a
+//! client's `Connection: x-auth-request-email` can only ever remove the client's own copy. On the way back, the
+//! upstream's hop-by-hop headers are removed inside [`Forwarder::send`], before idgate adds anything to the
+//! response (`Set-Cookie`, `X-Request-Id`).
 
 pub mod affinity;
 
@@ -40,6 +49,34 @@ impl UpstreamError {
     }
 }
 
+/// An `Upgrade` the client asked for that is not in `upstream.allowed_upgrades`: refused (400), never tunnelled.
+#[derive(Debug, thiserror::Error)]
+#[error("upgrade to {protocol:?} refused: not in upstream.allowed_upgrades")]
+pub struct UpgradeRefused {
+    /// The refused protocol as the client wrote it (a short token), or `"?"`.
+    pub protocol: String,
+}
+
+/// A client request on its way to the upstream, made by [`Forwarder::begin`]: hop-by-hop headers removed, the
+/// upgrade (if any) allowed. Its headers may be changed (identity headers); nothing removes them by name any more.
+#[derive(Debug)]
+pub struct Inbound {
+    req: Request<Incoming>,
+    /// The allowed protocol the client asked to switch to.
+    upgrade: Option<HeaderValue>,
+}
+
+impl Inbound {
+    /// The request's headers (hop-by-hop ones already gone).
+    pub fn headers(&self) -> &HeaderMap {
+        self.req.headers()
+    }
+    /// The request's headers, to add identity headers to.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.req.headers_mut()
+    }
+}
+
 /// Facts about the client connection the hop needs.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -48,15 +85,28 @@ pub struct Peer {
     pub tls: bool,
     /// The upstream connection this client connection keeps, when it may keep one.
     pub upstream: Option<Arc<affinity::UpstreamSlot>>,
+    /// What a spliced upgrade keeps of the client connection; `None` for idgate's auxiliary servers' callers.
+    pub tunnel: Option<Tunnel>,
     /// `ip` as a header value, made once per connection.
     ip_value: HeaderValue,
+}
+
+/// What a spliced upgrade (a WebSocket) keeps of its client connection once hyper has handed the socket over: the
+/// connection's place under the listener's cap, and its idle timeout, so a tunnel is never held for free.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub idle: Duration,
+    /// The client socket's activity (the upgraded socket still records it).
+    pub activity: crate::server::idle::Activity,
+    pub slot: Arc<crate::server::Slot>,
 }
 
 impl Peer {
     /// A client at `ip` whose requests use the shared pool.
     pub fn new(ip: IpAddr, tls: bool) -> Self {
+        #[allow(clippy::expect_used, reason = "static: an IP address prints as hex digits, '.' and ':' only")]
         let ip_value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
-        Self { ip, tls, upstream: None, ip_value }
+        Self { ip, tls, upstream: None, tunnel: None, ip_value }
     }
 }
 
@@ -71,6 +121,8 @@ pub struct Forwarder {
     trusted: Vec<IpNet>,
     /// Kept per-client-connection upstream connections; `None` for https upstreams.
     dialer: Option<affinity::Dialer>,
+    /// Lowercase protocol names a client may upgrade to (`upstream.allowed_upgrades`).
+    allowed_upgrades: Vec<String>,
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -97,9 +149,13 @@ const FORWARDING: [&str; 9] = [
     "forwarded",
 ];
 
+/// Headers a `Connection` list never removes: the request's framing and target, and the forwarding headers (which
+/// follow their own trust rules). Identity headers need no entry: they are written after the removal.
+const NEVER_BY_CONNECTION: [&str; 2] = ["host", "content-length"];
+
 impl Forwarder {
     /// A forwarder to `upstream`: `timeout` for the response head, `connect_timeout` for kept connections (the
-    /// pool's client has its own), which it counts in `kept`.
+    /// pool's client has its own), which it counts in `kept`; clients may upgrade to `allowed_upgrades` only.
     pub fn new(
         client: HttpClient,
         upstream: &Url,
@@ -107,9 +163,12 @@ impl Forwarder {
         connect_timeout: Duration,
         trusted: Vec<IpNet>,
         kept: Arc<std::sync::atomic::AtomicUsize>,
+        allowed_upgrades: &[String],
     ) -> Self {
+        #[allow(clippy::expect_used, reason = "start-up, on a URL validated at load")]
         let uri: Uri = upstream.as_str().parse().expect("a validated URL is a valid URI");
         let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+        #[allow(clippy::expect_used, reason = "start-up, on a URL validated at load to have a host")]
         let authority = uri.authority().cloned().expect("a validated upstream URL has a host");
         let dialer =
             (scheme == http::uri::Scheme::HTTP).then(|| affinity::Dialer::new(&authority, connect_timeout, kept));
@@ -121,6 +180,7 @@ impl Forwarder {
             timeout,
             trusted,
             dialer,
+            allowed_upgrades: allowed_upgrades.iter().map(|p| p.to_ascii_lowercase()).collect(),
         }
     }
 
@@ -129,9 +189,31 @@ impl Forwarder {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// Proxies `req` and returns the upstream's streaming response.
-    pub async fn send(&self, mut req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, UpstreamError> {
+    /// The first step of every proxied request: decides the upgrade (refused unless every protocol the client
+    /// offers is allowed) and removes the hop-by-hop headers, those `Connection` names included.
+    pub fn begin(&self, mut req: Request<Incoming>) -> Result<Inbound, UpgradeRefused> {
         let upgrade = upgrade_protocol(req.headers());
+        if let Some(offered) = &upgrade {
+            let text = offered.to_str().unwrap_or("");
+            // Every protocol offered must be allowed: the upstream may pick any of them. Non-text offers nothing.
+            if let Some(p) = text.split(',').map(str::trim).find(|p| !self.upgrade_allowed(p)) {
+                let short = !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_graphic());
+                return Err(UpgradeRefused { protocol: if short { p.to_owned() } else { "?".into() } });
+            }
+        }
+        remove_hop_by_hop(req.headers_mut());
+        Ok(Inbound { req, upgrade })
+    }
+
+    /// True when `protocol` (`name` or `name/version`) is on the allow-list.
+    fn upgrade_allowed(&self, protocol: &str) -> bool {
+        let name = protocol.split('/').next().unwrap_or("").trim();
+        !name.is_empty() && self.allowed_upgrades.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    /// Proxies `req` and returns the upstream's streaming response.
+    pub async fn send(&self, req: Inbound, peer: Peer) -> Result<Response<Body>, UpstreamError> {
+        let Inbound { mut req, upgrade } = req;
         // One request at a time on this client connection: it may keep an upstream connection.
         let one_at_a_time = req.version() <= Version::HTTP_11 && upgrade.is_none();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -156,7 +238,7 @@ impl Forwarder {
         // An HTTP/2 request goes out as HTTP/1.1: the client refuses to send an h2 request on an h1 connection.
         parts.version = Version::HTTP_11;
 
-        remove_hop_by_hop(&mut parts.headers);
+        // Hop-by-hop headers went in `begin`, before any identity header was written.
         self.set_forwarding(&mut parts.headers, &peer, host.as_ref());
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
@@ -177,12 +259,23 @@ impl Forwarder {
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let chosen = resp.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !self.upgrade_allowed(chosen) {
+                return Err(UpstreamError::Protocol("the upstream switched to a protocol that is not allowed".into()));
+            }
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
+                let tunnel = peer.tunnel.clone();
                 tokio::spawn(async move {
                     match tokio::try_join!(client_side, upstream_side) {
                         Ok((c, u)) => {
-                            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                            let splice = tokio::io::copy_bidirectional(&mut c, &mut u);
+                            match tunnel {
+                                // Holds the connection's slot until the tunnel closes or idles out.
+                                Some(t) => crate::server::idle::run(splice, t.activity, t.idle).await,
+                                None => drop(splice.await),
+                            }
                         }
                         Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
                     }
@@ -270,14 +363,17 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     if asks { headers.get(header::UPGRADE).cloned() } else { None }
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including those the `Connection` header names (except [`NEVER_BY_CONNECTION`] and
+/// the forwarding headers). Called on a request by [`Forwarder::begin`] only, on a response inside
+/// [`Forwarder::send`] only: both before idgate writes headers of its own.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !NEVER_BY_CONNECTION.contains(&n.as_str()) && !FORWARDING.contains(&n.as_str()))
         .collect();
     for n in named {
         headers.remove(n);
@@ -315,5 +411,21 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn connection_never_removes_the_target_framing_or_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("host, Content-Length, x-forwarded-for, forwarded, x-hop"),
+        );
+        for n in ["host", "content-length", "x-forwarded-for", "forwarded", "x-hop"] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("1"));
+        }
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "forwarded", "host", "x-forwarded-for"]);
     }
 }

@@ -15,14 +15,21 @@ use http::{HeaderMap, HeaderName, HeaderValue, header::COOKIE};
 
 use crate::{id_token::Claims, policy::Permit};
 
-/// Header names a client may never send, whatever the mapping: oauth2-proxy's, so an app moved from it is safe.
-const ALWAYS_STRIPPED: [&str; 6] = [
+/// Header names a client may never send, whatever the mapping: oauth2-proxy's (so an app moved from it is safe),
+/// the `REMOTE_USER` family that Apache, Django, Rails and Java containers believe, and the URL overrides that IIS,
+/// Symfony and Zend route by (a public route must not reach a protected handler through them).
+/// `upstream.strip_headers` adds names.
+const ALWAYS_STRIPPED: [&str; 10] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
     "x-forwarded-groups",
     "x-forwarded-access-token",
     "x-auth-request-access-token",
+    "remote-user",
+    "x-remote-user",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 const STRIPPED_PREFIX: &str = "x-auth-request-";
 
@@ -42,9 +49,10 @@ pub struct HeaderPlan {
 }
 
 impl HeaderPlan {
-    /// Builds the plan from `[headers]` and the session cookie name.
-    pub fn new(mapping: &[(HeaderName, String)], cookie_name: &str) -> Self {
+    /// Builds the plan from `[headers]`, `upstream.strip_headers` and the session cookie name.
+    pub fn new(mapping: &[(HeaderName, String)], extra_strip: &[HeaderName], cookie_name: &str) -> Self {
         let mut strip: Vec<String> = mapping.iter().map(|(h, _)| normalise(h.as_str())).collect();
+        strip.extend(extra_strip.iter().map(|h| normalise(h.as_str())));
         strip.extend(ALWAYS_STRIPPED.iter().map(|s| (*s).to_owned()));
         strip.sort();
         strip.dedup();
@@ -164,6 +172,7 @@ mod tests {
                 (HeaderName::from_static("x-user-roles"), "https://example.com/roles".into()),
                 (HeaderName::from_static("x-name"), "name".into()),
             ],
+            &[HeaderName::from_static("x-custom-identity")],
             "idgate",
         )
     }
@@ -178,6 +187,10 @@ mod tests {
             "x-user_roles",
             "X_Name",
             "x-forwarded-user",
+            "Remote_User",
+            "X-Original-URL",
+            "x-rewrite_url",
+            "X_Custom-Identity",
         ] {
             h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("evil"));
         }
@@ -186,7 +199,7 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_static("app=1; idgate=sealed; idgate_0=a"));
         h.append(COOKIE, HeaderValue::from_static("idgate_flow_abc=x; other=2; idgatex=keep"));
         let stripped = plan().strip(&mut h);
-        assert_eq!(stripped, 6);
+        assert_eq!(stripped, 10);
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-app"], "keep");
         assert_eq!(h[COOKIE], "app=1; other=2; idgatex=keep");
@@ -213,14 +226,14 @@ mod tests {
         let claims = Claims::new(json!({"sub": "u1", "name": "Alice"}).as_object().unwrap().clone());
         let permit = Rules::default().authorize(None, &claims).unwrap();
         let memo = Memo::new();
-        let by_sub = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "sub".into())], "idgate");
+        let by_sub = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "sub".into())], &[], "idgate");
         let (mut first, mut again) = (HeaderMap::new(), HeaderMap::new());
         by_sub.apply(&mut first, &claims, &permit, &memo);
         by_sub.apply(&mut again, &claims, &permit, &memo);
         assert_eq!((&first["x-user"], &again["x-user"]), (&HeaderValue::from_static("u1"), &first["x-user"]));
         assert!(memo.get().is_some(), "kept after the first request");
         // A reloaded configuration maps the same header to another claim: the kept headers are not reused.
-        let by_name = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "name".into())], "idgate");
+        let by_name = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "name".into())], &[], "idgate");
         let mut h = HeaderMap::new();
         by_name.apply(&mut h, &claims, &permit, &memo);
         assert_eq!(h["x-user"], "Alice");

@@ -26,6 +26,8 @@ pub enum LoginError {
     FlowExpired,
     #[error("callback iss parameter differs from the issuer")]
     IssuerMismatch,
+    #[error("callback lacks the iss parameter the issuer advertises (RFC 9207)")]
+    IssuerMissing,
     #[error("issuer answered error {error:?}")]
     IdpError { error: String, description: Option<String> },
     #[error("token endpoint returned no id_token")]
@@ -67,6 +69,7 @@ impl LoginError {
             LoginError::Replayed => "replayed",
             LoginError::FlowExpired => "flow_expired",
             LoginError::IssuerMismatch => "issuer_mismatch",
+            LoginError::IssuerMissing => "missing_iss",
             LoginError::IdpError { .. } => "idp_error",
             LoginError::NoIdToken => "no_id_token",
             LoginError::Token(TokenError::Rejected(r)) => r.reason(),

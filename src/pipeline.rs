@@ -61,11 +61,12 @@ async fn authenticate(state: &State, headers: &HeaderMap, auth: AuthMode, rule: 
 /// A proxied path: public routes skip the session but not the stripping.
 pub async fn proxy(
     state: &State,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: Peer,
     auth: AuthMode,
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
+    let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
     let user = match authenticate(state, req.headers(), auth, rule).await? {
         Access::Public => {
             state.headers.strip(req.headers_mut());
@@ -140,16 +141,21 @@ fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Resul
         } else {
             text
         };
-        let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
+        // A request target never holds a `#`; some applications (Go's file server) read it as a path character
+        // and resolve the dots after it, so a URI with one cannot be vouched for.
+        if target.contains('#') {
+            return deny("the original URI contains '#'");
+        }
         match &found {
-            Some(p) if *p != path => return deny("the original-URI headers disagree"),
-            _ => found = Some(path),
+            Some(t) if t != target => return deny("the original-URI headers disagree"),
+            _ => found = Some(target.to_owned()),
         }
     }
-    let Some(path) = found else {
+    let Some(target) = found else {
         return deny("no X-Forwarded-Uri, X-Original-URI or X-Original-URL header from the proxy");
     };
-    match state.routes.decide(&path, false) {
+    let path = target.split('?').next().unwrap_or("");
+    match state.routes.decide(path, false) {
         Ok((normal, Route::Proxy { auth, rule })) if normal == path => Ok(Some((auth, rule))),
         Ok(_) => deny("the original URI is not in normal form (dot segments, duplicate slashes or escapes)"),
         Err(BadPath(why)) => {
@@ -170,7 +176,7 @@ pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Bod
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(text))
-        .expect("static response parts are valid");
+        .unwrap_or_else(body::internal_error);
     Ok(with_cookies(resp, cookies))
 }
 
@@ -207,19 +213,22 @@ fn with_cookies(mut resp: Response<Body>, cookies: Vec<HeaderValue>) -> Response
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    Response::builder().status(status).body(body::empty()).expect("static response parts are valid")
+    Response::builder().status(status).body(body::empty()).unwrap_or_else(body::internal_error)
 }
 
-/// R14: an ID token is not an API credential. Every `Authorization` value is read (any scheme, case and
-/// whitespace, several headers, comma-separated credentials): a JWT among them whose claims say it is an ID token
-/// of this client (our issuer, our client id in `aud`, not typed as an access token) is refused before anything
-/// is forwarded.
+/// R14: an ID token is not an API credential. Every `Authorization` value is searched, whatever its scheme,
+/// case, whitespace (ASCII or not: Python splits on `\xa0`), header count or credential list: each run of
+/// base64 and `.` characters in it that is a JWT whose claims say it is an ID token of this client (our issuer,
+/// our client id in `aud`, not typed as an access token) is refused before anything is forwarded.
 fn refuse_id_token_bearer(state: &State, headers: &HeaderMap) -> Result<()> {
     let settings = state.provider.settings();
+    let is_token_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-_+/=.".contains(b);
     let presented = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-        String::from_utf8_lossy(value.as_bytes())
-            .split(|c: char| c.is_ascii_whitespace() || c == ',')
-            .any(|piece| looks_like_our_id_token(piece, &settings.issuer, &settings.client_id))
+        value
+            .as_bytes()
+            .split(|b| !is_token_byte(b))
+            .filter_map(|run| std::str::from_utf8(run).ok())
+            .any(|run| looks_like_our_id_token(run, &settings.issuer, &settings.client_id))
     });
     if presented {
         return Err(RequestError::IdTokenAsBearer.into());
@@ -227,14 +236,27 @@ fn refuse_id_token_bearer(state: &State, headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-fn looks_like_our_id_token(token: &str, issuer: &str, client_id: &str) -> bool {
+/// A JWT's header and payload anywhere among the dot-separated parts of `run`, decoded as leniently as lenient
+/// decoders do (standard or URL-safe alphabet, padded or not), whose claims are an ID token of this client.
+fn looks_like_our_id_token(run: &str, issuer: &str, client_id: &str) -> bool {
+    let parts: Vec<&str> = run.split('.').collect();
+    parts.len() >= 3 && parts.windows(2).any(|w| is_our_id_token(w[0], w[1], issuer, client_id))
+}
+
+fn is_our_id_token(h: &str, p: &str, issuer: &str, client_id: &str) -> bool {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return false;
+    let decode = |s: &str| {
+        let s: String = s
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            })
+            .collect();
+        URL_SAFE_NO_PAD.decode(s).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     };
-    let decode =
-        |s: &str| URL_SAFE_NO_PAD.decode(s).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
     let (Some(header), Some(claims)) = (decode(h), decode(p)) else {
         return false;
     };

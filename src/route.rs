@@ -158,11 +158,27 @@ impl RouteTable {
     /// The proxied route for a normalised path (also used by forward-auth for the original URI): the longest
     /// route prefix that covers it, else the default (login required).
     pub fn rule_for(&self, path: &str) -> Route {
-        match self.routes.iter().find(|r| r.covers(path)) {
+        // Escaped non-ASCII may fold into ASCII in a Unicode case-insensitive router (`%E2%84%AA`, the Kelvin sign,
+        // is `k`; `ſ` is `s`; `İ` is `i` to Java's equalsIgnoreCase): protective prefixes also cover the decoded,
+        // case-folded reading.
+        let folded = path.contains('%').then(|| {
+            percent_encoding::percent_decode_str(path).decode_utf8_lossy().chars().map(fold_case).collect::<String>()
+        });
+        let covers = |r: &&RoutePrefix| {
+            r.covers(path) || (r.auth != AuthMode::Public && folded.as_deref().is_some_and(|f| r.covers(f)))
+        };
+        match self.routes.iter().find(covers) {
             Some(r) => Route::Proxy { auth: r.auth, rule: Some(r.rule) },
             None => Route::Proxy { auth: AuthMode::Login, rule: None },
         }
     }
+}
+
+/// One character as the loosest case-insensitive comparison reads it: upper-cased, then lower-cased, one character
+/// each way (the simple mappings, as `Character.toLowerCase(char)` does).
+fn fold_case(c: char) -> char {
+    let upper = c.to_uppercase().next().unwrap_or(c);
+    upper.to_lowercase().next().unwrap_or(upper)
 }
 
 /// Normalises a request path (query and fragment dropped) into the one form idgate decides on **and forwards**, so
@@ -517,6 +533,16 @@ mod tests {
         assert_eq!(t.classify("/PUBLIC/x"), login(None));
         assert_eq!(t.classify("/Public"), login(None));
         assert_eq!(t.classify("/public.json"), login(None));
+        // Unicode case folding: the Kelvin sign and the long s read as `k` and `s` in such routers.
+        let r = RouteSettings::new;
+        let u = RouteTable::new("/oauth2", "/cb", &[r("/kb", AuthMode::Api), r("/secret", AuthMode::Login)]);
+        assert_eq!(u.classify("/%E2%84%AAb/x"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
+        assert_eq!(u.classify("/%C5%BFecret"), login(Some(1)));
+        assert_eq!(u.classify("/secr%C4%B0t"), login(None), "İ folds to i, not e");
+        let i = RouteTable::new("/oauth2", "/cb", &[r("/admin", AuthMode::Api)]);
+        assert_eq!(i.classify("/adm%C4%B0n"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
+        assert_eq!(i.classify("/adm%C4%B1n/x"), Route::Proxy { auth: AuthMode::Api, rule: Some(0) });
+        assert_eq!(u.classify("/caf%C3%A9"), login(None));
         // At equal length the protective route wins.
         let r = RouteSettings::new;
         let tie = RouteTable::new("/oauth2", "/cb", &[r("/a", AuthMode::Public), r("/A", AuthMode::Api)]);
@@ -555,7 +581,7 @@ mod tests {
             ("/files/SECRET%2Fx", ENCODED_SLASH),
             ("/shared/private%2Fx", ENCODED_SLASH),
             // The route a `%2F` would stand under does not allow it.
-            ("/files%2Fx", ENCODED_SLASH),
+            ("/shared%2Fx", ENCODED_SLASH),
             ("/other/a%2Fb", ENCODED_SLASH),
             ("/files/a%5Cb", "encoded backslash (%5C)"),
             ("/files/a%2F%2e%2e", "dot segment between encoded slashes"),

@@ -1,12 +1,27 @@
-//! The public listener: accepts TCP (and TLS), serves HTTP/1.1 and HTTP/2 on one port with hyper-util's auto
-//! builder, enforces limits (header size → 431, header-read timeout, idle timeout, connection cap), and drains on
-//! shutdown: stop accepting, let in-flight requests finish up to the grace deadline.
+//! The listeners: accepts TCP (and TLS), serves HTTP/1.1 and HTTP/2 on one port with hyper-util's auto builder,
+//! enforces limits (header size → 431, header deadline, idle timeout, connection cap), and drains on shutdown: stop
+//! accepting, let in-flight requests finish up to the grace deadline.
+//!
+//! The header deadline runs from accept: a connection whose first request head (after the TLS handshake, the
+//! HTTP/2 preface) is not complete within `header_read_timeout` is closed, however slowly it trickles bytes.
+//! When the public listener is full, further connections wait in the kernel's backlog; the admin listener instead
+//! drops its oldest silent connection (one with no request in progress) for each new one ([`WhenFull`]), so a flood
+//! of silent connections cannot keep a liveness probe out.
 
 pub mod admin;
 pub mod idle;
 pub mod tls;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use http::{Request, Response};
 use hyper::{body::Incoming, service::service_fn};
@@ -14,7 +29,11 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, oneshot},
+    time::Instant,
+};
 
 use crate::{body::Body, forward::Peer, telemetry::metrics::Metrics};
 
@@ -25,6 +44,20 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    pub when_full: WhenFull,
+}
+
+/// Connections the admin listener keeps open at once; the oldest silent one makes room for the next.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// What a listener with `max_connections` open does with one more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// It waits in the kernel's accept backlog until a connection closes (the public listener).
+    Wait,
+    /// The oldest connection with no request in progress is closed to make room (the admin listener: probes must
+    /// get in whatever else is connected); when every one is busy, the oldest.
+    DropOldestSilent,
 }
 
 impl Default for Limits {
@@ -35,6 +68,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            when_full: WhenFull::Wait,
         }
     }
 }
@@ -74,16 +108,22 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        // No keep-alive pings: a client's automatic ping answers would move bytes and keep an idle connection past
+        // the idle timeout forever. Dead peers are closed by the idle timeout.
+        .keep_alive_interval(None);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Mutex::new(Open::default()));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
+        let permit = match limits.when_full {
+            WhenFull::Wait => Some(tokio::select! {
+                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = &mut shutdown => break,
+            }),
+            WhenFull::DropOldestSilent => None,
         };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -97,17 +137,30 @@ pub async fn serve<H, F>(
             },
             () = &mut shutdown => break,
         };
+        // The header deadline starts now, before the TLS handshake and the protocol preface.
+        let deadline = Instant::now() + limits.header_read_timeout;
+        let conn = Arc::new(ConnState::default());
+        let evicted = (limits.when_full == WhenFull::DropOldestSilent)
+            .then(|| lock(&open).admit(limits.max_connections, Arc::clone(&conn)));
         let _ = stream.set_nodelay(true);
         let builder = Arc::clone(&builder);
         let handler = handler.clone();
-        let metrics = Arc::clone(&metrics);
+        let slot = Arc::new(Slot::new(permit, Arc::clone(&metrics)));
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let _permit = permit;
-            metrics.connections(1);
-            serve_one(stream, remote, tls, &builder, limits, handler, watcher).await;
-            metrics.connections(-1);
+            let serving = serve_one(stream, remote, tls, &builder, limits, deadline, conn, slot, handler, watcher);
+            match evicted {
+                None => serving.await,
+                Some((id, evict)) => {
+                    tokio::select! {
+                        () = serving => {}
+                        _ = evict => tracing::debug!("listener full: closed its oldest silent connection"),
+                    }
+                    lock(&open).remove(id);
+                }
+            }
         });
     }
     drop(listener);
@@ -117,41 +170,167 @@ pub async fn serve<H, F>(
     }
 }
 
+/// What the listener knows of one connection.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Requests whose head has been read.
+    started: AtomicU64,
+    /// Requests in progress (head read, response head not yet given to hyper).
+    busy: AtomicUsize,
+}
+
+/// Counts a request as in progress while it lives.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(conn: &Arc<ConnState>) -> Self {
+        conn.started.fetch_add(1, Relaxed);
+        conn.busy.fetch_add(1, Relaxed);
+        Self(Arc::clone(conn))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The open connections of a [`WhenFull::DropOldestSilent`] listener, oldest first. Dropping an entry's sender
+/// closes its connection.
+#[derive(Debug, Default)]
+struct Open {
+    next: u64,
+    conns: BTreeMap<u64, (Arc<ConnState>, oneshot::Sender<()>)>,
+}
+
+impl Open {
+    /// Registers a new connection, first closing the oldest silent one (else the oldest) when `max` are open.
+    /// Returns its id and the receiver that resolves when it is closed to make room.
+    fn admit(&mut self, max: usize, conn: Arc<ConnState>) -> (u64, oneshot::Receiver<()>) {
+        while self.conns.len() >= max.max(1) {
+            let victim = self
+                .conns
+                .iter()
+                .find(|(_, (c, _))| c.busy.load(Relaxed) == 0)
+                .or_else(|| self.conns.iter().next())
+                .map(|(id, _)| *id);
+            match victim {
+                Some(id) => self.remove(id),
+                None => break,
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next;
+        self.next += 1;
+        self.conns.insert(id, (conn, tx));
+        (id, rx)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.conns.remove(&id);
+    }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drives `conn`, closing it at `deadline` unless a request head has been read by then.
+async fn head_deadline<F: Future>(conn: F, deadline: Instant, state: &ConnState) {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => return,
+        () = tokio::time::sleep_until(deadline) => {}
+    }
+    if state.started.load(Relaxed) == 0 {
+        return tracing::debug!("no request head within the header deadline; closing the connection");
+    }
+    conn.await;
+}
+
+/// A connection's place under its listener's cap, counted in `idgate_open_connections` while it lives. A spliced
+/// upgrade keeps it ([`crate::forward::Tunnel`]) after the HTTP connection has handed its socket over.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    metrics: Arc<Metrics>,
+}
+
+impl Slot {
+    fn new(permit: Option<tokio::sync::OwnedSemaphorePermit>, metrics: Arc<Metrics>) -> Self {
+        metrics.connections(1);
+        Self { _permit: permit, metrics }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.connections(-1);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_one<H, F>(
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: &auto::Builder<TokioExecutor>,
     limits: Limits,
+    deadline: Instant,
+    conn: Arc<ConnState>,
+    slot: Arc<Slot>,
     handler: H,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut peer = Peer::new(remote.ip().to_canonical(), tls.is_some());
+    let ip = remote.ip().to_canonical();
+    let parts = (builder, limits, deadline, conn, slot, handler, watcher);
+    match tls {
+        None => serve_io(stream, Peer::new(ip, false), parts).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => serve_io(s, Peer::new(ip, true), parts).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+type ConnParts<'a, H> = (
+    &'a auto::Builder<TokioExecutor>,
+    Limits,
+    Instant,
+    Arc<ConnState>,
+    Arc<Slot>,
+    H,
+    hyper_util::server::graceful::Watcher,
+);
+
+async fn serve_io<S, H, F>(stream: S, mut peer: Peer, parts: ConnParts<'_, H>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (builder, limits, deadline, conn, slot, handler, watcher) = parts;
+    let (io, activity) = idle::Tracked::new(stream);
     peer.upstream = Some(Default::default());
+    peer.tunnel = Some(crate::forward::Tunnel { idle: limits.idle_timeout, activity: activity.clone(), slot });
+    let state = Arc::clone(&conn);
     let service = service_fn(move |req| {
+        let busy = Busy::new(&state);
         // Boxed: hyper moves the service future into its dispatcher; a pointer moves cheaper than the whole state
         // machine of a proxied request (a few kilobytes).
         let fut = Box::pin(handler(req, peer.clone()));
-        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
-    match tls {
-        None => {
-            let (io, activity) = idle::Tracked::new(stream);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            idle::run(watcher.watch(conn.into_owned()), activity, limits.idle_timeout).await;
-        }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            let (io, activity) = idle::Tracked::new(stream);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            idle::run(watcher.watch(conn.into_owned()), activity, limits.idle_timeout).await;
-        }
-    }
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let served = head_deadline(watcher.watch(served.into_owned()), deadline, &conn);
+    idle::run(served, activity, limits.idle_timeout).await;
 }

@@ -7,6 +7,7 @@
 pub mod cookie;
 pub mod opened;
 pub mod seal;
+pub mod signed_out;
 pub mod store;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    config::{StoreKind, settings::SessionSettings},
+    config::{Secret, StoreKind, settings::SessionSettings},
     id_token::Claims,
 };
 use cookie::Attributes;
@@ -32,10 +33,11 @@ pub struct Session(Arc<Contents>);
 #[derive(Debug)]
 struct Contents {
     claims: Claims,
-    id_token: String,
-    refresh_token: Option<String>,
-    access_token: Option<String>,
+    id_token: Secret,
+    refresh_token: Option<Secret>,
+    access_token: Option<Secret>,
     nonce: Option<String>,
+    login: Login,
     userinfo: Option<Map<String, Value>>,
     /// The server-side key, when a store holds the session.
     key: Option<Key>,
@@ -53,15 +55,19 @@ impl Session {
     }
     /// The ID token, for RP-initiated logout's `id_token_hint` only. Never forwarded.
     pub fn id_token_hint(&self) -> &str {
-        &self.0.id_token
+        self.0.id_token.expose()
     }
     /// The access token, forwarded only when `oidc.forward_access_token` is on.
     pub fn access_token(&self) -> Option<&str> {
-        self.0.access_token.as_deref()
+        self.0.access_token.as_ref().map(Secret::expose)
     }
     /// The refresh token, for renewal only.
     pub fn refresh_token(&self) -> Option<&str> {
-        self.0.refresh_token.as_deref()
+        self.0.refresh_token.as_ref().map(Secret::expose)
+    }
+    /// The login this session comes from (kept through refreshes).
+    pub fn login(&self) -> &Login {
+        &self.0.login
     }
     /// The nonce of the login that made the session (a refreshed ID token may repeat it, never change it).
     pub fn nonce(&self) -> Option<&str> {
@@ -82,15 +88,38 @@ impl Session {
     /// Roughly how many bytes the session holds (the token, its decoded claims and the other tokens).
     fn approximate_size(&self) -> usize {
         let c = &self.0;
-        256 + 3 * c.id_token.len()
-            + c.refresh_token.as_ref().map_or(0, String::len)
-            + c.access_token.as_ref().map_or(0, String::len)
+        256 + 3 * c.id_token.expose().len()
+            + c.refresh_token.as_ref().map_or(0, |t| t.expose().len())
+            + c.access_token.as_ref().map_or(0, |t| t.expose().len())
             + c.userinfo.as_ref().map_or(0, |u| 64 * u.len())
     }
 }
 
-/// Tokens to keep after a login or refresh. The ID token must already be validated.
-#[derive(Debug)]
+/// The login a session comes from: a random id naming the session through all its refreshes (what a sign-out
+/// revokes), and when the issuer made it (the login ID token's `iat`; a back-channel logout token issued before it
+/// cannot end it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    id: String,
+    at: i64,
+}
+
+impl Login {
+    /// A new login, made by the ID token with `claims` at `now`.
+    fn fresh(claims: &Claims, now: i64) -> Self {
+        Login { id: crate::random::token(16), at: claims.get("iat").and_then(|v| v.as_i64()).unwrap_or(now) }
+    }
+    /// The random id of the login.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// When the issuer made the login (seconds since the epoch).
+    pub fn at(&self) -> i64 {
+        self.at
+    }
+}
+
+/// Tokens to keep after a login or refresh. The ID token must already be validated. `Debug` shows no token.
 pub struct NewSession<'a> {
     pub id_token: &'a str,
     pub claims: &'a Claims,
@@ -99,6 +128,16 @@ pub struct NewSession<'a> {
     pub nonce: Option<&'a str>,
     /// Claims from the userinfo endpoint (same `sub`, checked by the caller) that the ID token lacks.
     pub userinfo: Option<&'a Map<String, Value>>,
+}
+
+impl std::fmt::Debug for NewSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("sub", &self.claims.sub())
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("access_token", &self.access_token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why there is no session.
@@ -110,6 +149,8 @@ pub enum SessionError {
     Tampered,
     #[error("session expired")]
     Expired,
+    #[error("session signed out (a copy of its cookie replayed)")]
+    SignedOut,
     #[error("session too large for the cookie store")]
     TooLarge,
     #[error(transparent)]
@@ -129,6 +170,11 @@ struct Sealed<'a> {
     nonce: Option<&'a str>,
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     userinfo: Option<Map<String, Value>>,
+    /// The login (sessions sealed before these fields existed get one derived from their ID token).
+    #[serde(borrow, rename = "i", default, skip_serializing_if = "Option::is_none")]
+    login_id: Option<&'a str>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    login_at: Option<i64>,
 }
 
 /// Seals, opens, saves and ends sessions; built once at start.
@@ -138,7 +184,15 @@ pub struct Sessions {
     name: String,
     attrs: Attributes,
     store: Option<Arc<Store>>,
+    signed_out: Arc<signed_out::SignedOut>,
     opened: opened::OpenedCache,
+}
+
+/// What a reload keeps of [`Sessions`]: the server-side store and the signed-out cookie sessions.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    store: Option<Arc<Store>>,
+    signed_out: Arc<signed_out::SignedOut>,
 }
 
 impl Sessions {
@@ -147,25 +201,27 @@ impl Sessions {
         let store = match &s.store {
             StoreKind::Cookie => None,
             StoreKind::Memory => Some(Store::Memory(store::memory::MemoryStore::new(s.memory_capacity))),
-            StoreKind::Redis { url } => Some(Store::Redis(store::redis::RedisStore::new(url)?)),
+            StoreKind::Redis { url } => Some(Store::Redis(store::redis::RedisStore::new(url.expose())?)),
         };
-        Ok(Self::with_store(s, store.map(Arc::new)))
+        Ok(Self::with_store(s, Shared { store: store.map(Arc::new), signed_out: Arc::default() }))
     }
 
-    /// New keys and cookie settings over an existing store (a reload keeps the sessions it holds).
-    pub fn with_store(s: &SessionSettings, store: Option<Arc<Store>>) -> Self {
+    /// New keys and cookie settings over an existing store (a reload keeps the sessions it holds, and the
+    /// sign-outs it remembers).
+    pub fn with_store(s: &SessionSettings, shared: Shared) -> Self {
         Self {
             ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Session),
             name: s.cookie_name.clone(),
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
-            store,
+            store: shared.store,
+            signed_out: shared.signed_out,
             opened: opened::OpenedCache::default(),
         }
     }
 
-    /// The store shared with a reloaded state.
-    pub fn shared_store(&self) -> Option<Arc<Store>> {
-        self.store.clone()
+    /// The store and sign-outs shared with a reloaded state.
+    pub fn shared_store(&self) -> Shared {
+        Shared { store: self.store.clone(), signed_out: Arc::clone(&self.signed_out) }
     }
 
     /// The server-side store, if sessions are kept server-side.
@@ -209,6 +265,9 @@ impl Sessions {
         if session.expires_at() <= now {
             return Err(SessionError::Expired);
         }
+        if self.signed_out.contains(session.login().id()) {
+            return Err(SessionError::SignedOut);
+        }
         Ok(session)
     }
 
@@ -232,7 +291,17 @@ impl Sessions {
         new: &NewSession<'_>,
         now: i64,
     ) -> Result<Vec<HeaderValue>, SessionError> {
-        let plain = pack(new);
+        self.save_login(req, new, &Login::fresh(new.claims, now), now).await
+    }
+
+    async fn save_login(
+        &self,
+        req: &HeaderMap,
+        new: &NewSession<'_>,
+        login: &Login,
+        now: i64,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
+        let plain = pack(new, login);
         let max_age = new.claims.exp() - now;
         match &self.store {
             None => {
@@ -247,7 +316,7 @@ impl Sessions {
                 let id = crate::random::bytes::<32>();
                 let mut key = [0u8; 32];
                 key.copy_from_slice(digest(&SHA256, &id).as_ref());
-                self.put(store, &key, new, &plain, now).await?;
+                self.put(store, &key, new, login, &plain, now).await?;
                 let cookie = URL_SAFE_NO_PAD.encode(id);
                 Ok(self.attrs.set_chunked(req, &self.name, &cookie, "/", max_age).unwrap_or_default())
             }
@@ -259,6 +328,7 @@ impl Sessions {
         store: &Store,
         key: &Key,
         new: &NewSession<'_>,
+        login: &Login,
         plain: &[u8],
         now: i64,
     ) -> Result<(), StoreError> {
@@ -266,6 +336,7 @@ impl Sessions {
         let owner = Owner {
             sid: new.claims.get("sid").and_then(|v| v.as_str()).map(str::to_owned),
             sub: new.claims.sub().to_owned(),
+            created: login.at,
         };
         store.put(key, sealed, &owner, new.claims.exp(), now).await
     }
@@ -274,7 +345,7 @@ impl Sessions {
     /// refresh flight calls this once, under its lock, before any request uses the result.
     pub async fn store_renewal(&self, old: &Session, new: &NewSession<'_>, now: i64) -> Result<(), SessionError> {
         if let (Some(store), Some(key)) = (&self.store, old.key()) {
-            self.put(store, key, new, &pack(new), now).await?;
+            self.put(store, key, new, old.login(), &pack(new, old.login()), now).await?;
         }
         Ok(())
     }
@@ -293,7 +364,7 @@ impl Sessions {
                 let id = cookie::get(req, &self.name).unwrap_or_default();
                 vec![self.attrs.set(&self.name, id, "/", new.claims.exp() - now)]
             }
-            _ => self.save(req, new, now).await?,
+            _ => self.save_login(req, new, old.login(), now).await?,
         };
         let mut claims = new.claims.clone();
         if let Some(extra) = new.userinfo {
@@ -301,10 +372,11 @@ impl Sessions {
         }
         let renewed = Session(Arc::new(Contents {
             claims,
-            id_token: new.id_token.to_owned(),
-            refresh_token: new.refresh_token.map(str::to_owned),
-            access_token: new.access_token.map(str::to_owned),
+            id_token: Secret::new(new.id_token),
+            refresh_token: new.refresh_token.map(Secret::new),
+            access_token: new.access_token.map(Secret::new),
             nonce: new.nonce.map(str::to_owned),
+            login: old.login().clone(),
             userinfo: new.userinfo.cloned(),
             key: old.key().copied(),
             identity: Default::default(),
@@ -320,19 +392,29 @@ impl Sessions {
         Ok(self.clear(req))
     }
 
+    /// Remembers that `session` was signed out, until its `exp`: a copy of a cookie session's cookie is refused here
+    /// from now on (server-side sessions are deleted by [`Sessions::end`] instead).
+    pub fn sign_out(&self, session: &Session, now: i64) {
+        if self.store.is_none() {
+            self.signed_out.insert(session.login().id(), session.expires_at() - now);
+        }
+    }
+
     /// `Set-Cookie` values clearing the session cookie (every chunk the request carried).
     pub fn clear(&self, req: &HeaderMap) -> Vec<HeaderValue> {
         self.attrs.clear_chunked(req, &self.name, "/")
     }
 }
 
-fn pack(new: &NewSession<'_>) -> Vec<u8> {
+fn pack(new: &NewSession<'_>, login: &Login) -> Vec<u8> {
     let sealed = Sealed {
         id_token: new.id_token,
         refresh_token: new.refresh_token,
         access_token: new.access_token,
         nonce: new.nonce,
         userinfo: new.userinfo.cloned(),
+        login_id: Some(&login.id),
+        login_at: Some(login.at),
     };
     serde_json::to_vec(&sealed).unwrap_or_default()
 }
@@ -343,12 +425,21 @@ fn unpack(plain: &[u8], key: Option<Key>) -> Result<Session, SessionError> {
     if let Some(extra) = &sealed.userinfo {
         claims.add_missing(extra.clone());
     }
+    // Sessions sealed before logins were recorded: the ID token names the login.
+    let login = Login {
+        id: match sealed.login_id {
+            Some(id) => id.to_owned(),
+            None => URL_SAFE_NO_PAD.encode(&digest(&SHA256, sealed.id_token.as_bytes()).as_ref()[..16]),
+        },
+        at: sealed.login_at.or_else(|| claims.get("iat").and_then(|v| v.as_i64())).unwrap_or(0),
+    };
     Ok(Session(Arc::new(Contents {
         claims,
-        id_token: sealed.id_token.to_owned(),
-        refresh_token: sealed.refresh_token.map(str::to_owned),
-        access_token: sealed.access_token.map(str::to_owned),
+        id_token: Secret::new(sealed.id_token),
+        refresh_token: sealed.refresh_token.map(Secret::new),
+        access_token: sealed.access_token.map(Secret::new),
         nonce: sealed.nonce.map(str::to_owned),
+        login,
         userinfo: sealed.userinfo,
         key,
         identity: Default::default(),

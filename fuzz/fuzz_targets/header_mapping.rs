@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
             (HeaderName::from_static("x-roles"), "https://example.com/roles".into()),
             (HeaderName::from_static("x-country"), "address.country".into()),
         ],
+        &[],
         "idgate",
     );
     let permit = Rules::default().authorize(None, &claims).expect("default rule permits");

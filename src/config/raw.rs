@@ -56,6 +56,8 @@ pub struct RawUpstream {
     pub url: Option<String>,
     pub connect_timeout_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
+    pub allowed_upgrades: Option<Vec<String>>,
+    pub strip_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

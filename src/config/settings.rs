@@ -13,8 +13,10 @@ use super::{
     raw::{RawConfig, RawRoute},
 };
 
-/// A secret value: its `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret value (configured secrets, and the tokens and PKCE verifiers idgate holds): its `Debug` never prints
+/// it. Serde reads and writes the bare value (sealed cookies, token endpoint answers).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -35,7 +37,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Everything idgate needs to run, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub server: ServerSettings,
     pub admin: AdminSettings,
@@ -49,7 +51,7 @@ pub struct Settings {
 }
 
 /// The public listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -65,25 +67,39 @@ pub struct ServerSettings {
 }
 
 /// PEM files for HTTPS on the public listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
 }
 
 /// Where protected requests go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     pub url: Url,
     pub connect_timeout: Duration,
     /// How long to wait for the upstream's response head.
     pub timeout: Duration,
+    /// Protocols a client may switch to with `Upgrade` (lowercase); any other upgrade is refused with 400.
+    pub allowed_upgrades: Vec<String>,
+    /// Request headers removed from every request besides the built-in list (`identity`).
+    pub strip_headers: Vec<HeaderName>,
+}
+
+/// The default `upstream.allowed_upgrades`.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
+
+impl UpstreamSettings {
+    /// `upstream.allowed_upgrades` when not configured.
+    pub fn default_upgrades() -> Vec<String> {
+        DEFAULT_UPGRADES.iter().map(|s| (*s).to_owned()).collect()
+    }
 }
 
 /// How idgate authenticates itself at the token endpoint.
@@ -94,7 +110,7 @@ pub enum TokenAuthMethod {
 }
 
 /// The OpenID Provider and this client's registration there.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OidcSettings {
     /// Exactly as configured; discovery's `issuer` must equal it.
     pub issuer: String,
@@ -121,11 +137,14 @@ pub struct OidcSettings {
 pub enum StoreKind {
     Cookie,
     Memory,
-    Redis { url: String },
+    /// The URL may carry a password: it is a [`Secret`], and `idgate check` prints it redacted.
+    Redis {
+        url: Secret,
+    },
 }
 
 /// Session sealing and cookies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
     pub secret: Secret,
     pub previous_secrets: Vec<Secret>,
@@ -173,7 +192,7 @@ pub enum AuthMode {
 }
 
 /// One `[[routes]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
     pub prefix: String,
     pub auth: AuthMode,
@@ -209,7 +228,7 @@ pub enum LogFormat {
 }
 
 /// Logging.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// A `RUST_LOG`-style directive.
@@ -266,6 +285,8 @@ impl Settings {
             },
             connect_timeout: secs(p, "upstream.connect_timeout_secs", raw.upstream.connect_timeout_secs, 5),
             timeout: secs(p, "upstream.timeout_secs", raw.upstream.timeout_secs, 60),
+            allowed_upgrades: upgrades(p, raw.upstream.allowed_upgrades),
+            strip_headers: strip_headers(p, raw.upstream.strip_headers.unwrap_or_default()),
         };
         let oidc = oidc(p, raw.oidc);
         let session = session(p, raw.session);
@@ -305,6 +326,13 @@ impl Settings {
             return None;
         }
         Some(Settings { server, admin, upstream, oidc, session, headers, routes, log })
+    }
+
+    /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
+    /// cookies are `Secure` (then browsers reach it over HTTPS through a TLS-terminating proxy; a browser ignores
+    /// the header on a plain-HTTP answer).
+    pub fn hsts(&self) -> bool {
+        self.server.tls.is_some() || self.session.cookie_secure
     }
 
     /// The callback path, taken from `oidc.redirect_url`.
@@ -463,7 +491,9 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         "cookie" => StoreKind::Cookie,
         "memory" => StoreKind::Memory,
         "redis" => match raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreKind::Redis { url },
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreKind::Redis { url: Secret(url) }
+            }
             Some(_) => p.bad("session.redis_url", "must start with redis:// or rediss://").unwrap_or(StoreKind::Cookie),
             None => p.bad("session.redis_url", "missing: session.store is \"redis\"").unwrap_or(StoreKind::Cookie),
         },
@@ -476,7 +506,7 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         previous_secrets,
         cookie_name,
         cookie_secure: raw.cookie_secure.unwrap_or(true),
-        cookie_domain: raw.cookie_domain,
+        cookie_domain: raw.cookie_domain.and_then(|d| cookie_domain(p, d)),
         store,
         max_flows: range(p, "session.max_flows", raw.max_flows, 3, 1, 10) as usize,
         memory_capacity: range(p, "session.memory_capacity", raw.memory_capacity, 100_000, 1, 100_000_000),
@@ -521,6 +551,42 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
     })
 }
 
+fn upgrades(p: &mut Problems, raw: Option<Vec<String>>) -> Vec<String> {
+    let Some(list) = raw else { return UpstreamSettings::default_upgrades() };
+    let key = "upstream.allowed_upgrades";
+    list.into_iter()
+        .filter_map(|proto| {
+            let lower = proto.trim().to_ascii_lowercase();
+            if lower == "h2c" || lower.starts_with("h2c/") {
+                return p.bad(
+                    key,
+                    "\"h2c\" is never allowed: an HTTP/2 connection tunnelled past idgate would carry requests it never sees",
+                );
+            }
+            if lower.is_empty() || !lower.bytes().all(|b| is_token_char(b) || b"!#$%&'*+.^`|~".contains(&b)) {
+                return p.bad(key, &format!("{proto:?}: not a protocol name such as \"websocket\""));
+            }
+            Some(lower)
+        })
+        .collect()
+}
+
+fn strip_headers(p: &mut Problems, list: Vec<String>) -> Vec<HeaderName> {
+    list.into_iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let key = format!("upstream.strip_headers[{i}]");
+            match HeaderName::try_from(name.as_str()) {
+                Ok(h) if matches!(h.as_str(), "host" | "content-length" | "transfer-encoding") => {
+                    p.bad(&key, "the request cannot be forwarded without this header")
+                }
+                Ok(h) => Some(h),
+                Err(_) => p.bad(&key, &format!("{name:?}: not a valid HTTP header name")),
+            }
+        })
+        .collect()
+}
+
 // === field helpers: each adds a problem naming the key and returns a usable placeholder ===
 
 fn addr(p: &mut Problems, key: &str, value: &str) -> SocketAddr {
@@ -546,16 +612,48 @@ fn http_url(p: &mut Problems, key: &str, value: &str) -> Option<Url> {
     }
 }
 
+#[allow(clippy::expect_used, reason = "static URL")]
 fn placeholder_url() -> Url {
     Url::parse("http://127.0.0.1/").expect("static URL parses")
 }
 
+/// `server.prefix` ends up in `Location` headers and in the flow cookies' `Path=` attribute: a plain path of
+/// unreserved characters and `/` only, so that no value can split a header or add a cookie attribute.
 fn prefix(p: &mut Problems, value: &str) -> String {
-    let ok = value.starts_with('/') && value.len() > 1 && !value.ends_with('/') && !value.contains(['?', '#', '%']);
+    let chars_ok = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'));
+    let segments_ok = value.split('/').skip(1).all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    let ok = value.starts_with('/') && value.len() > 1 && chars_ok && segments_ok;
     if !ok {
-        p.add("server.prefix", format!("{value:?}: must look like /oauth2 (leading '/', no trailing '/')"));
+        p.add(
+            "server.prefix",
+            format!(
+                "{value:?}: must look like /oauth2 (leading '/', no trailing or double '/', no '.' or '..' segment; \
+                 letters, digits, '-', '.', '_', '~' and '/' only)"
+            ),
+        );
     }
     value.to_owned()
+}
+
+/// `session.cookie_domain` is written into every `Set-Cookie` as `Domain=`: a host name (letters, digits, '-' and
+/// dots; one leading dot allowed, as browsers ignore it) and nothing else, so that no value can break the header
+/// or inject an attribute (`; SameSite=None`).
+fn cookie_domain(p: &mut Problems, value: String) -> Option<String> {
+    let name = value.strip_prefix('.').unwrap_or(&value);
+    let labels_ok = name.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if name.is_empty() || name.len() > 253 || !labels_ok {
+        return p.bad(
+            "session.cookie_domain",
+            &format!("{value:?}: must be a host name such as example.com (letters, digits, '-' and '.' only)"),
+        );
+    }
+    Some(value)
 }
 
 fn secs(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> Duration {

@@ -222,6 +222,23 @@ impl DecryptionKey {
 #[derive(Default)]
 pub struct DecryptionKeys {
     keys: Vec<DecryptionKey>,
+    /// SHA-256 of the key file's text: two sets are equal when they were read from the same text (a reload
+    /// compares them; key material itself is never compared or exposed).
+    digest: [u8; 32],
+}
+
+impl PartialEq for DecryptionKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.keys.len() == other.keys.len()
+    }
+}
+
+impl Eq for DecryptionKeys {}
+
+fn digest_of(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
 }
 
 impl std::fmt::Debug for DecryptionKeys {
@@ -267,7 +284,7 @@ impl DecryptionKeys {
             };
             keys.push(DecryptionKey { kid: None, alg: None, key });
         }
-        Ok(Self { keys })
+        Ok(Self { keys, digest: digest_of(pem) })
     }
 
     /// The private keys of a JWK set (`{"keys": [...]}`) or of one JWK. RSA keys need every component (`n e d p q
@@ -281,7 +298,7 @@ impl DecryptionKeys {
             None => vec![doc],
         };
         let keys = list.iter().enumerate().map(|(i, jwk)| key_from_jwk(jwk, i)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { keys })
+        Ok(Self { keys, digest: digest_of(json) })
     }
 
     /// Number of keys.

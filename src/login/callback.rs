@@ -8,6 +8,7 @@ use super::{LoginError, flow::FLOW_TTL_SECS, flow::Flows, param, query_params};
 use crate::{
     app::State,
     body::{self, Body},
+    config::Secret,
     session::{NewSession, SessionError},
     telemetry::metrics::Event,
 };
@@ -32,7 +33,7 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
                 .header(header::CACHE_CONTROL, "no-store")
                 .header(header::SET_COOKIE, state.flows.end(&flow.state))
                 .body(body::empty())
-                .expect("static response parts are valid"));
+                .unwrap_or_else(body::internal_error));
         }
         return Err(LoginError::IdpError {
             error: error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect(),
@@ -54,19 +55,16 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
         return Err(LoginError::Replayed);
     }
     let metadata = state.provider.metadata()?;
-    if let Some(iss) = param(&params, "iss")
-        && iss != metadata.issuer
-    {
-        return Err(LoginError::IssuerMismatch);
-    }
+    check_iss(param(&params, "iss"), &metadata)?;
     let code = param(&params, "code").ok_or(LoginError::MissingParameter("code"))?;
-    let tokens = state.provider.redeem(code, &flow.verifier).await?;
-    let id_token = tokens.id_token.as_deref().ok_or(LoginError::NoIdToken)?;
+    let tokens = state.provider.redeem(code, flow.verifier.expose()).await?;
+    let id_token = tokens.id_token.as_ref().map(Secret::expose).ok_or(LoginError::NoIdToken)?;
     // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
     let (claims, id_token) = state.provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
     let id_token = id_token.as_str();
     let oidc = state.provider.settings();
-    let userinfo = match (oidc.userinfo_claims, tokens.access_token.as_deref()) {
+    let access_token = tokens.access_token.as_ref().map(Secret::expose);
+    let userinfo = match (oidc.userinfo_claims, access_token) {
         (true, Some(at)) => {
             let mut info = state.provider.userinfo(at).await?;
             // R15: the profile must be the same user's (OpenID Connect Core §5.3.2).
@@ -81,8 +79,8 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     let new = NewSession {
         id_token,
         claims: &claims,
-        refresh_token: tokens.refresh_token.as_deref(),
-        access_token: if oidc.forward_access_token { tokens.access_token.as_deref() } else { None },
+        refresh_token: tokens.refresh_token.as_ref().map(Secret::expose),
+        access_token: if oidc.forward_access_token { access_token } else { None },
         nonce: Some(&flow.nonce),
         userinfo: userinfo.as_ref(),
     };
@@ -108,10 +106,50 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     for c in cookies {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
+}
+
+/// RFC 9207: an `iss` parameter must name the issuer; and it must be there when discovery says the issuer sends
+/// it (`authorization_response_iss_parameter_supported`), or a response made by another issuer could pass for one.
+fn check_iss(iss: Option<&str>, metadata: &crate::oidc::Metadata) -> Result<(), LoginError> {
+    match iss {
+        Some(iss) if iss != metadata.issuer => Err(LoginError::IssuerMismatch),
+        None if metadata.authorization_response_iss_parameter_supported => Err(LoginError::IssuerMissing),
+        _ => Ok(()),
+    }
 }
 
 /// A short, stable reference to a session for logs: a hash prefix of its ID token, never the token.
 pub fn session_ref(id_token: &str) -> String {
     digest(&SHA256, id_token.as_bytes()).as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(advertised: bool) -> crate::oidc::Metadata {
+        serde_json::from_value(serde_json::json!({
+            "issuer": "https://op.example.com", "authorization_endpoint": "https://op.example.com/a",
+            "token_endpoint": "https://op.example.com/t", "jwks_uri": "https://op.example.com/k",
+            "authorization_response_iss_parameter_supported": advertised,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn iss_is_required_when_advertised_and_must_match_when_present() {
+        let (yes, no) = (metadata(true), metadata(false));
+        assert!(matches!(check_iss(None, &yes), Err(LoginError::IssuerMissing)));
+        assert!(check_iss(None, &no).is_ok(), "not advertised: an absent iss is accepted");
+        for m in [&yes, &no] {
+            assert!(check_iss(Some("https://op.example.com"), m).is_ok());
+            assert!(matches!(check_iss(Some("https://evil.example.com"), m), Err(LoginError::IssuerMismatch)));
+        }
+        let absent: crate::oidc::Metadata = serde_json::from_value(serde_json::json!({
+            "issuer": "i", "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "k"
+        }))
+        .unwrap();
+        assert!(check_iss(None, &absent).is_ok(), "discovery silent on RFC 9207: not required");
+    }
 }

@@ -23,7 +23,7 @@ pub struct Flow {
     #[serde(rename = "n")]
     pub nonce: String,
     #[serde(rename = "v")]
-    pub verifier: String,
+    pub verifier: crate::config::Secret,
     #[serde(rename = "r")]
     pub return_to: String,
     #[serde(rename = "t")]

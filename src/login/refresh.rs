@@ -1,7 +1,8 @@
 //! Renewal (R16): shortly before the ID token's `exp`, a session holding a refresh token gets a new ID token at the
 //! token endpoint, validated by the same rules (same `sub`; a `nonce`, if present, must still be the login's).
-//! Concurrent requests of one session share one refresh (single flight in-process; a Redis lock across replicas),
-//! and the result is kept for a minute, so a rotated refresh token never kills a session that had requests in flight.
+//! Concurrent requests of one session share one refresh (single flight in-process; a Redis lock across replicas,
+//! whose lease is renewed while the refresh runs), and the result is kept for a minute, so a rotated refresh token
+//! never kills a session that had requests in flight.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::{
     app::State,
+    config::Secret,
     id_token::Claims,
     oidc::{ProviderError, TokenError},
     session::{NewSession, Session, SessionError},
@@ -19,11 +21,17 @@ use crate::{
 /// Tokens from one refresh, shared by every request that waited for it.
 #[derive(Debug)]
 pub struct Refreshed {
-    id_token: String,
+    id_token: Secret,
     claims: Claims,
-    refresh_token: Option<String>,
-    access_token: Option<String>,
+    refresh_token: Option<Secret>,
+    access_token: Option<Secret>,
 }
+
+/// The cross-replica refresh lock's lease, renewed every [`LOCK_RENEW_EVERY`] while the refresh runs: a holder that
+/// dies frees it within this time, a slow token endpoint never lets a second replica in.
+pub const LOCK_LEASE_MS: u64 = 3_000;
+/// How often the holder renews its lease.
+const LOCK_RENEW_EVERY: Duration = Duration::from_millis(1_000);
 
 /// Why a refresh did not give a new session.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -102,43 +110,76 @@ async fn refresh(
 ) -> Result<Refreshed, RefreshFailure> {
     let Some(store) = state.sessions.store() else { return redeem(state, session, rt, now).await };
     let lock = crate::session::store::hex(&flight);
+    // A holder keeps the lock for at most one token request (plus the store write): wait a little longer.
+    let patience = state.provider.settings().http_timeout + Duration::from_secs(5);
     let mut waited = Duration::ZERO;
-    while !store.try_lock(&lock, 10_000).await.map_err(|e| RefreshFailure::Unavailable(e.to_string()))? {
-        if waited > Duration::from_secs(10) {
-            return Err(RefreshFailure::Unavailable("refresh lock held too long".into()));
+    let lease = loop {
+        match store.try_lock(&lock, LOCK_LEASE_MS).await.map_err(|e| RefreshFailure::Unavailable(e.to_string()))? {
+            Some(lease) => break lease,
+            None if waited > patience => {
+                return Err(RefreshFailure::Unavailable("refresh lock held too long".into()));
+            }
+            None => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                waited += Duration::from_millis(25);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        waited += Duration::from_millis(25);
-    }
-    let result = match state.sessions.open(headers, now).await {
-        Ok(current) if current.refresh_token() != Some(rt) => Ok(Refreshed {
-            id_token: current.id_token_hint().to_owned(),
-            claims: current.claims().clone(),
-            refresh_token: current.refresh_token().map(str::to_owned),
-            access_token: current.access_token().map(str::to_owned),
-        }),
-        _ => match redeem(state, session, rt, now).await {
-            // Store the renewed session before the lock is released: the next holder must find it.
-            Ok(r) => state
-                .sessions
-                .store_renewal(session, &as_new(&r, session), now)
-                .await
-                .map(|()| r)
-                .map_err(|e| RefreshFailure::Unavailable(e.to_string())),
-            Err(e) => Err(e),
-        },
     };
-    store.unlock(&lock).await;
+    let work = async {
+        match state.sessions.open(headers, now).await {
+            Ok(current) if current.refresh_token() != Some(rt) => Ok(Refreshed {
+                id_token: Secret::new(current.id_token_hint()),
+                claims: current.claims().clone(),
+                refresh_token: current.refresh_token().map(Secret::new),
+                access_token: current.access_token().map(Secret::new),
+            }),
+            _ => match redeem(state, session, rt, now).await {
+                // Store the renewed session before the lock is released: the next holder must find it.
+                Ok(r) => state
+                    .sessions
+                    .store_renewal(session, &as_new(&r, session), now)
+                    .await
+                    .map(|()| r)
+                    .map_err(|e| RefreshFailure::Unavailable(e.to_string())),
+                Err(e) => Err(e),
+            },
+        }
+    };
+    // Renew the lease while the refresh runs: a slow token endpoint must not let a second replica redeem the same
+    // (rotating) refresh token, which would end the session.
+    let renewing = async {
+        loop {
+            tokio::time::sleep(LOCK_RENEW_EVERY).await;
+            match store.renew(&lease, LOCK_LEASE_MS).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "refresh lock lost while refreshing (lease lapsed); another replica may refresh too"
+                    );
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew the refresh lock"),
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let result = tokio::select! {
+        r = work => r,
+        () = renewing => unreachable!("the renewal loop never finishes"),
+    };
+    if !store.unlock(&lease).await {
+        tracing::warn!("refresh lock already taken over by another holder; left in place");
+    }
     result
 }
 
 /// The session to keep after refresh `r` of `session`.
 fn as_new<'a>(r: &'a Refreshed, session: &'a Session) -> NewSession<'a> {
     NewSession {
-        id_token: &r.id_token,
+        id_token: r.id_token.expose(),
         claims: &r.claims,
-        refresh_token: r.refresh_token.as_deref(),
-        access_token: r.access_token.as_deref(),
+        refresh_token: r.refresh_token.as_ref().map(Secret::expose),
+        access_token: r.access_token.as_ref().map(Secret::expose),
         nonce: session.nonce(),
         userinfo: session.userinfo(),
     }
@@ -162,7 +203,7 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
         return Err(RefreshFailure::Unavailable("the issuer returned no ID token on refresh".into()));
     };
     // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
-    let (claims, id_token) = match state.provider.validate_id_token(&id_token, None, now).await {
+    let (claims, id_token) = match state.provider.validate_id_token(id_token.expose(), None, now).await {
         Ok(valid) => valid,
         Err(TokenError::Provider(e)) => return Err(RefreshFailure::Unavailable(e.to_string())),
         Err(TokenError::Rejected(r)) => {
@@ -182,10 +223,10 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
     metrics.event(Event::Refresh("success"));
     tracing::info!(target: "idgate::audit", event = "refresh", sub = claims.sub(), expires_at = claims.exp(), "session refreshed");
     Ok(Refreshed {
-        id_token,
+        id_token: Secret::new(id_token),
         claims,
         // Issuers that do not rotate refresh tokens return none: keep using the old one.
-        refresh_token: tokens.refresh_token.or_else(|| Some(rt.to_owned())),
+        refresh_token: tokens.refresh_token.or_else(|| Some(Secret::new(rt))),
         access_token: if state.provider.settings().forward_access_token { tokens.access_token } else { None },
     })
 }

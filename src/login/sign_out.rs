@@ -2,6 +2,10 @@
 //! signs out — so a third-party page cannot log users out with an image tag. Every idgate cookie is cleared, then
 //! the browser goes to the issuer's `end_session_endpoint` (with `id_token_hint`) when it publishes one, otherwise
 //! to `rd`.
+//!
+//! The session's refresh token is revoked at the issuer first (RFC 7009, when discovery names a
+//! `revocation_endpoint`), so no copy of the session can be refreshed anywhere; a cookie session is also remembered
+//! as signed out by this process until its `exp` (see [`crate::session::signed_out`]).
 
 use http::{HeaderMap, Method, Response, StatusCode, header};
 
@@ -70,8 +74,10 @@ pub async fn sign_out(
         location = end.into();
     }
     if let Some(s) = &session {
+        let revoked = revoke(state, s).await;
+        state.sessions.sign_out(s, now);
         state.provider.metrics().event(Event::SignOut("rp_initiated"));
-        tracing::info!(target: "idgate::audit", event = "logout", sub = s.claims().sub(), session = %binding, "signed out");
+        tracing::info!(target: "idgate::audit", event = "logout", sub = s.claims().sub(), session = %binding, refresh_token_revoked = revoked, "signed out");
     }
     let mut resp = Response::builder()
         .status(StatusCode::FOUND)
@@ -81,5 +87,22 @@ pub async fn sign_out(
     for c in cleared.into_iter().chain(state.flows.end_all(req)) {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
+}
+
+/// Revokes the session's refresh token at the issuer. Returns whether it is known to be revoked. A failure does not
+/// stop the sign-out; it is logged, since a copy of a cookie session could then still be refreshed elsewhere.
+async fn revoke(state: &State, session: &crate::session::Session) -> bool {
+    let Some(rt) = session.refresh_token() else { return false };
+    match state.provider.revoke_refresh_token(rt).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!("the issuer has no revocation_endpoint: the refresh token stays valid at the issuer");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not revoke the refresh token at sign-out");
+            false
+        }
+    }
 }

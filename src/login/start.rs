@@ -26,12 +26,12 @@ pub async fn start(
     let flow = Flow {
         state: random::token(16),
         nonce: random::token(16),
-        verifier: random::token(32),
+        verifier: crate::config::Secret::new(random::token(32)),
         return_to: redirect::safe(rd),
         created: state.clock.now(),
         silent: state.settings.session.silent_reauth && !interactive,
     };
-    let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, flow.verifier.as_bytes()));
+    let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, flow.verifier.expose().as_bytes()));
     let mut url = url::Url::parse(&metadata.authorization_endpoint)
         .map_err(|e| crate::oidc::ProviderError::BadDocument { what: "discovery", why: e.to_string() })?;
     url.query_pairs_mut()
@@ -56,5 +56,5 @@ pub async fn start(
     for c in state.flows.begin(req, &flow) {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
 }

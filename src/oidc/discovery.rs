@@ -18,6 +18,12 @@ pub struct Metadata {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 7009: where sign-out revokes the refresh token.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    /// RFC 9207: the issuer sends `iss` with every authorization response, so one without it is refused.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// The discovery URL for an issuer.

@@ -6,14 +6,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Provider, ProviderError};
-use crate::{body, config::TokenAuthMethod};
+use crate::{
+    body,
+    config::{Secret, TokenAuthMethod},
+};
 
 /// What the token endpoint returned. `Debug` shows no token.
 #[derive(Deserialize)]
 pub struct Tokens {
-    pub id_token: Option<String>,
-    pub access_token: Option<String>,
-    pub refresh_token: Option<String>,
+    pub id_token: Option<Secret>,
+    pub access_token: Option<Secret>,
+    pub refresh_token: Option<Secret>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -50,13 +53,49 @@ impl Provider {
         self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
     }
 
+    /// RFC 7009: revokes a refresh token at the issuer's `revocation_endpoint`, authenticated like the token
+    /// endpoint. `Ok(false)` when discovery names no revocation endpoint.
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> Result<bool, ProviderError> {
+        const WHAT: &str = "revocation endpoint";
+        let metadata = self.metadata()?;
+        let Some(endpoint) = metadata.revocation_endpoint.as_deref() else { return Ok(false) };
+        let params = [("token", refresh_token), ("token_type_hint", "refresh_token")];
+        let answer = self.client_post(WHAT, endpoint, &params).await?;
+        // RFC 7009 §2.2: 200 whether or not the token was still valid.
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status { what: WHAT, status: answer.status.as_u16() });
+        }
+        Ok(true)
+    }
+
     async fn token_request(&self, params: &[(&str, &str)]) -> Result<Tokens, ProviderError> {
         const WHAT: &str = "token endpoint";
         let metadata = self.metadata()?;
+        let answer = self.client_post(WHAT, &metadata.token_endpoint, params).await?;
+        if !answer.status.is_success() {
+            return Err(match serde_json::from_slice::<OAuthError>(&answer.body) {
+                Ok(e) => ProviderError::Refused {
+                    status: answer.status.as_u16(),
+                    error: e.error,
+                    description: e.error_description,
+                },
+                Err(_) => ProviderError::Status { what: WHAT, status: answer.status.as_u16() },
+            });
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })
+    }
+
+    /// POSTs `params` to `url` with this client's authentication (`oidc.token_auth_method`).
+    async fn client_post(
+        &self,
+        what: &'static str,
+        url: &str,
+        params: &[(&str, &str)],
+    ) -> Result<super::Answer, ProviderError> {
         let mut form: Vec<(&str, &str)> = params.to_vec();
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(&metadata.token_endpoint)
+            .uri(url)
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         let s = &self.settings;
@@ -74,20 +113,8 @@ impl Provider {
             }
         }
         let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
-        let req =
-            req.body(body::full(encoded)).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })?;
-        let answer = self.call(WHAT, req).await?;
-        if !answer.status.is_success() {
-            return Err(match serde_json::from_slice::<OAuthError>(&answer.body) {
-                Ok(e) => ProviderError::Refused {
-                    status: answer.status.as_u16(),
-                    error: e.error,
-                    description: e.error_description,
-                },
-                Err(_) => ProviderError::Status { what: WHAT, status: answer.status.as_u16() },
-            });
-        }
-        serde_json::from_slice(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })
+        let req = req.body(body::full(encoded)).map_err(|e| ProviderError::BadDocument { what, why: e.to_string() })?;
+        self.call(what, req).await
     }
 
     /// Asks the userinfo endpoint for the full profile with an access token.

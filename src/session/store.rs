@@ -13,11 +13,29 @@ pub type Key = [u8; 32];
 #[error("session store unavailable: {0}")]
 pub struct StoreError(pub String);
 
-/// What a back-channel logout can name: the issuer's session id and the subject.
+/// What a back-channel logout can name: the issuer's session id and the subject; and when the login was made (a
+/// logout token issued before it does not end it).
 #[derive(Debug, Clone, Default)]
 pub struct Owner {
     pub sid: Option<String>,
     pub sub: String,
+    pub created: i64,
+}
+
+/// What a back-channel logout did: sessions ended, and sessions of the same owner kept because they were made after
+/// the logout token was issued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub ended: usize,
+    pub kept_newer: usize,
+}
+
+/// A held cross-replica lock. Only its holder (a random owner token) can renew or release it, so a holder whose
+/// lease lapsed cannot release the lock someone else took since.
+#[derive(Debug)]
+pub struct Lease {
+    name: String,
+    owner: String,
 }
 
 /// The server-side backends.
@@ -66,27 +84,53 @@ impl Store {
         }
     }
 
-    /// Removes every session of the issuer session `sid`, or of `sub` when no `sid` is given. Returns how many.
-    pub async fn delete_owned(&self, sid: Option<&str>, sub: Option<&str>) -> Result<usize, StoreError> {
+    /// Removes every session of the issuer session `sid`, or of `sub` when no `sid` is given, whose login was made
+    /// at or before `issued_at` (a logout token's `iat`); later logins are kept.
+    pub async fn delete_owned(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+        issued_at: i64,
+    ) -> Result<Ended, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.delete_owned(sid, sub).await),
-            Store::Redis(r) => r.delete_owned(sid, sub).await,
+            Store::Memory(m) => Ok(m.delete_owned(sid, sub, issued_at).await),
+            Store::Redis(r) => r.delete_owned(sid, sub, issued_at).await,
         }
     }
 
-    /// Takes a cross-replica lock for `name` (Redis) or always succeeds (memory: one process, in-process single
-    /// flight is enough). Returns whether this caller holds it.
-    pub async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+    /// Records `name` as used for `ttl_secs`; false when it already was — by any replica sharing the store (Redis).
+    /// The memory store serves one process, whose own replay guard is enough: always true.
+    pub async fn first_use(&self, name: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         match self {
             Store::Memory(_) => Ok(true),
-            Store::Redis(r) => r.try_lock(name, ttl_ms).await,
+            Store::Redis(r) => r.first_use(name, ttl_secs).await,
         }
     }
 
-    /// Releases a lock taken with [`Store::try_lock`].
-    pub async fn unlock(&self, name: &str) {
-        if let Store::Redis(r) = self {
-            r.unlock(name).await;
+    /// Takes a cross-replica lock for `name` for `ttl_ms` (Redis) or always succeeds (memory: one process,
+    /// in-process single flight is enough). Returns the lease when this caller holds it.
+    pub async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let owner = crate::random::token(16);
+        let held = match self {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.try_lock(name, &owner, ttl_ms).await?,
+        };
+        Ok(held.then(|| Lease { name: name.to_owned(), owner }))
+    }
+
+    /// Extends a lease to `ttl_ms` from now, if it is still this holder's. Returns whether it was.
+    pub async fn renew(&self, lease: &Lease, ttl_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(true),
+            Store::Redis(r) => r.renew(&lease.name, &lease.owner, ttl_ms).await,
+        }
+    }
+
+    /// Releases a lease, if it is still this holder's (compare-and-delete). Returns whether it was.
+    pub async fn unlock(&self, lease: &Lease) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.unlock(&lease.name, &lease.owner).await,
         }
     }
 

@@ -164,7 +164,69 @@ async fn stored_bytes_moved_under_another_key_do_not_open_even_when_kept() {
     let store = s.store().unwrap();
     let (key_a, key_b) = (s.key_of(&a).unwrap(), s.key_of(&b).unwrap());
     let sealed_a = store.get(&key_a).await.unwrap().unwrap();
-    let owner = Owner { sid: None, sub: "alice".into() };
+    let owner = Owner { sid: None, sub: "alice".into(), created: NOW };
     store.put(&key_b, sealed_a.to_vec(), &owner, NOW + 600, NOW).await.unwrap();
     assert!(matches!(s.open(&b, NOW).await.unwrap_err(), SessionError::Tampered));
+}
+
+#[tokio::test]
+async fn a_signed_out_cookie_session_and_its_renewals_are_refused_and_debug_shows_no_token() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
+    let (t, c) = token(0);
+    let new = NewSession {
+        id_token: &t,
+        claims: &c,
+        refresh_token: Some("rt-secret"),
+        access_token: Some("at-secret"),
+        nonce: None,
+        userinfo: None,
+    };
+    let req = request_with(&s.save(&HeaderMap::new(), &new, NOW).await.unwrap());
+    let session = s.open(&req, NOW).await.unwrap();
+    assert_eq!(session.login().at(), NOW, "the login is the ID token's iat");
+    for shown in [format!("{session:?}"), format!("{new:?}")] {
+        assert!(!shown.contains("rt-secret") && !shown.contains("at-secret") && !shown.contains(&t), "{shown}");
+    }
+    // A renewal (another ID token, another cookie) keeps the login.
+    let (t2, c2) = token(1);
+    let renewed = NewSession { id_token: &t2, claims: &c2, ..new };
+    let (r, cookies) = s.renew(&req, &session, &renewed, NOW + 1).await.unwrap();
+    assert_eq!(r.login(), session.login());
+    let renewed_req = request_with(&cookies);
+    assert_eq!(s.open(&renewed_req, NOW + 1).await.unwrap().login(), session.login());
+    // Signing out the renewed session refuses the old cookie too: same login.
+    s.sign_out(&r, NOW + 1);
+    assert!(matches!(s.open(&renewed_req, NOW + 1).await.unwrap_err(), SessionError::SignedOut));
+    assert!(matches!(s.open(&req, NOW + 1).await.unwrap_err(), SessionError::SignedOut));
+    // Other logins are untouched, and a reload keeps the sign-outs.
+    let other = request_with(&save(&s, &t, &c).await);
+    assert!(s.open(&other, NOW + 1).await.is_ok());
+    let reloaded = Sessions::with_store(&settings(SECRET, &[]), s.shared_store());
+    assert!(matches!(reloaded.open(&req, NOW + 1).await.unwrap_err(), SessionError::SignedOut));
+}
+
+#[tokio::test]
+async fn sessions_sealed_before_logins_were_recorded_still_open() {
+    let s = Sessions::new(&settings(SECRET, &[])).unwrap();
+    let (t, _) = token(0);
+    let plain = serde_json::to_vec(&json!({"t": t, "r": "rt"})).unwrap();
+    let value = s.ring.seal("idgate", &plain);
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_str(&format!("idgate={value}")).unwrap());
+    let session = s.open(&h, NOW).await.unwrap();
+    assert_eq!(session.login().at(), NOW, "from the ID token's iat");
+    assert_eq!(session.login().id().len(), 22, "named by a hash of the ID token");
+    assert_eq!(s.open(&h, NOW).await.unwrap().login(), session.login(), "stable");
+}
+
+#[tokio::test]
+async fn back_channel_deletion_spares_logins_newer_than_the_logout_token() {
+    let store = Store::Memory(store::memory::MemoryStore::new(100));
+    for (i, created) in [NOW - 10, NOW, NOW + 10].into_iter().enumerate() {
+        let owner = Owner { sid: Some("S".into()), sub: "alice".into(), created };
+        store.put(&[i as u8; 32], vec![1], &owner, NOW + 600, NOW).await.unwrap();
+    }
+    let done = store.delete_owned(Some("S"), None, NOW).await.unwrap();
+    assert_eq!(done, store::Ended { ended: 2, kept_newer: 1 }, "issued at NOW: logins at or before it end");
+    assert!(store.get(&[2u8; 32]).await.unwrap().is_some(), "the newer login stays");
 }

@@ -229,7 +229,9 @@ async fn refresh_with_offline_access_and_a_five_second_token() {
     let b = Browser::new();
     assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
     let cookie = b.cookie("idgate").unwrap();
-    gate.clock.advance(6);
+    // The provider dates its tokens by the real clock: 6 s past the real now is past the token's exp, however long
+    // the login took on a loaded machine.
+    gate.clock.set(idgate::clock::Clock::now(&idgate::clock::SystemClock) + 6);
     let probe = Browser::new().api();
     probe.set_cookie("idgate", &cookie);
     assert_eq!(
@@ -237,6 +239,31 @@ async fn refresh_with_offline_access_and_a_five_second_token() {
         StatusCode::UNAUTHORIZED,
         "a 5-second token ends the session"
     );
+    gate.shutdown().await;
+}
+
+/// RFC 7009 against a real provider: sign-out revokes the refresh token, so a copy of the (cookie) session replayed
+/// to another replica, which never heard of the sign-out, cannot be refreshed there.
+#[tokio::test]
+async fn sign_out_revokes_the_refresh_token_at_the_provider() {
+    let (gate, op) = gate_for("idgate-rs256", 300, |s| s.oidc.scopes.push("offline_access".into())).await;
+    let other = gate.replica(|_| {}).await;
+    let b = Browser::new();
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
+    let copy = b.cookie("idgate").unwrap();
+    let page = b.get(&format!("{}/oauth2/sign_out", gate.base)).await;
+    let token = page.text().split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let out = b
+        .post_form(&format!("{}/oauth2/sign_out", gate.base), &format!("csrf={}", crate::harness::urlencode(&token)))
+        .await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    gate.clock.advance(280);
+    let probe = Browser::new().api();
+    probe.set_cookie("idgate", &copy);
+    let r = probe.get(&format!("http://{}/", other.public_addr)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(other.state().metrics.render().contains("idgate_refreshes_total{result=\"refused\"} 1"));
+    other.shutdown().await;
     gate.shutdown().await;
 }
 

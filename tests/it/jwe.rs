@@ -233,3 +233,18 @@ async fn an_encrypted_back_channel_logout_token_is_decrypted_and_a_forged_one_re
     assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
     gate.shutdown().await;
 }
+
+#[test]
+fn a_changed_decryption_key_needs_a_restart() {
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let old = crate::harness::settings("http://127.0.0.1:1", "http://127.0.0.1:2", up);
+    let mut new = crate::harness::settings("http://127.0.0.1:1", "http://127.0.0.1:2", up);
+    assert!(idgate::app::needs_restart(&old, &new).is_empty());
+    new.oidc.id_token_decryption.keys = Some(Arc::new(pair(KeyAlg::EcdhEs, ContentEnc::A128Gcm).0));
+    new.oidc.id_token_decryption.required = true;
+    new.oidc.id_token_decryption.allowed.algs = vec![KeyAlg::EcdhEs];
+    assert_eq!(
+        idgate::app::needs_restart(&old, &new),
+        ["oidc.id_token_decryption_key_file", "oidc.require_encrypted_id_token", "oidc.id_token_encryption_algs"]
+    );
+}

@@ -1,11 +1,12 @@
 //! One integration-test binary; a module per concern.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 
 mod attacks;
 mod cli;
 mod deploy;
+mod differential;
 mod forward;
 mod identity;
 mod interop;

@@ -10,7 +10,7 @@ use std::{
 use bytes::Bytes;
 use moka::{Expiry, future::Cache};
 
-use super::{Key, Owner};
+use super::{Ended, Key, Owner};
 
 #[derive(Clone)]
 struct Entry {
@@ -18,6 +18,7 @@ struct Entry {
     ttl_secs: u32,
     sid: u64,
     sub: u64,
+    created: i64,
 }
 
 struct ByTtl;
@@ -65,6 +66,7 @@ impl MemoryStore {
             ttl_secs: ttl_secs.min(u32::MAX.into()) as u32,
             sid: owner.sid.as_deref().map(|s| self.hash(1, s)).unwrap_or(NO_SID),
             sub: self.hash(2, &owner.sub),
+            created: owner.created,
         };
         self.entries.insert(key, entry).await;
     }
@@ -77,7 +79,7 @@ impl MemoryStore {
         self.entries.invalidate(key).await;
     }
 
-    pub(super) async fn delete_owned(&self, sid: Option<&str>, sub: Option<&str>) -> usize {
+    pub(super) async fn delete_owned(&self, sid: Option<&str>, sub: Option<&str>, issued_at: i64) -> Ended {
         let matches: Box<dyn Fn(&Entry) -> bool + Send> = match (sid, sub) {
             (Some(sid), _) => {
                 let h = self.hash(1, sid);
@@ -87,12 +89,20 @@ impl MemoryStore {
                 let h = self.hash(2, sub);
                 Box::new(move |e| e.sub == h)
             }
-            (None, None) => return 0,
+            (None, None) => return Ended::default(),
         };
-        let doomed: Vec<Key> = self.entries.iter().filter(|(_, e)| matches(e)).map(|(k, _)| *k).collect();
+        let mut kept_newer = 0;
+        let mut doomed = Vec::new();
+        for (k, e) in self.entries.iter().filter(|(_, e)| matches(e)) {
+            if e.created <= issued_at {
+                doomed.push(*k);
+            } else {
+                kept_newer += 1;
+            }
+        }
         for k in &doomed {
             self.entries.invalidate(k).await;
         }
-        doomed.len()
+        Ended { ended: doomed.len(), kept_newer }
     }
 }

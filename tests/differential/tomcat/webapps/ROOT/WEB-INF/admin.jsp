@@ -1,0 +1,1 @@
+<%@ page contentType="text/plain" trimDirectiveWhitespaces="true" %>DIFF-ADMIN tomcat path=<%= request.getServletPath() %><%= request.getPathInfo() == null ? "" : request.getPathInfo() %>
