@@ -763,6 +763,10 @@ pub struct GeneratedKey {
 
 impl GeneratedKey {
     /// An RSA-2048 key (no private JWK: aws-lc-rs does not export RSA components).
+    #[allow(
+        clippy::expect_used,
+        reason = "tests and the development issuer: key generation fails only without a working RNG"
+    )]
     pub fn rsa() -> Self {
         let k = rsa::PrivateDecryptingKey::generate(rsa::KeySize::Rsa2048).expect("RSA key generation");
         let der = k.as_der().expect("PKCS#8 export");
@@ -774,6 +778,10 @@ impl GeneratedKey {
     }
 
     /// An EC P-256 key.
+    #[allow(
+        clippy::expect_used,
+        reason = "tests and the development issuer: key generation fails only without a working RNG"
+    )]
     pub fn p256() -> Self {
         let k = agreement::PrivateKey::generate(&agreement::ECDH_P256).expect("P-256 key generation");
         let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&k).expect("PKCS#8 export");
