@@ -758,21 +758,30 @@ impl EncryptionKey {
 pub struct GeneratedKey {
     pub private_pem: String,
     pub private_jwk: Option<Value>,
+    /// The public half as a JWK (`use: enc`), for registering the client at an issuer.
+    pub public_jwk: Value,
     pub public: EncryptionKey,
 }
 
 impl GeneratedKey {
-    /// An RSA-2048 key (no private JWK: aws-lc-rs does not export RSA components).
+    /// An RSA-2048 key (no private JWK: aws-lc-rs does not export RSA private components; use the PEM).
     #[allow(
         clippy::expect_used,
         reason = "tests and the development issuer: key generation fails only without a working RNG"
     )]
     pub fn rsa() -> Self {
-        let k = rsa::PrivateDecryptingKey::generate(rsa::KeySize::Rsa2048).expect("RSA key generation");
-        let der = k.as_der().expect("PKCS#8 export");
+        let pair = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).expect("RSA key generation");
+        let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("PKCS#8 export");
+        let k = rsa::PrivateDecryptingKey::from_pkcs8(der.as_ref()).expect("PKCS#8 import");
+        let public = aws_lc_rs::signature::KeyPair::public_key(&pair);
+        let e64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
         GeneratedKey {
             private_pem: pem("PRIVATE KEY", der.as_ref()),
             private_jwk: None,
+            public_jwk: json!({
+                "kty": "RSA", "use": "enc", "n": e64(public.modulus().big_endian_without_leading_zero()),
+                "e": e64(public.exponent().big_endian_without_leading_zero()),
+            }),
             public: EncryptionKey::Rsa(k.public_key()),
         }
     }
@@ -793,6 +802,7 @@ impl GeneratedKey {
             private_jwk: Some(json!({
                 "kty": "EC", "crv": "P-256", "x": e64(&point[1..33]), "y": e64(&point[33..]), "d": e64(d.as_ref()),
             })),
+            public_jwk: json!({"kty": "EC", "use": "enc", "crv": "P-256", "x": e64(&point[1..33]), "y": e64(&point[33..])}),
             public: EncryptionKey::P256(point),
         }
     }

@@ -441,3 +441,15 @@ fn small_rsa_keys_are_refused() {
     let e = DecryptionKeys::from_file_contents(RSA_1024_PEM.as_bytes()).unwrap_err();
     assert!(e.0.contains("at least 2048 bits"), "{e}");
 }
+
+#[test]
+fn generated_public_jwks_encrypt_to_the_private_half() {
+    for g in [GeneratedKey::rsa(), GeneratedKey::p256()] {
+        let keys = DecryptionKeys::from_pem(g.private_pem.as_bytes()).unwrap();
+        let to = EncryptionKey::from_jwk(&g.public_jwk).unwrap();
+        let alg = if matches!(to, EncryptionKey::Rsa(_)) { KeyAlg::RsaOaep256 } else { KeyAlg::EcdhEsA256Kw };
+        let jwe = encrypt(JWS.as_bytes(), &to, None, alg, ContentEnc::A256Gcm).unwrap();
+        assert_eq!(decrypt(&jwe, &keys, &all()).unwrap(), JWS);
+        assert!(g.public_jwk.get("d").is_none());
+    }
+}
