@@ -214,6 +214,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         post_logout_redirect_url,
         forward_access_token,
         userinfo_claims,
+        id_token_decryption,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -230,6 +231,11 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.post_logout_redirect_url", *post_logout_redirect_url != n.post_logout_redirect_url);
     check("oidc.forward_access_token", *forward_access_token != n.forward_access_token);
     check("oidc.userinfo_claims", *userinfo_claims != n.userinfo_claims);
+    let (d, nd) = (id_token_decryption, &n.id_token_decryption);
+    check("oidc.id_token_decryption_key_file", d.keys != nd.keys);
+    check("oidc.require_encrypted_id_token", d.required != nd.required);
+    check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
+    check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,

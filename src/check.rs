@@ -31,6 +31,10 @@ pub async fn run(settings: &Settings) -> Report {
     r.lines.push(format!("issuer           {}", s.oidc.issuer));
     r.lines.push(format!("callback         {}", s.oidc.redirect_url));
     r.lines.push(format!("session store    {}, cookie {:?}", store_line(&s.session.store), s.session.cookie_name));
+    if let Some(keys) = &s.oidc.id_token_decryption.keys {
+        let mode = if s.oidc.id_token_decryption.required { "required" } else { "accepted" };
+        r.lines.push(format!("encrypted ID     {mode}, {} decryption key(s)", keys.len()));
+    }
     for (h, c) in &s.headers {
         r.lines.push(format!("header           {h} <- claim {c:?}"));
     }

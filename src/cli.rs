@@ -34,6 +34,9 @@ pub enum Command {
         /// Port for the proxy on 127.0.0.1.
         #[arg(long, default_value_t = 4180)]
         port: u16,
+        /// Have the development issuer encrypt ID tokens to idgate (R8), and require it.
+        #[arg(long, value_enum)]
+        encrypt_id_tokens: Option<crate::demo::DemoEncryption>,
     },
     /// Print a fresh session secret (base64 of 32 random bytes) for `session.secret`.
     GenSecret,

@@ -22,8 +22,17 @@ use crate::{
     server,
 };
 
+/// How the demo's issuer encrypts ID tokens (`idgate demo --encrypt-id-tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoEncryption {
+    /// RSA-OAEP-256 + A256GCM to a fresh RSA-2048 key.
+    RsaOaep256,
+    /// ECDH-ES + A128CBC-HS256 to a fresh P-256 key.
+    EcdhEs,
+}
+
 /// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
-pub async fn run(port: u16) -> Result<(), String> {
+pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let proxy_url = format!("http://127.0.0.1:{port}");
@@ -38,7 +47,21 @@ pub async fn run(port: u16) -> Result<(), String> {
         .await
         .map_err(|e| format!("development issuer: {e}"))?;
     let upstream = spawn_echo_upstream(loopback(0)).await.map_err(|e| format!("demo upstream: {e}"))?;
-    let settings = demo_settings(loopback(port), &client, issuer.issuer(), upstream)?;
+    let mut settings = demo_settings(loopback(port), &client, issuer.issuer(), upstream)?;
+    if let Some(mode) = encryption {
+        use crate::id_token::jwe::{ContentEnc, DecryptionKeys, GeneratedKey, KeyAlg};
+        let (key, alg, enc) = match mode {
+            DemoEncryption::RsaOaep256 => (GeneratedKey::rsa(), KeyAlg::RsaOaep256, ContentEnc::A256Gcm),
+            DemoEncryption::EcdhEs => (GeneratedKey::p256(), KeyAlg::EcdhEs, ContentEnc::A128CbcHs256),
+        };
+        let keys = DecryptionKeys::from_pem(key.private_pem.as_bytes()).map_err(|e| e.to_string())?;
+        settings.oidc.id_token_decryption.keys = Some(Arc::new(keys));
+        settings.oidc.id_token_decryption.required = true;
+        issuer.configure(|k| {
+            k.id_token_encryption = Some(crate::dev_issuer::IdTokenEncryption { key: key.public, kid: None, alg, enc })
+        });
+        eprintln!("  ID tokens are encrypted: {} + {}", alg.name(), enc.name());
+    }
     let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
     eprintln!(
         "\n  idgate demo is running.\n\n    Open {proxy_url}/ in a browser and log in with any name.\n\n  \
@@ -100,6 +123,7 @@ fn demo_settings(
             post_logout_redirect_url: None,
             forward_access_token: false,
             userinfo_claims: false,
+            id_token_decryption: Default::default(),
         },
         session: SessionSettings {
             cookie_secure: false,

@@ -29,13 +29,26 @@ use crate::{
     clock::Clock,
     config::TokenAuthMethod,
     error::{escape, html_page},
+    id_token::jwe::{self, ContentEnc, EncryptionKey, KeyAlg},
     random, server,
 };
 pub use keys::{DevAlg, SigningKey};
 
 /// Rewrites the claims of the next ID tokens (tests break tokens with it).
 pub type ClaimsHook = Arc<dyn Fn(&mut Map<String, Value>) + Send + Sync>;
-/// Rewrites a signed ID token as a whole (tests: tamper with the signature, swap algorithms, …).
+/// How the issuer encrypts ID tokens for its client (R8): the client's registered public key (its
+/// `id_token_encrypted_response_alg` / `_enc` in OpenID Connect Dynamic Client Registration terms).
+#[derive(Debug, Clone)]
+pub struct IdTokenEncryption {
+    pub key: EncryptionKey,
+    /// The `kid` put in the JWE header, when the client's key has one.
+    pub kid: Option<String>,
+    pub alg: KeyAlg,
+    pub enc: ContentEnc,
+}
+
+/// Rewrites an ID token as a whole, after signing (and encryption) (tests: tamper with the signature, swap
+/// algorithms, …).
 pub type TokenHook = Arc<dyn Fn(String) -> String + Send + Sync>;
 
 /// The issuer's adjustable behaviour.
@@ -58,6 +71,8 @@ pub struct Knobs {
     pub advertise_iss: bool,
     /// Publish a `revocation_endpoint` (RFC 7009).
     pub revocation: bool,
+    /// Encrypt ID tokens to the client (R8); `None`: signed only.
+    pub id_token_encryption: Option<IdTokenEncryption>,
 }
 
 impl Default for Knobs {
@@ -73,6 +88,7 @@ impl Default for Knobs {
             omit_iss: false,
             advertise_iss: true,
             revocation: true,
+            id_token_encryption: None,
         }
     }
 }
@@ -299,6 +315,8 @@ impl Inner {
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384"],
+            "id_token_encryption_alg_values_supported": KeyAlg::ALL.map(KeyAlg::name),
+            "id_token_encryption_enc_values_supported": ContentEnc::ALL.map(ContentEnc::name),
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
@@ -495,6 +513,9 @@ impl Inner {
             .lock()
             .map(|k| k.last().map(|k| k.sign(&Value::Object(claims))).unwrap_or_default())
             .unwrap_or_default();
+        if let Some(e) = &knobs.id_token_encryption {
+            id_token = jwe::encrypt(id_token.as_bytes(), &e.key, e.kid.as_deref(), e.alg, e.enc).unwrap_or_default();
+        }
         if let Some(hook) = &knobs.token_hook {
             id_token = hook(id_token);
         }

@@ -7,6 +7,7 @@
 //! clock, skip `aud` when absent and leave `azp`/`nonce` out).
 
 pub mod claims;
+pub mod jwe;
 pub mod keys;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -55,6 +56,10 @@ pub enum Rejection {
     NonceMismatch,
     #[error("not a logout token: {0}")]
     NotALogoutToken(&'static str),
+    #[error("{0}")]
+    Encryption(jwe::JweError),
+    #[error("ID token is not encrypted, and oidc.require_encrypted_id_token is set")]
+    NotEncrypted,
 }
 
 impl Rejection {
@@ -75,6 +80,8 @@ impl Rejection {
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::NonceMismatch => "nonce_mismatch",
             Rejection::NotALogoutToken(_) => "not_a_logout_token",
+            Rejection::Encryption(e) => e.reason(),
+            Rejection::NotEncrypted => "not_encrypted",
         }
     }
 }
@@ -178,6 +185,26 @@ pub fn validate(
         Some(_) => Err(Rejection::Malformed("sub is not a string of 1-255 characters")),
         None => Err(Rejection::MissingClaim("sub")),
     }
+}
+
+/// How encrypted tokens are opened: idgate's decryption keys (none configured → a JWE is refused), the algorithms
+/// allowed, and whether a plain JWS is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decryption {
+    pub keys: Option<std::sync::Arc<jwe::DecryptionKeys>>,
+    pub allowed: jwe::Allowed,
+    pub required: bool,
+}
+
+/// The signed token to validate (R8): `raw` itself when it is a JWS, the JWS inside when it is a JWE. A JWS is
+/// refused when encryption is required; a JWE is refused when no key is configured or it does not decrypt to a
+/// signed JWT. What comes out still has to pass [`validate`] — decryption proves nothing about the issuer.
+pub fn signed_token<'a>(raw: &'a str, d: &Decryption) -> Result<std::borrow::Cow<'a, str>, Rejection> {
+    if !jwe::is_jwe(raw) {
+        return if d.required { Err(Rejection::NotEncrypted) } else { Ok(std::borrow::Cow::Borrowed(raw)) };
+    }
+    let keys = d.keys.as_deref().ok_or(Rejection::Encryption(jwe::JweError::NoKeys))?;
+    jwe::decrypt(raw, keys, &d.allowed).map(std::borrow::Cow::Owned).map_err(Rejection::Encryption)
 }
 
 /// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).

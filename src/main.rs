@@ -37,12 +37,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).await,
-            Command::Demo { port } => {
+            Command::Demo { port, encrypt_id_tokens } => {
                 telemetry::init(&config::settings::LogSettings {
                     format: config::LogFormat::Text,
                     level: "info".into(),
                 });
-                match demo::run(port).await {
+                match demo::run(port, encrypt_id_tokens).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("idgate demo: {e}");

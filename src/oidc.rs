@@ -166,15 +166,39 @@ impl Provider {
             .ok_or(ProviderError::NotReady)
     }
 
-    /// Validates an ID token with the current keys; a `kid` we do not know causes one throttled, shared JWKS
-    /// re-fetch and a second attempt.
-    pub async fn validate_id_token(&self, raw: &str, nonce: Option<&str>, now: i64) -> Result<Claims, TokenError> {
-        self.validate_with(raw, |keys, want| id_token::validate(raw, keys, want, nonce, now)).await
+    /// Validates an ID token from the token endpoint with the current keys; a `kid` we do not know causes one
+    /// throttled, shared JWKS re-fetch and a second attempt. An encrypted ID token (R8) is decrypted first, here and
+    /// only here, and its nested JWS validated like any other; that JWS is returned for the session to keep (as
+    /// `id_token_hint`), never the JWE.
+    pub async fn validate_id_token(
+        &self,
+        raw: &str,
+        nonce: Option<&str>,
+        now: i64,
+    ) -> Result<(Claims, String), TokenError> {
+        let jws = self.signed_token(raw, &self.settings.id_token_decryption)?;
+        let claims = self.validate_with(&jws, |keys, want| id_token::validate(&jws, keys, want, nonce, now)).await?;
+        Ok((claims, jws.into_owned()))
     }
 
-    /// Validates a back-channel logout token the same way (keys, re-fetch), with the logout token's own rules.
+    /// Validates a back-channel logout token the same way (keys, re-fetch), with the logout token's own rules. A
+    /// logout token may be encrypted like the ID tokens (Back-Channel Logout 1.0 §2.4); it is never required to be.
     pub async fn validate_logout_token(&self, raw: &str, now: i64) -> Result<Claims, TokenError> {
-        self.validate_with(raw, |keys, want| id_token::validate_logout(raw, keys, want, now)).await
+        let decryption = id_token::Decryption { required: false, ..self.settings.id_token_decryption.clone() };
+        let jws = self.signed_token(raw, &decryption)?;
+        self.validate_with(&jws, |keys, want| id_token::validate_logout(&jws, keys, want, now)).await
+    }
+
+    /// The JWS inside `raw` (or `raw` itself), counted as a rejection when refused.
+    fn signed_token<'a>(
+        &self,
+        raw: &'a str,
+        decryption: &id_token::Decryption,
+    ) -> Result<std::borrow::Cow<'a, str>, TokenError> {
+        id_token::signed_token(raw, decryption).map_err(|r| {
+            self.metrics.event(Event::Rejection(r.reason()));
+            TokenError::Rejected(r)
+        })
     }
 
     async fn validate_with(

@@ -78,6 +78,11 @@ pub struct RawOidc {
     pub post_logout_redirect_url: Option<String>,
     pub forward_access_token: Option<bool>,
     pub userinfo_claims: Option<bool>,
+    /// idgate's private key(s) for encrypted ID tokens (R8): PEM or a JWK set.
+    pub id_token_decryption_key_file: Option<String>,
+    pub require_encrypted_id_token: Option<bool>,
+    pub id_token_encryption_algs: Option<Vec<String>>,
+    pub id_token_encryption_encs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

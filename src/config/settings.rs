@@ -128,6 +128,8 @@ pub struct OidcSettings {
     pub post_logout_redirect_url: Option<Url>,
     pub forward_access_token: bool,
     pub userinfo_claims: bool,
+    /// Encrypted ID tokens (R8): decryption keys, allowed algorithms, and whether a plain JWS is refused.
+    pub id_token_decryption: crate::id_token::Decryption,
 }
 
 /// Where sessions are kept.
@@ -398,7 +400,75 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
         post_logout_redirect_url,
         forward_access_token: raw.forward_access_token.unwrap_or(false),
         userinfo_claims: raw.userinfo_claims.unwrap_or(false),
+        id_token_decryption: decryption(
+            p,
+            raw.id_token_decryption_key_file,
+            raw.require_encrypted_id_token,
+            raw.id_token_encryption_algs,
+            raw.id_token_encryption_encs,
+        ),
     })
+}
+
+/// `oidc.id_token_decryption_key_file` and its companions: the key file is read and parsed here, so a bad key is a
+/// configuration error naming the key, not a failed login.
+fn decryption(
+    p: &mut Problems,
+    key_file: Option<String>,
+    required: Option<bool>,
+    algs: Option<Vec<String>>,
+    encs: Option<Vec<String>>,
+) -> crate::id_token::Decryption {
+    use crate::id_token::jwe::{Allowed, ContentEnc, DecryptionKeys, KeyAlg};
+    const KEY: &str = "oidc.id_token_decryption_key_file";
+    let keys = key_file.and_then(|path| match std::fs::read(&path) {
+        Err(e) => p.bad(KEY, &format!("cannot read {path:?}: {e}")),
+        Ok(bytes) => match DecryptionKeys::from_file_contents(&bytes) {
+            Ok(k) => Some(std::sync::Arc::new(k)),
+            Err(e) => p.bad(KEY, &format!("{path:?}: {e}")),
+        },
+    });
+    let required = required.unwrap_or(false);
+    if required && keys.is_none() {
+        p.add("oidc.require_encrypted_id_token", format!("needs {KEY}"));
+    }
+    let mut allowed = Allowed::default();
+    if let Some(list) = algs {
+        let key = "oidc.id_token_encryption_algs";
+        if list.is_empty() {
+            p.add(key, "must name at least one algorithm");
+        }
+        allowed.algs = list
+            .iter()
+            .filter_map(|a| match a.as_str() {
+                "RSA1_5" => p.bad(key, "RSA1_5 is refused: RSAES-PKCS1-v1_5 invites padding-oracle attacks"),
+                "dir" => p.bad(key, "dir is refused: idgate shares no content key with the issuer"),
+                other => KeyAlg::from_name(other).or_else(|| {
+                    p.bad(
+                        key,
+                        &format!(
+                            "{other:?}: expected RSA-OAEP, RSA-OAEP-256, ECDH-ES, ECDH-ES+A128KW or ECDH-ES+A256KW"
+                        ),
+                    )
+                }),
+            })
+            .collect();
+    }
+    if let Some(list) = encs {
+        let key = "oidc.id_token_encryption_encs";
+        if list.is_empty() {
+            p.add(key, "must name at least one algorithm");
+        }
+        allowed.encs = list
+            .iter()
+            .filter_map(|e| {
+                ContentEnc::from_name(e).or_else(|| {
+                    p.bad(key, &format!("{e:?}: expected A128CBC-HS256, A256CBC-HS512, A128GCM or A256GCM"))
+                })
+            })
+            .collect();
+    }
+    crate::id_token::Decryption { keys, allowed, required }
 }
 
 fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSettings> {

@@ -267,6 +267,51 @@ fn readme_documents_every_key() {
     assert!(missing.is_empty(), "README.md's configuration reference lacks {missing:?}");
 }
 
+#[test]
+fn id_token_decryption_keys_are_loaded_and_checked() {
+    let with = |extra: &str| GOOD.replace("[session]", &format!("{extra}\n[session]"));
+    let load_text = |t: &str| load(file(".toml", t).path(), &HashMap::new());
+    let pem = file(".pem", &crate::id_token::jwe::GeneratedKey::p256().private_pem);
+    let s = load_text(&with(&format!(
+        "id_token_decryption_key_file = {:?}\nrequire_encrypted_id_token = true\nid_token_encryption_algs = [\"ECDH-ES\"]\nid_token_encryption_encs = [\"A128CBC-HS256\", \"A256GCM\"]",
+        pem.path()
+    )))
+    .unwrap();
+    let d = &s.oidc.id_token_decryption;
+    assert!(d.required && d.keys.as_ref().is_some_and(|k| k.len() == 1));
+    assert_eq!(d.allowed.algs, [crate::id_token::jwe::KeyAlg::EcdhEs]);
+    assert_eq!(d.allowed.encs.len(), 2);
+    assert!(!format!("{s:?}").contains("PRIVATE"), "no key material in Debug");
+    // Defaults: nothing required, every supported algorithm.
+    let s = load_text(GOOD).unwrap();
+    assert!(!s.oidc.id_token_decryption.required && s.oidc.id_token_decryption.keys.is_none());
+    let cases = [
+        (
+            "id_token_decryption_key_file = \"/nonexistent/key.pem\"",
+            "oidc.id_token_decryption_key_file",
+            "/nonexistent/key.pem",
+        ),
+        (
+            "require_encrypted_id_token = true",
+            "oidc.require_encrypted_id_token",
+            "needs oidc.id_token_decryption_key_file",
+        ),
+        ("id_token_encryption_algs = [\"RSA1_5\"]", "oidc.id_token_encryption_algs", "padding-oracle"),
+        ("id_token_encryption_algs = [\"dir\"]", "oidc.id_token_encryption_algs", "dir is refused"),
+        ("id_token_encryption_algs = []", "oidc.id_token_encryption_algs", "at least one"),
+        ("id_token_encryption_encs = [\"A192GCM\"]", "oidc.id_token_encryption_encs", "A192GCM"),
+    ];
+    for (line, key, why) in cases {
+        let e = load_text(&with(line)).unwrap_err();
+        assert_eq!(keys(&e), [key], "{line}");
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+    let not_a_key = file(".pem", "hello");
+    let e = load_text(&with(&format!("id_token_decryption_key_file = {:?}", not_a_key.path()))).unwrap_err();
+    assert_eq!(keys(&e), ["oidc.id_token_decryption_key_file"]);
+    assert!(e.to_string().contains("no private key"), "{e}");
+}
+
 /// Issue 12: `server.prefix` and `session.cookie_domain` reach `Location` and `Set-Cookie` headers; a newline made
 /// every `Set-Cookie` panic and a `;` injected cookie attributes. Both are refused at load, naming the key.
 #[test]

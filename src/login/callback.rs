@@ -59,7 +59,9 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     let code = param(&params, "code").ok_or(LoginError::MissingParameter("code"))?;
     let tokens = state.provider.redeem(code, flow.verifier.expose()).await?;
     let id_token = tokens.id_token.as_ref().map(Secret::expose).ok_or(LoginError::NoIdToken)?;
-    let claims = state.provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
+    // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
+    let (claims, id_token) = state.provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
+    let id_token = id_token.as_str();
     let oidc = state.provider.settings();
     let access_token = tokens.access_token.as_ref().map(Secret::expose);
     let userinfo = match (oidc.userinfo_claims, access_token) {

@@ -202,8 +202,9 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
         metrics.event(Event::Refresh("no_id_token"));
         return Err(RefreshFailure::Unavailable("the issuer returned no ID token on refresh".into()));
     };
-    let claims = match state.provider.validate_id_token(id_token.expose(), None, now).await {
-        Ok(c) => c,
+    // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
+    let (claims, id_token) = match state.provider.validate_id_token(id_token.expose(), None, now).await {
+        Ok(valid) => valid,
         Err(TokenError::Provider(e)) => return Err(RefreshFailure::Unavailable(e.to_string())),
         Err(TokenError::Rejected(r)) => {
             metrics.event(Event::Refresh("rejected"));
@@ -222,7 +223,7 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
     metrics.event(Event::Refresh("success"));
     tracing::info!(target: "idgate::audit", event = "refresh", sub = claims.sub(), expires_at = claims.exp(), "session refreshed");
     Ok(Refreshed {
-        id_token,
+        id_token: Secret::new(id_token),
         claims,
         // Issuers that do not rotate refresh tokens return none: keep using the old one.
         refresh_token: tokens.refresh_token.or_else(|| Some(Secret::new(rt))),

@@ -277,6 +277,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             post_logout_redirect_url: None,
             forward_access_token: false,
             userinfo_claims: false,
+            id_token_decryption: Default::default(),
         },
         session: SessionSettings { cookie_secure: false, ..SessionSettings::with_secret(Secret::new(SESSION_SECRET)) },
         headers: DEFAULT_HEADERS

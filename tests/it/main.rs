@@ -10,6 +10,7 @@ mod differential;
 mod forward;
 mod identity;
 mod interop;
+mod jwe;
 mod login;
 mod nginx;
 mod redis;
