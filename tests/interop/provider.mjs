@@ -7,6 +7,9 @@
 //   KEYS_FILE          JSON file with the private JWKS; created when missing, so a test can rotate keys by
 //                      rewriting it and restarting this process (soft: new key first, old kept; hard: old removed)
 //   ID_TOKEN_TTL       ID token lifetime in seconds (default 3600)
+//   ENC_KEYS_FILE      JSON {"rsa": JWK, "ec": JWK} of public encryption keys (optional): registers the clients
+//                      idgate-enc-rsa (RSA-OAEP-256 + A256GCM) and idgate-enc-ec (ECDH-ES + A128CBC-HS256), whose
+//                      ID tokens the provider encrypts (features.encryption)
 // Prints "listening <issuer>" on stdout once it serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -23,6 +26,7 @@ const redirectUris = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean
 const postLogoutUris = (process.env.POST_LOGOUT_URIS || '').split(',').filter(Boolean);
 const idTokenTtl = Number(process.env.ID_TOKEN_TTL || 3600);
 const keysFile = process.env.KEYS_FILE;
+const encKeys = process.env.ENC_KEYS_FILE ? JSON.parse(fs.readFileSync(process.env.ENC_KEYS_FILE, 'utf8')) : null;
 
 function newKeys() {
   const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
@@ -57,12 +61,24 @@ const client = (id, alg) => ({
   id_token_signed_response_alg: alg,
 });
 
+// A client whose ID tokens the provider encrypts to `jwk` (the public half of idgate's decryption key).
+const encrypting = (id, jwk, alg, enc) => ({
+  ...client(id, 'RS256'),
+  id_token_encrypted_response_alg: alg,
+  id_token_encrypted_response_enc: enc,
+  jwks: { keys: [{ ...jwk, kid: `${id}-key` }] },
+});
+
 const provider = new Provider(issuer, {
   clients: [
     client('idgate-rs256', 'RS256'),
     client('idgate-es256', 'ES256'),
     client('idgate-ps256', 'PS256'),
     client('idgate-hs256', 'HS256'),
+    ...(encKeys ? [
+      encrypting('idgate-enc-rsa', encKeys.rsa, 'RSA-OAEP-256', 'A256GCM'),
+      encrypting('idgate-enc-ec', encKeys.ec, 'ECDH-ES', 'A128CBC-HS256'),
+    ] : []),
   ],
   jwks: { keys },
   async findAccount(ctx, id) {
@@ -96,6 +112,7 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     revocation: { enabled: true },
+    encryption: { enabled: true },
   },
   pkce: { required: () => true },
   ttl: { IdToken: idTokenTtl, AccessToken: idTokenTtl, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600 },

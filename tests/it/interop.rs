@@ -5,7 +5,10 @@
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use http::StatusCode;
-use idgate::config::{Secret, Settings};
+use idgate::{
+    config::{Secret, Settings},
+    id_token::jwe::{DecryptionKeys, GeneratedKey},
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::TcpListener,
@@ -43,8 +46,19 @@ impl Op {
             ttl,
             keys: tempfile::tempdir().unwrap(),
         };
+        // idgate's ID-token decryption keys: the public halves registered at the provider, the private ones kept.
+        let (rsa, ec) = (GeneratedKey::rsa(), GeneratedKey::p256());
+        let public = serde_json::json!({"rsa": rsa.public_jwk, "ec": ec.public_jwk});
+        std::fs::write(op.keys.path().join("enc-public.json"), public.to_string()).unwrap();
+        std::fs::write(op.keys.path().join("enc-rsa.pem"), &rsa.private_pem).unwrap();
+        std::fs::write(op.keys.path().join("enc-ec.pem"), &ec.private_pem).unwrap();
         op.restart().await;
         op
+    }
+
+    /// The private half of the decryption key registered for `idgate-enc-rsa` / `idgate-enc-ec`.
+    pub fn decryption_key(&self, client: &str) -> PathBuf {
+        self.keys.path().join(if client.ends_with("rsa") { "enc-rsa.pem" } else { "enc-ec.pem" })
     }
 
     pub fn keys_file(&self) -> PathBuf {
@@ -68,6 +82,7 @@ impl Op {
             .env("POST_LOGOUT_URIS", &self.post_logout)
             .env("ID_TOKEN_TTL", self.ttl.to_string())
             .env("KEYS_FILE", self.keys_file())
+            .env("ENC_KEYS_FILE", self.keys.path().join("enc-public.json"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -101,6 +116,11 @@ async fn gate_for(client: &'static str, ttl: u64, f: impl FnOnce(&mut Settings) 
     let base = format!("http://{}", public.local_addr().unwrap());
     let op = Op::start(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], ttl).await;
     let issuer = op.issuer.clone();
+    // The encrypting clients' ID tokens open with the key registered for them at the provider.
+    let decryption = client.starts_with("idgate-enc-").then(|| {
+        let pem = std::fs::read(op.decryption_key(client)).unwrap();
+        std::sync::Arc::new(DecryptionKeys::from_file_contents(&pem).unwrap())
+    });
     let gate = TestGate::builder()
         .public(public)
         .settings(move |s| {
@@ -108,6 +128,9 @@ async fn gate_for(client: &'static str, ttl: u64, f: impl FnOnce(&mut Settings) 
             s.oidc.client_id = client.into();
             s.oidc.client_secret = Some(Secret::new(format!("{client}-secret-that-is-long-enough-for-hs256-keys")));
             s.oidc.post_logout_redirect_url = Some(format!("{base}/signed-out").parse().unwrap());
+            if decryption.is_some() {
+                s.oidc.id_token_decryption.keys = decryption;
+            }
             f(s);
         })
         .spawn()
@@ -197,6 +220,34 @@ async fn login_with_each_allowed_algorithm_and_claims_forwarded() {
     let (gate, op) = gate_for("idgate-ps256", 3600, |s| s.oidc.allowed_algs.push(jsonwebtoken::Algorithm::PS256)).await;
     let page = login(&gate, &op, &Browser::new(), "/", "alice").await;
     assert_eq!(page.status, StatusCode::OK, "PS256 when allowed: {}", page.text());
+    gate.shutdown().await;
+}
+
+/// R8 against a real issuer: oidc-provider encrypts the ID token to the key registered for the client (RSA-OAEP-256
+/// + A256GCM, ECDH-ES + A128CBC-HS256); idgate decrypts, validates the nested JWS and lands with the identity. With
+/// `require_encrypted_id_token` the provider's plain tokens for another client are refused.
+#[tokio::test]
+async fn encrypted_id_tokens_from_the_provider_log_in() {
+    for client in ["idgate-enc-rsa", "idgate-enc-ec"] {
+        let (gate, op) = gate_for(client, 3600, |s| s.oidc.id_token_decryption.required = true).await;
+        let b = Browser::new();
+        let page = login(&gate, &op, &b, "/app", "alice").await;
+        assert_eq!(page.status, StatusCode::OK, "{client}: {}", page.text());
+        assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"), "{client}");
+        assert!(!crate::harness::contains_jwt(&page.text()));
+        gate.shutdown().await;
+    }
+    // The same provider's plain JWS (another client) is refused when encryption is required.
+    let (gate, op) = gate_for("idgate-rs256", 3600, |s| {
+        s.oidc.id_token_decryption.required = true;
+        s.oidc.id_token_decryption.keys = Some(std::sync::Arc::new(
+            DecryptionKeys::from_file_contents(GeneratedKey::p256().private_pem.as_bytes()).unwrap(),
+        ));
+    })
+    .await;
+    let cb = login(&gate, &op, &Browser::new(), "/app", "alice").await;
+    assert_eq!(cb.status, StatusCode::UNAUTHORIZED, "{}", cb.text());
+    assert!(cb.text().contains("token was not accepted"), "{}", cb.text());
     gate.shutdown().await;
 }
 
