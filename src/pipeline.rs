@@ -217,23 +217,37 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 /// R14: an ID token is not an API credential. Every `Authorization` value is searched, whatever its scheme,
-/// case, whitespace (ASCII or not: Python splits on `\xa0`), header count or credential list: each run of
-/// base64 and `.` characters in it that is a JWT whose claims say it is an ID token of this client (our issuer,
-/// our client id in `aud`, not typed as an access token) is refused before anything is forwarded.
+/// case, whitespace (ASCII or not: Python splits on `\xa0`), header count or credential list, and inside base64
+/// (a Basic password): a JWT in it whose claims say it is an ID token of this client (our issuer, our client id in
+/// `aud`, not typed as an access token) is refused before anything is forwarded.
 fn refuse_id_token_bearer(state: &State, headers: &HeaderMap) -> Result<()> {
     let settings = state.provider.settings();
-    let is_token_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-_+/=.".contains(b);
-    let presented = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|b| !is_token_byte(b))
-            .filter_map(|run| std::str::from_utf8(run).ok())
-            .any(|run| looks_like_our_id_token(run, &settings.issuer, &settings.client_id))
-    });
+    let presented = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|value| holds_our_id_token(value.as_bytes(), &settings.issuer, &settings.client_id, 2));
     if presented {
         return Err(RequestError::IdTokenAsBearer.into());
     }
     Ok(())
+}
+
+/// True when `bytes` hold an ID token of this client: a JWT among its runs of base64 and `.` characters, or — up to
+/// `depth` levels — inside a run that is itself base64 (`Basic base64("user:" + token)`, as APIs that take a token
+/// as the Basic password read it).
+fn holds_our_id_token(bytes: &[u8], issuer: &str, client_id: &str, depth: u8) -> bool {
+    use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
+    let is_token_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-_+/=.".contains(b);
+    bytes.split(|b| !is_token_byte(b)).filter_map(|run| std::str::from_utf8(run).ok()).any(|run| {
+        if run.contains('.') {
+            return looks_like_our_id_token(run, issuer, client_id);
+        }
+        // An ID token is hundreds of characters; a base64 run shorter than any could not wrap one.
+        depth > 0 && run.len() >= 64 && {
+            let standard: String = run.trim_end_matches('=').replace('-', "+").replace('_', "/");
+            STANDARD_NO_PAD.decode(standard).is_ok_and(|inner| holds_our_id_token(&inner, issuer, client_id, depth - 1))
+        }
+    })
 }
 
 /// A JWT's header and payload anywhere among the dot-separated parts of `run`, decoded as leniently as lenient

@@ -164,8 +164,12 @@ impl RouteTable {
         // Escaped non-ASCII may fold into ASCII in a Unicode case-insensitive router (`%E2%84%AA`, the Kelvin sign,
         // is `k`; `ſ` is `s`; `İ` is `i` to Java's equalsIgnoreCase): protective prefixes also cover the decoded,
         // case-folded reading.
+        // Routers that trim path tokens (older Spring) read `/%20admin%20/x` as `/admin/x`: that reading is folded
+        // in too, each segment trimmed of whitespace.
         let folded = path.contains('%').then(|| {
-            percent_encoding::percent_decode_str(path).decode_utf8_lossy().chars().map(fold_case).collect::<String>()
+            let decoded: String =
+                percent_encoding::percent_decode_str(path).decode_utf8_lossy().chars().map(fold_case).collect();
+            decoded.split('/').map(str::trim).collect::<Vec<_>>().join("/")
         });
         let covers = |r: &&RoutePrefix| {
             r.covers(path) || (r.auth != AuthMode::Public && folded.as_deref().is_some_and(|f| r.covers(f)))
@@ -535,6 +539,9 @@ mod tests {
             assert_eq!(t.classify(near), Route::Proxy { auth: AuthMode::Api, rule: Some(2) }, "{near}");
         }
         assert_eq!(t.classify("/api%21"), login(None));
+        for trimmed in ["/%20api/x", "/%20API%20/x", "/%09api"] {
+            assert_eq!(t.classify(trimmed), Route::Proxy { auth: AuthMode::Api, rule: Some(2) }, "{trimmed}");
+        }
         assert_eq!(t.classify("/public%20/x"), login(None));
         assert_eq!(t.classify("/public/SECRET/x"), login(Some(1)));
         assert_eq!(t.classify("/public/secret.txt"), login(Some(1)));

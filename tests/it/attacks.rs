@@ -464,6 +464,11 @@ async fn an_id_token_in_any_authorization_spelling_is_refused_on_every_path() {
         format!("Token {id_token}"),
         format!("Bearer junk.{id_token}"),
         format!("Bearer {standard_alphabet}"),
+        // The token as a Basic password (second break-it pass): APIs that take a token that way accept it.
+        format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("x:{id_token}"))
+        ),
         id_token.clone(),
     ]
     .map(String::into_bytes)
