@@ -93,6 +93,16 @@ impl HeaderPlan {
         if !headers.contains_key(COOKIE) {
             return;
         }
+        let kept = self.app_cookies(headers);
+        headers.remove(COOKIE);
+        if let Some(v) = kept {
+            headers.insert(COOKIE, v);
+        }
+    }
+
+    /// The request's `Cookie` header without idgate's cookies (`NAME`, `NAME_*`): what the application may see.
+    /// `None` when nothing is left. Forward-auth answers it as `X-Idgate-Cookie` for the proxy in front to forward.
+    pub fn app_cookies(&self, headers: &HeaderMap) -> Option<HeaderValue> {
         let ours = |name: &str| {
             name == self.cookie_name
                 || name.strip_prefix(self.cookie_name.as_str()).is_some_and(|rest| rest.starts_with('_'))
@@ -106,12 +116,7 @@ impl HeaderPlan {
             .filter(|pair| !pair.is_empty() && !ours(pair.split('=').next().unwrap_or("").trim()))
             .collect();
         let joined = kept.join("; ");
-        headers.remove(COOKIE);
-        if !joined.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&joined)
-        {
-            headers.insert(COOKIE, v);
-        }
+        if joined.is_empty() { None } else { HeaderValue::from_str(&joined).ok() }
     }
 
     /// Writes the configured claim headers. Call after [`HeaderPlan::strip`]. `memo` keeps them for the session's

@@ -99,6 +99,10 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
     // No route rules: every path has the default rule, so the URI does not matter.
     let (auth, rule) = forward_auth_target(state, headers, &peer)?.unwrap_or((AuthMode::Login, None));
     let mut resp = empty(StatusCode::OK);
+    // The proxy in front forwards the request itself: it replaces `Cookie` with this, so idgate's sealed session
+    // never reaches the application (empty: no cookie is left).
+    let app_cookies = state.headers.app_cookies(headers).unwrap_or(HeaderValue::from_static(""));
+    resp.headers_mut().insert(APP_COOKIE_HEADER, app_cookies);
     let cookies = match authenticate(state, headers, auth, rule).await? {
         Access::Public => Vec::new(),
         Access::User(User { session, permit, cookies }) => {
@@ -108,6 +112,9 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
     };
     Ok(with_cookies(resp, cookies))
 }
+
+/// The forward-auth answer's header with the request's cookies less idgate's.
+const APP_COOKIE_HEADER: &str = "x-idgate-cookie";
 
 /// Headers a proxy in front names the original request's URI in: Traefik, the nginx snippet, ingress-nginx.
 const ORIGINAL_URI_HEADERS: [&str; 3] = ["x-forwarded-uri", "x-original-uri", "x-original-url"];

@@ -332,22 +332,28 @@ impl Sessions {
         plain: &[u8],
         now: i64,
     ) -> Result<(), StoreError> {
+        let (sealed, owner) = self.stored_form(key, new, login, plain);
+        store.put(key, sealed, &owner, new.claims.exp(), now).await
+    }
+
+    /// A session as a server-side store keeps it: sealed under its key, with the owner the back-channel finds it by.
+    fn stored_form(&self, key: &Key, new: &NewSession<'_>, login: &Login, plain: &[u8]) -> (Vec<u8>, Owner) {
         let sealed = self.ring.seal_raw(&store::hex(key), plain);
         let owner = Owner {
             sid: new.claims.get("sid").and_then(|v| v.as_str()).map(str::to_owned),
             sub: new.claims.sub().to_owned(),
             created: login.at,
         };
-        store.put(key, sealed, &owner, new.claims.exp(), now).await
+        (sealed, owner)
     }
 
     /// Writes a refreshed session over the old one in the server-side store (no-op for cookie sessions). The
     /// refresh flight calls this once, under its lock, before any request uses the result.
-    pub async fn store_renewal(&self, old: &Session, new: &NewSession<'_>, now: i64) -> Result<(), SessionError> {
-        if let (Some(store), Some(key)) = (&self.store, old.key()) {
-            self.put(store, key, new, old.login(), &pack(new, old.login()), now).await?;
-        }
-        Ok(())
+    /// Returns false when the session was ended while it was being refreshed (it stays ended).
+    pub async fn store_renewal(&self, old: &Session, new: &NewSession<'_>, now: i64) -> Result<bool, SessionError> {
+        let (Some(store), Some(key)) = (&self.store, old.key()) else { return Ok(true) };
+        let (sealed, owner) = self.stored_form(key, new, old.login(), &pack(new, old.login()));
+        Ok(store.replace(key, sealed, &owner, new.claims.exp(), now).await?)
     }
 
     /// The renewed session and the `Set-Cookie` values that carry it. Cookie sessions get a new sealed cookie;

@@ -139,8 +139,13 @@ async fn refresh(
                     .sessions
                     .store_renewal(session, &as_new(&r, session), now)
                     .await
-                    .map(|()| r)
-                    .map_err(|e| RefreshFailure::Unavailable(e.to_string())),
+                    .map_err(|e| RefreshFailure::Unavailable(e.to_string()))
+                    .and_then(|stored| {
+                        // Signed out or logged out by the issuer meanwhile: the refresh must not revive it.
+                        stored.then_some(r).ok_or_else(|| {
+                            RefreshFailure::Refused("the session was ended while it was being refreshed".into())
+                        })
+                    }),
                 Err(e) => Err(e),
             },
         }

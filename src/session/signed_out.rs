@@ -1,4 +1,5 @@
-//! Cookie sessions signed out here: login id → kept until the session's `exp`. A cookie session is self-contained,
+//! Cookie sessions signed out here: login id → kept for at least [`RETAIN_SECS`] (a copy refreshed before the
+//! sign-out carries the same login with a later `exp` and a refresh token the revocation did not name). A cookie session is self-contained,
 //! so sign-out cannot delete it; a copy of its cookie replayed to this process afterwards is refused by this list
 //! (and cannot be refreshed anywhere, its refresh token being revoked at the issuer). The list is per process and
 //! bounded; server-side stores need none (sign-out deletes the session itself).
@@ -9,6 +10,10 @@ use std::{
 };
 
 use moka::{Expiry, sync::Cache};
+
+/// How long a signed-out login is remembered at least, whatever the presented session's `exp`: the lifetime of the
+/// refresh tokens of most issuers.
+pub const RETAIN_SECS: i64 = 30 * 24 * 3600;
 
 /// At most this many signed-out sessions are remembered (the least recently used go first beyond that).
 pub const CAPACITY: u64 = 200_000;
@@ -44,10 +49,10 @@ impl Default for SignedOut {
 }
 
 impl SignedOut {
-    /// Remembers `login_id` for `ttl_secs` (the session's remaining lifetime).
+    /// Remembers `login_id` for `ttl_secs` (the session's remaining lifetime), and at least [`RETAIN_SECS`].
     pub fn insert(&self, login_id: &str, ttl_secs: i64) {
         self.any.store(true, Relaxed);
-        let ttl = ttl_secs.clamp(1, u32::MAX.into()) as u32;
+        let ttl = ttl_secs.clamp(RETAIN_SECS, u32::MAX.into()) as u32;
         self.entries.insert(login_id.to_owned(), ttl);
     }
 
@@ -69,6 +74,12 @@ mod tests {
         assert!(s.contains("a"));
         assert!(!s.contains("b"));
         s.insert("c", -5);
-        assert!(s.contains("c"), "a non-positive lifetime still keeps the id for a second");
+        assert!(s.contains("c"), "an expired session's login is still remembered");
+        // A copy refreshed before the sign-out outlives the presented `exp`: the login is kept for the refresh
+        // tokens' lifetime, not the session's.
+        s.insert("d", 40);
+        assert_eq!(s.entries.get("d"), Some(RETAIN_SECS as u32));
+        s.insert("e", RETAIN_SECS + 5);
+        assert_eq!(s.entries.get("e"), Some((RETAIN_SECS + 5) as u32));
     }
 }

@@ -65,6 +65,23 @@ impl Store {
         }
     }
 
+    /// Like [`Store::put`], but only over a session still stored: a refresh that finishes after the session was
+    /// ended (sign-out, back-channel logout) must not bring it back. Returns whether it was written.
+    pub async fn replace(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        owner: &Owner,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let ttl = (expires_at - now).max(1) as u64;
+        match self {
+            Store::Memory(m) => Ok(m.replace(*key, value, owner, ttl).await),
+            Store::Redis(r) => r.replace(key, value, owner, ttl).await,
+        }
+    }
+
     /// The bytes under `key`, if any (shared with the memory store, not copied).
     pub async fn get(&self, key: &Key) -> Result<Option<bytes::Bytes>, StoreError> {
         match self {

@@ -1346,3 +1346,67 @@ async fn hop_websocket_tunnels_count_against_the_cap_and_close_when_idle() {
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
     gate.shutdown().await;
 }
+
+// === lead: second break-it pass — an ending that a refresh in flight must not undo ===
+
+/// A back-channel logout that lands while a refresh is at the token endpoint: the refresh finishing afterwards
+/// must not write the session back (it did, for memory and Redis stores alike).
+#[tokio::test]
+async fn a_refresh_in_flight_does_not_revive_a_logged_out_session() {
+    let redis = crate::redis::Redis::start().await;
+    let redis_url = idgate::config::Secret::new(redis.url());
+    for store in [idgate::config::StoreKind::Memory, idgate::config::StoreKind::Redis { url: redis_url }] {
+        let label = format!("{store:?}");
+        let gate = TestGate::builder()
+            .settings(move |s| {
+                offline_300(s);
+                s.session.store = store;
+            })
+            .spawn()
+            .await;
+        gate.issuer.configure(|k| k.id_token_lifetime_secs = 300);
+        let b = gate.login_as("vic").await.api();
+        gate.clock.advance(260);
+        gate.issuer.configure(|k| k.token_delay = std::time::Duration::from_millis(1500));
+        let tokens = gate.issuer.request_count("token");
+        let refreshing = {
+            let (b, url) = (b.clone(), format!("{}/", gate.base));
+            tokio::spawn(async move { b.get(&url).await.status })
+        };
+        crate::harness::eventually("the refresh reaches the token endpoint", std::time::Duration::from_secs(5), || {
+            let at_issuer = gate.issuer.request_count("token") > tokens;
+            async move { at_issuer.then_some(()) }
+        })
+        .await;
+        let token = crate::sessions::logout_token(&gate, |c| {
+            c.insert("sub".into(), json!("dev|vic"));
+        });
+        assert_eq!(crate::sessions::post_logout(&gate.base, &token).await.status, StatusCode::OK, "{label}");
+        let during = refreshing.await.unwrap();
+        assert_eq!(during, StatusCode::UNAUTHORIZED, "{label}: the refresh finished after the logout");
+        let after = b.get(&format!("{}/", gate.base)).await;
+        assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{label}: the session stays ended");
+        gate.shutdown().await;
+    }
+}
+
+/// A copy of a cookie session that refreshed before its owner signed out (second break-it pass): it carries the same
+/// login with a later `exp` and an unrevoked rotated refresh token, and must be refused by the replica that signed
+/// the login out even after the original session's `exp` (how long the login is kept is checked by
+/// `session::signed_out`'s unit test: the list expires in real time, not on the test clock).
+#[tokio::test]
+async fn a_copy_refreshed_before_sign_out_is_refused_after_the_original_exp() {
+    let gate = TestGate::builder().settings(offline_300).spawn().await;
+    gate.issuer.configure(|k| k.id_token_lifetime_secs = 300);
+    let victim = gate.login_as("ivy").await;
+    let thief = holding(&victim.cookie("idgate").unwrap());
+    gate.clock.advance(260);
+    let refreshed = thief.get(&format!("{}/", gate.base)).await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert_ne!(thief.cookie("idgate"), victim.cookie("idgate"), "the thief's copy was refreshed");
+    crate::sessions::sign_out(&gate, &victim).await;
+    gate.clock.advance(60);
+    let r = thief.get(&format!("{}/", gate.base)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "past the original exp, the refreshed copy is still signed out");
+    gate.shutdown().await;
+}

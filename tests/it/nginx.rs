@@ -161,6 +161,9 @@ async fn nginx_auth_request_in_front_of_idgate() {
                 ("x-auth-request-preferred-username", "forged3"),
                 ("x-forwarded-user", "forged4"),
                 ("remote-user", "forged5"),
+                ("x-forwarded-access-token", "forged6"),
+                ("x-original-uri", "/forged7"),
+                ("x-auth-request-roles", "forged8"),
             ],
         )
         .await;
@@ -168,6 +171,11 @@ async fn nginx_auth_request_in_front_of_idgate() {
     assert_eq!(r.upstream_header("x-auth-request-user").as_deref(), Some("dev|nina"));
     assert_eq!(r.upstream_header("x-auth-request-email").as_deref(), Some("nina@example.com"));
     assert!(!r.text().contains("forged"), "nginx drops underscore headers and overwrites ours: {}", r.text());
+    // idgate's sealed session stays between the browser, nginx and idgate; the app's own cookies pass.
+    b.set_cookie("app_pref", "dark");
+    let r = b.get(&format!("{front}/app/page")).await;
+    let cookie = r.upstream_header("cookie").unwrap_or_default();
+    assert_eq!(cookie, "app_pref=dark", "{}", r.text());
     // Route rules apply to the original URI nginx reports.
     let denied = b.get(&format!("{front}/admin/x")).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);

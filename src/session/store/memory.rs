@@ -8,7 +8,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use moka::{Expiry, future::Cache};
+use moka::{
+    Expiry,
+    future::Cache,
+    ops::compute::{CompResult, Op},
+};
 
 use super::{Ended, Key, Owner};
 
@@ -60,15 +64,32 @@ impl MemoryStore {
         h.finish().max(1)
     }
 
-    pub(super) async fn put(&self, key: Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) {
-        let entry = Entry {
+    fn entry(&self, value: Vec<u8>, owner: &Owner, ttl_secs: u64) -> Entry {
+        Entry {
             value: Bytes::from(value),
             ttl_secs: ttl_secs.min(u32::MAX.into()) as u32,
             sid: owner.sid.as_deref().map(|s| self.hash(1, s)).unwrap_or(NO_SID),
             sub: self.hash(2, &owner.sub),
             created: owner.created,
-        };
-        self.entries.insert(key, entry).await;
+        }
+    }
+
+    pub(super) async fn put(&self, key: Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) {
+        self.entries.insert(key, self.entry(value, owner, ttl_secs)).await;
+    }
+
+    /// Writes only over an entry still present (atomically, per key).
+    pub(super) async fn replace(&self, key: Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) -> bool {
+        let entry = self.entry(value, owner, ttl_secs);
+        let result = self
+            .entries
+            .entry(key)
+            .and_compute_with(|present| {
+                let op = if present.is_some() { Op::Put(entry) } else { Op::Nop };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::ReplacedWith(_))
     }
 
     pub(super) async fn get(&self, key: &Key) -> Option<Bytes> {

@@ -110,6 +110,37 @@ impl RedisStore {
         .await
     }
 
+    pub(super) async fn replace(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        owner: &Owner,
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let k = format!("idgate:s:{}", hex(key));
+        // SET … XX writes only over a key that still exists; the indexes are refreshed after it.
+        let written = self
+            .run(|mut c| {
+                let (k, value) = (k.clone(), value.clone());
+                async move {
+                    redis::cmd("SET")
+                        .arg(&k)
+                        .arg(value)
+                        .arg("XX")
+                        .arg("EX")
+                        .arg(ttl_secs)
+                        .query_async::<Option<String>>(&mut c)
+                        .await
+                }
+            })
+            .await?
+            .is_some();
+        if written {
+            self.put(key, value, owner, ttl_secs).await?;
+        }
+        Ok(written)
+    }
+
     pub(super) async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
         let k = format!("idgate:s:{}", hex(key));
         self.run(|mut c| async move { c.get::<_, Option<Vec<u8>>>(k).await }).await
