@@ -1,5 +1,6 @@
 //! The per-request hot path: opening a session cookie (~1.5 KB ID token; kept and first time), and validating RS256 / ES256 ID tokens
 //! with a cached key. Run with `cargo bench --bench hot_path`.
+#![allow(clippy::expect_used, reason = "benchmark set-up: a failure is a broken benchmark")]
 
 use std::hint::black_box;
 

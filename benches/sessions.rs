@@ -4,6 +4,7 @@
 //!
 //! `cargo bench --bench sessions` (starts its own redis-server on a free loopback port when one is installed).
 //! Under `cargo test` it runs a small smoke pass only.
+#![allow(clippy::expect_used, reason = "benchmark set-up: a failure is a broken benchmark")]
 
 use std::{sync::Arc, time::Instant};
 

@@ -1,7 +1,7 @@
 //! The wiring, and nothing else: [`State`] built once from [`Settings`], the request handler that routes each
 //! request down its path, and [`start`], which binds both listeners and runs until shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -11,7 +11,7 @@ use crate::{
     body::{self, Body},
     client,
     clock::Clock,
-    config::{AuthMode, Settings},
+    config::{AuthMode, Settings, StoreKind},
     error::{self, Context},
     forward::{Forwarder, Peer},
     identity::HeaderPlan,
@@ -127,24 +127,11 @@ impl State {
     }
 
     /// A state for reloaded settings: session secrets and cookie settings, header mappings and routes change; the
-    /// listeners, upstream, issuer and session store stay (they need a restart). Returns the sections whose
-    /// changes were not applied.
+    /// listeners, upstream, issuer and session store stay (they need a restart). Returns the keys whose changes
+    /// were not applied ([`needs_restart`]).
     pub fn reloaded(&self, mut new: Settings) -> (State, Vec<&'static str>) {
         let old = &self.settings;
-        let mut ignored = Vec::new();
-        let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-        for (name, changed) in [
-            ("server", !same(&old.server, &new.server)),
-            ("admin", !same(&old.admin, &new.admin)),
-            ("upstream", !same(&old.upstream, &new.upstream)),
-            ("oidc", !same(&old.oidc, &new.oidc)),
-            ("session.store", old.session.store != new.session.store),
-            ("log", !same(&old.log, &new.log)),
-        ] {
-            if changed {
-                ignored.push(name);
-            }
-        }
+        let ignored = needs_restart(old, &new);
         new.server = old.server.clone();
         new.admin = old.admin.clone();
         new.upstream = old.upstream.clone();
@@ -166,6 +153,105 @@ impl State {
     }
 }
 
+/// The configuration keys that differ between `old` and `new` but that a reload cannot apply: everything in
+/// `[server]`, `[admin]`, `[upstream]`, `[oidc]` and `[log]`, and the session store. Values are compared as typed
+/// values (secrets included, never through their redacted `Debug`), and every field is named in a destructuring
+/// pattern, so a new setting cannot be left out of the comparison without a compile error.
+pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    use crate::config::settings::{
+        AdminSettings, LogSettings, OidcSettings, ServerSettings, SessionSettings, UpstreamSettings,
+    };
+    let mut out = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    let ServerSettings {
+        listen,
+        tls,
+        trusted_proxies,
+        prefix,
+        max_header_bytes,
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
+        shutdown_grace,
+    } = &old.server;
+    let n = &new.server;
+    check("server.listen", *listen != n.listen);
+    check("server.tls_cert_file", tls.as_ref().map(|t| &t.cert) != n.tls.as_ref().map(|t| &t.cert));
+    check("server.tls_key_file", tls.as_ref().map(|t| &t.key) != n.tls.as_ref().map(|t| &t.key));
+    check("server.trusted_proxies", *trusted_proxies != n.trusted_proxies);
+    check("server.prefix", *prefix != n.prefix);
+    check("server.max_header_bytes", *max_header_bytes != n.max_header_bytes);
+    check("server.header_read_timeout_secs", *header_read_timeout != n.header_read_timeout);
+    check("server.idle_timeout_secs", *idle_timeout != n.idle_timeout);
+    check("server.max_connections", *max_connections != n.max_connections);
+    check("server.shutdown_grace_secs", *shutdown_grace != n.shutdown_grace);
+    let AdminSettings { listen } = &old.admin;
+    check("admin.listen", *listen != new.admin.listen);
+    let UpstreamSettings { url, connect_timeout, timeout } = &old.upstream;
+    let n = &new.upstream;
+    check("upstream.url", *url != n.url);
+    check("upstream.connect_timeout_secs", *connect_timeout != n.connect_timeout);
+    check("upstream.timeout_secs", *timeout != n.timeout);
+    let OidcSettings {
+        issuer,
+        client_id,
+        client_secret,
+        redirect_url,
+        scopes,
+        allowed_algs,
+        extra_audiences,
+        leeway,
+        token_auth_method,
+        http_timeout,
+        jwks_refetch_interval,
+        post_logout_redirect_url,
+        forward_access_token,
+        userinfo_claims,
+    } = &old.oidc;
+    let n = &new.oidc;
+    check("oidc.issuer", *issuer != n.issuer);
+    check("oidc.client_id", *client_id != n.client_id);
+    check("oidc.client_secret", *client_secret != n.client_secret);
+    check("oidc.redirect_url", *redirect_url != n.redirect_url);
+    check("oidc.scopes", *scopes != n.scopes);
+    check("oidc.allowed_algs", *allowed_algs != n.allowed_algs);
+    check("oidc.extra_audiences", *extra_audiences != n.extra_audiences);
+    check("oidc.leeway_secs", *leeway != n.leeway);
+    check("oidc.token_auth_method", *token_auth_method != n.token_auth_method);
+    check("oidc.http_timeout_secs", *http_timeout != n.http_timeout);
+    check("oidc.jwks_refetch_interval_secs", *jwks_refetch_interval != n.jwks_refetch_interval);
+    check("oidc.post_logout_redirect_url", *post_logout_redirect_url != n.post_logout_redirect_url);
+    check("oidc.forward_access_token", *forward_access_token != n.forward_access_token);
+    check("oidc.userinfo_claims", *userinfo_claims != n.userinfo_claims);
+    // The session section applies, except where its sessions are kept.
+    let SessionSettings {
+        secret: _,
+        previous_secrets: _,
+        cookie_name: _,
+        cookie_secure: _,
+        cookie_domain: _,
+        store,
+        max_flows: _,
+        memory_capacity,
+        refresh_margin: _,
+        silent_reauth: _,
+    } = &old.session;
+    let n = &new.session;
+    match (store, &n.store) {
+        (StoreKind::Redis { url: a }, StoreKind::Redis { url: b }) => check("session.redis_url", a != b),
+        (a, b) => check("session.store", a != b),
+    }
+    check("session.memory_capacity", *memory_capacity != n.memory_capacity);
+    let LogSettings { format, level } = &old.log;
+    check("log.format", *format != new.log.format);
+    check("log.level", *level != new.log.level);
+    out
+}
+
 /// The state requests see; a reload swaps it, and requests already running finish with the one they took.
 pub struct Shared(std::sync::RwLock<Arc<State>>);
 
@@ -182,21 +268,26 @@ impl Shared {
     }
 }
 
-/// Handles one public request: classify, dispatch, answer errors in one place, log one line.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+/// Handles one public request: normalise the path (the upstream receives that form), classify, dispatch, answer
+/// errors in one place, log one line.
+pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = tokio::time::Instant::now();
     let request_id = telemetry::request_id(req.headers());
     let method = req.method().clone();
     let kind = route::kind(&method, req.headers());
     // A `Uri` clone shares its bytes: no copy of the path on the request path, only on the error or log path.
+    let received = req.uri().clone();
+    let decided = state.routes.decide(received.path(), true).and_then(|(path, route)| match path {
+        Cow::Borrowed(_) => Ok(route),
+        Cow::Owned(path) => set_path(&mut req, &path).map(|()| route),
+    });
     let uri = req.uri().clone();
-    let (route, result) = match route::normalize(req.uri().path()) {
-        Ok(path) => {
-            let route = state.routes.classify(&path);
-            (Some(route), dispatch(&state, route, req, peer).await)
-        }
+    let (route, result) = match decided {
+        Ok(route) => (Some(route), dispatch(&state, route, req, peer).await),
         Err(e) => (None, Err(Failure::from(e))),
     };
+    // The upstream's own answers pass as they are; everything idgate answers itself gets its security headers.
+    let own = !matches!((&route, &result), (Some(Route::Proxy { .. }), Ok(_)));
     let mut resp = match result {
         Ok(r) => r,
         Err(Failure { err, clear }) => {
@@ -212,6 +303,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
             error::respond(&err, ctx)
         }
     };
+    if own {
+        error::harden(&mut resp, state.settings.hsts());
+    }
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -219,13 +313,25 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Re
     state.metrics.request(resp.status().as_u16(), elapsed);
     tracing::info!(
         method = %method,
-        path = %uri.path(),
+        path = %received.path(),
         status = resp.status().as_u16(),
         latency_us = elapsed.as_micros() as u64,
         request_id = %request_id,
         "request"
     );
     resp
+}
+
+/// Replaces the request's path with its normal form, keeping the query as received.
+fn set_path(req: &mut Request<Incoming>, path: &str) -> Result<(), route::BadPath> {
+    let target = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| route::BadPath("normal form is not a valid URI"))?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| route::BadPath("normal form is not a valid URI"))?;
+    Ok(())
 }
 
 async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, Failure> {
@@ -281,7 +387,7 @@ impl Running {
         self.shared.current()
     }
 
-    /// Applies reloaded settings without dropping connections; returns the sections that need a restart.
+    /// Applies reloaded settings without dropping connections; returns the keys that need a restart.
     pub fn reload(&self, settings: Settings) -> Vec<&'static str> {
         self.reloader().reload(settings)
     }
@@ -313,14 +419,17 @@ impl Running {
 pub struct Reloader(Arc<Shared>);
 
 impl Reloader {
-    /// Applies `settings`; returns the sections whose changes need a restart (they keep their old values).
+    /// Applies `settings`; returns the keys whose changes need a restart (they keep their old values).
     pub fn reload(&self, settings: Settings) -> Vec<&'static str> {
         let (state, ignored) = self.0.current().reloaded(settings);
         self.0.replace(state);
         if ignored.is_empty() {
             tracing::info!("configuration reloaded");
         } else {
-            tracing::warn!(not_applied = ?ignored, "configuration reloaded; changes to these sections need a restart");
+            tracing::warn!(
+                not_applied = ?ignored,
+                "configuration reloaded; changes to these keys keep their old values until a restart"
+            );
         }
         ignored
     }

@@ -34,3 +34,13 @@ where
 {
     Ok(Limited::new(body, max).collect().await?.to_bytes())
 }
+
+/// What a response builder that failed becomes: a bare 500 and one error line, never a panic on the request path.
+/// Builders fail only on a header value that is not header-safe, which validated settings never produce; use as
+/// `builder.body(b).unwrap_or_else(body::internal_error)`.
+pub fn internal_error(e: http::Error) -> http::Response<Body> {
+    tracing::error!(error = %e, "a response header was not valid; answering 500");
+    let mut resp = http::Response::new(empty());
+    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    resp
+}

@@ -31,6 +31,7 @@ pub fn build(connect_timeout: Duration) -> HttpClient {
 
 /// Builds a client trusting exactly `roots` (tests use their own CA).
 pub fn build_with_roots(connect_timeout: Duration, roots: rustls::RootCertStore) -> HttpClient {
+    #[allow(clippy::expect_used, reason = "static: aws-lc-rs supports the default protocol versions")]
     let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::aws_lc_rs::default_provider().into())
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default TLS versions")

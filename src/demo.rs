@@ -31,6 +31,8 @@ pub async fn run(port: u16) -> Result<(), String> {
         client_id: "idgate-demo".into(),
         client_secret: crate::random::token(24),
         redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
+        token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        post_logout_redirect_uris: vec![],
     };
     let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock))
         .await
@@ -152,5 +154,5 @@ fn echo(req: &http::Request<hyper::body::Incoming>) -> Response<Body> {
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .body(body::full(page))
-        .expect("valid response")
+        .unwrap_or_else(body::internal_error)
 }

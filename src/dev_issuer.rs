@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::{
     body::{self, Body},
     clock::Clock,
+    config::TokenAuthMethod,
     error::{escape, html_page},
     random, server,
 };
@@ -71,6 +72,11 @@ pub struct DevClient {
     pub client_secret: String,
     /// Redirect URIs accepted (exact match).
     pub redirect_uris: Vec<String>,
+    /// The one client authentication method the token endpoint accepts from this client (as a real issuer
+    /// enforces its registration: the other method is refused with `invalid_client`).
+    pub token_auth_method: TokenAuthMethod,
+    /// Where `end_session` may send the browser back to (exact match; anything else is refused).
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 struct Grant {
@@ -94,6 +100,8 @@ struct Inner {
     refresh_tokens: Mutex<HashMap<String, (String, String, String)>>,
     access_tokens: Mutex<HashMap<String, String>>,
     requests: Mutex<HashMap<&'static str, u64>>,
+    /// Why requests were refused, in order (tests assert the reason, not only the status).
+    refusals: Mutex<Vec<&'static str>>,
 }
 
 /// A running development issuer.
@@ -129,6 +137,7 @@ impl DevIssuer {
             refresh_tokens: Mutex::default(),
             access_tokens: Mutex::default(),
             requests: Mutex::default(),
+            refusals: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let handler_inner = Arc::clone(&inner);
@@ -175,6 +184,7 @@ impl DevIssuer {
     }
 
     /// Runs `f` with the current signing key (tests build bad tokens with it).
+    #[allow(clippy::expect_used, reason = "test helper: the issuer is created with a key and never drops the last")]
     pub fn with_key<T>(&self, f: impl FnOnce(&SigningKey) -> T) -> T {
         let keys = self.inner.keys.lock().expect("dev issuer key lock");
         f(keys.last().expect("the dev issuer always has a key"))
@@ -183,6 +193,11 @@ impl DevIssuer {
     /// How many requests a path received (`jwks`, `token`, `discovery`, `authorize`, `userinfo`).
     pub fn request_count(&self, what: &'static str) -> u64 {
         self.inner.requests.lock().map(|r| r.get(what).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Why the issuer refused requests so far (client authentication, grants, `end_session` targets), oldest first.
+    pub fn refusals(&self) -> Vec<&'static str> {
+        self.inner.refusals.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// The claims the issuer puts in a token for `user` (before hooks).
@@ -201,6 +216,13 @@ impl Inner {
         if let Ok(mut r) = self.requests.lock() {
             *r.entry(what).or_default() += 1;
         }
+    }
+
+    fn refuse(&self, why: &'static str) -> &'static str {
+        if let Ok(mut r) = self.refusals.lock() {
+            r.push(why);
+        }
+        why
     }
 
     fn knobs(&self) -> Knobs {
@@ -325,7 +347,9 @@ impl Inner {
                 },
             );
         }
-        let mut target = url::Url::parse(&get("redirect_uri")).expect("registered redirect URIs parse");
+        let Ok(mut target) = url::Url::parse(&get("redirect_uri")) else {
+            return bad_authorize("the registered redirect_uri is not an absolute URL");
+        };
         {
             let mut q = target.query_pairs_mut();
             q.append_pair("code", &code);
@@ -338,34 +362,60 @@ impl Inner {
             .status(StatusCode::FOUND)
             .header(header::LOCATION, target.as_str())
             .body(body::empty())
-            .expect("valid response")
+            .unwrap_or_else(body::internal_error)
     }
 
-    fn client_authenticated(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
-        let basic = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| STANDARD.decode(b).ok())
-            .and_then(|b| String::from_utf8(b).ok());
-        let (id, secret) = match basic {
-            Some(pair) => match pair.split_once(':') {
-                Some((i, s)) => (url_decode(i), url_decode(s)),
-                None => return false,
-            },
-            None => (
-                form.get("client_id").cloned().unwrap_or_default(),
-                form.get("client_secret").cloned().unwrap_or_default(),
-            ),
+    /// Client authentication with the registered method only (RFC 6749 §2.3: a client uses one method per
+    /// request; OpenID Connect Core §9: the registered `token_endpoint_auth_method`). `Err` says why not.
+    fn client_authenticated(
+        &self,
+        headers: &http::HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<(), &'static str> {
+        let authorization = headers.get(header::AUTHORIZATION);
+        let in_form = form.contains_key("client_secret");
+        let (id, secret) = match self.client.token_auth_method {
+            TokenAuthMethod::ClientSecretBasic => {
+                if in_form {
+                    return Err("client_secret in the form, but the client is registered for client_secret_basic");
+                }
+                let pair = authorization
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Basic "))
+                    .and_then(|b| STANDARD.decode(b).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or("no Basic credentials, but the client is registered for client_secret_basic")?;
+                let (i, s) = pair.split_once(':').ok_or("Basic credentials without ':'")?;
+                (url_decode(i), url_decode(s))
+            }
+            TokenAuthMethod::ClientSecretPost => {
+                if authorization.is_some() {
+                    return Err("an Authorization header, but the client is registered for client_secret_post");
+                }
+                if !in_form {
+                    return Err("no client_secret in the form, but the client is registered for client_secret_post");
+                }
+                (
+                    form.get("client_id").cloned().unwrap_or_default(),
+                    form.get("client_secret").cloned().unwrap_or_default(),
+                )
+            }
         };
-        id == self.client.client_id && secret == self.client.client_secret
+        if id != self.client.client_id || secret != self.client.client_secret {
+            return Err("unknown client or wrong client secret");
+        }
+        Ok(())
     }
 
     fn token(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
         let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
         let oauth_error = |status: StatusCode, e: &str| json_response(status, &json!({"error": e}));
-        if !self.client_authenticated(headers, &f) {
-            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        if let Err(why) = self.client_authenticated(headers, &f) {
+            let why = self.refuse(why);
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client", "error_description": why}),
+            );
         }
         let knobs = self.knobs();
         if let Some((status, e)) = knobs.token_error {
@@ -376,13 +426,21 @@ impl Inner {
             "authorization_code" => {
                 // A code works once: it is removed whether or not the rest checks out.
                 let Some(grant) = self.codes.lock().ok().and_then(|mut c| c.remove(get("code"))) else {
+                    self.refuse("unknown or already redeemed authorization code");
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
                 let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, get("code_verifier").as_bytes()));
-                if grant.redirect_uri != get("redirect_uri")
-                    || grant.client_id != self.client.client_id
-                    || challenge != grant.challenge
-                {
+                let why = if grant.redirect_uri != get("redirect_uri") {
+                    Some("redirect_uri differs from the authorization request's")
+                } else if grant.client_id != self.client.client_id {
+                    Some("the code was issued to another client")
+                } else if challenge != grant.challenge {
+                    Some("code_verifier does not match the code_challenge (PKCE)")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.refuse(why);
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
                 (grant.user, grant.nonce, grant.scope, grant.sid)
@@ -392,6 +450,7 @@ impl Inner {
                 let Some((user, scope, sid)) =
                     self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token")))
                 else {
+                    self.refuse("unknown or already used refresh token");
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 };
                 (user, None, scope, sid)
@@ -471,14 +530,18 @@ impl Inner {
     fn end_session(&self, query: &str) -> Response<Body> {
         let p: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         match p.get("post_logout_redirect_uri") {
-            Some(target) if target.starts_with("http://127.0.0.1") || target.starts_with("http://localhost") => {
-                Response::builder()
-                    .status(StatusCode::FOUND)
-                    .header(header::LOCATION, target)
-                    .body(body::empty())
-                    .expect("valid response")
+            // Exact string comparison with the registration (OpenID Connect RP-Initiated Logout §3): a prefix test
+            // let `http://127.0.0.1.evil.example/` through.
+            Some(target) if self.client.post_logout_redirect_uris.iter().any(|r| r == target) => Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, target)
+                .body(body::empty())
+                .unwrap_or_else(body::internal_error),
+            Some(_) => {
+                let why = self.refuse("post_logout_redirect_uri is not registered for this client");
+                html_page(StatusCode::BAD_REQUEST, "Bad logout request", why, "")
             }
-            _ => html_page(StatusCode::OK, "Signed out", "You are signed out of the development issuer.", ""),
+            None => html_page(StatusCode::OK, "Signed out", "You are signed out of the development issuer.", ""),
         }
     }
 }
@@ -497,5 +560,5 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(v.to_string()))
-        .expect("valid response")
+        .unwrap_or_else(body::internal_error)
 }

@@ -25,6 +25,9 @@ pub enum RequestError {
     Forbidden(#[from] Denied),
     #[error("an ID token was presented as a bearer credential")]
     IdTokenAsBearer,
+    /// Forward-auth cannot know for sure which request it is asked about.
+    #[error("forward-auth denied: {0}")]
+    ForwardAuthTarget(&'static str),
     #[error(transparent)]
     Login(#[from] LoginError),
     #[error(transparent)]
@@ -56,7 +59,8 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
     let mut resp = match err {
         RequestError::BadPath(e) => {
             tracing::info!(request_id = id, error = %e, "bad request path");
-            answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", "The request path is not acceptable.", None)
+            let msg = format!("The request path is not acceptable: {}.", e.0);
+            answer(&ctx, StatusCode::BAD_REQUEST, "bad_request", &msg, None)
         }
         RequestError::BadRequest(why) => {
             tracing::info!(request_id = id, error = why, "bad request");
@@ -83,6 +87,10 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
                 "invalid_token",
                 "ID tokens are not API credentials; present an access token.",
             )
+        }
+        RequestError::ForwardAuthTarget(why) => {
+            tracing::warn!(request_id = id, cause = why, "forward-auth denied: the original request is not known");
+            json(StatusCode::FORBIDDEN, "forbidden", &format!("The original request could not be verified: {why}."))
         }
         RequestError::Upstream(e) => {
             tracing::warn!(request_id = id, error = %e, "upstream failed");
@@ -216,6 +224,20 @@ fn answer(ctx: &Context<'_>, status: StatusCode, code: &str, message: &str, retr
     }
 }
 
+/// `Strict-Transport-Security` on idgate's own answers: a year, this host only (a deployment that wants
+/// `includeSubDomains` or preload sets it at its TLS terminator).
+pub const HSTS: &str = "max-age=31536000";
+
+/// The headers every answer idgate makes itself carries (the upstream's answers pass unchanged): `nosniff`, so no
+/// JSON or text answer is ever sniffed into HTML, and HSTS when `hsts` (TLS on, or `session.cookie_secure`).
+pub fn harden(resp: &mut Response<Body>, hsts: bool) {
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+}
+
 /// A `302 Found` to `location`.
 pub fn redirect(location: &str) -> Response<Body> {
     Response::builder()
@@ -223,7 +245,7 @@ pub fn redirect(location: &str) -> Response<Body> {
         .header(header::LOCATION, location)
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::empty())
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }
 
 /// A JSON error body `{"error": code, "message": message}`.
@@ -233,8 +255,9 @@ pub fn json(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body::full(text))
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }
 
 /// A small HTML page. `title` and `message` are escaped; `extra_html` is trusted markup built by idgate. No script
@@ -255,7 +278,7 @@ pub fn html_page(status: StatusCode, title: &str, message: &str, extra_html: &st
         .header("x-content-type-options", "nosniff")
         .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
         .body(body::full(page))
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }
 
 /// Escapes text for HTML.

@@ -55,6 +55,7 @@ pub struct Peer {
 impl Peer {
     /// A client at `ip` whose requests use the shared pool.
     pub fn new(ip: IpAddr, tls: bool) -> Self {
+        #[allow(clippy::expect_used, reason = "static: an IP address prints as hex digits, '.' and ':' only")]
         let ip_value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
         Self { ip, tls, upstream: None, ip_value }
     }
@@ -108,8 +109,10 @@ impl Forwarder {
         trusted: Vec<IpNet>,
         kept: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
+        #[allow(clippy::expect_used, reason = "start-up, on a URL validated at load")]
         let uri: Uri = upstream.as_str().parse().expect("a validated URL is a valid URI");
         let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+        #[allow(clippy::expect_used, reason = "start-up, on a URL validated at load to have a host")]
         let authority = uri.authority().cloned().expect("a validated upstream URL has a host");
         let dialer =
             (scheme == http::uri::Scheme::HTTP).then(|| affinity::Dialer::new(&authority, connect_timeout, kept));

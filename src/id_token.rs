@@ -19,6 +19,8 @@ pub use keys::{KeySet, KeySetError};
 
 /// Tokens claiming to expire further ahead than this are refused as absurd (a peer accepted `exp: 1e300`).
 const MAX_LIFETIME_SECS: i64 = 366 * 24 * 3600;
+/// Why an `aud` of the wrong shape is refused.
+const AUD_SHAPE: &str = "aud is not a string or an array of strings";
 /// Largest token accepted at all; real ID tokens are a few KB.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
@@ -245,8 +247,12 @@ fn check_common(c: &Map<String, Value>, want: &Expectations, now: i64) -> Result
     let accepted = |a: &str| want.audiences.iter().any(|w| w == a);
     let audiences: Vec<&str> = match c.get("aud") {
         Some(Value::String(a)) => vec![a.as_str()],
-        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-        Some(_) => return Err(Rejection::WrongAudience),
+        // RFC 7519 §4.1.3: an array of StringOrURI. A member of another type makes the whole claim malformed; it is
+        // not skipped, so `["other", 1]` can never count as one audience (and dodge the `azp` rule).
+        Some(Value::Array(list)) => {
+            list.iter().map(Value::as_str).collect::<Option<Vec<&str>>>().ok_or(Rejection::Malformed(AUD_SHAPE))?
+        }
+        Some(_) => return Err(Rejection::Malformed(AUD_SHAPE)),
         None => return Err(Rejection::MissingClaim("aud")),
     };
     if !audiences.iter().any(|a| accepted(a)) {

@@ -9,7 +9,7 @@
 //!              any error ─► error::respond ─► one response, one log line
 //! ```
 
-#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 // The data path, in the order a request meets it.
 pub mod server;

@@ -12,7 +12,8 @@ use crate::{
     forward::Peer,
     id_token::Claims,
     login::refresh::{self, Renewal},
-    route::{self, Route},
+    policy::Permit,
+    route::{BadPath, Route},
     session::{Session, SessionError},
 };
 
@@ -31,6 +32,32 @@ impl<E: Into<RequestError>> From<E> for Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
+/// What [`authenticate`] found: a public route needs nobody; anything else has a session that satisfied its rule.
+enum Access {
+    Public,
+    User(User),
+}
+
+/// A session that passed its route's rule, with any `Set-Cookie` values its renewal made.
+struct User {
+    session: Session,
+    permit: Permit,
+    cookies: Vec<HeaderValue>,
+}
+
+/// The one authentication step of every sink (proxy, forward-auth, userinfo), in one order: an ID token presented
+/// as a credential is refused (whatever the route), a public route needs nothing more, otherwise the session is
+/// opened (and renewed when due) and the route's rule decides.
+async fn authenticate(state: &State, headers: &HeaderMap, auth: AuthMode, rule: Option<usize>) -> Result<Access> {
+    refuse_id_token_bearer(state, headers)?;
+    if auth == AuthMode::Public {
+        return Ok(Access::Public);
+    }
+    let (session, cookies) = open(state, headers).await?;
+    let permit = state.rules.authorize(rule, session.claims())?;
+    Ok(Access::User(User { session, permit, cookies }))
+}
+
 /// A proxied path: public routes skip the session but not the stripping.
 pub async fn proxy(
     state: &State,
@@ -39,13 +66,14 @@ pub async fn proxy(
     auth: AuthMode,
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
-    refuse_id_token_bearer(state, req.headers())?;
-    if auth == AuthMode::Public {
-        state.headers.strip(req.headers_mut());
-        return Ok(state.forwarder.send(req, peer).await?);
-    }
-    let (session, cookies) = open(state, req.headers()).await?;
-    let permit = state.rules.authorize(rule, session.claims())?;
+    let user = match authenticate(state, req.headers(), auth, rule).await? {
+        Access::Public => {
+            state.headers.strip(req.headers_mut());
+            return Ok(state.forwarder.send(req, peer).await?);
+        }
+        Access::User(user) => user,
+    };
+    let User { session, permit, cookies } = user;
     let headers = req.headers_mut();
     state.headers.strip(headers);
     state.headers.apply(headers, session.claims(), &permit, session.identity_memo());
@@ -63,42 +91,86 @@ pub async fn proxy(
     Ok(with_cookies(resp?, cookies))
 }
 
-/// Forward-auth (`{prefix}/auth`) for nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`: 200 with the
-/// identity headers, 401 without a session, 403 when the route's rule denies. The original URI is believed only
-/// from trusted proxies.
+/// Forward-auth (`{prefix}/auth`) for nginx `auth_request`, Traefik `forwardAuth`, ingress-nginx: 200 with the
+/// identity headers, 401 without a session, 403 when the route's rule denies or the original URI is unknown or
+/// ambiguous. The original URI is believed only from trusted proxies.
 pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Result<Response<Body>> {
-    let original = state
-        .forwarder
-        .is_trusted(peer.ip)
-        .then(|| headers.get("x-forwarded-uri").or_else(|| headers.get("x-original-uri")))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("/");
-    let path = route::normalize(original)?;
-    let Route::Proxy { auth, rule } = state.routes.rule_for(&path) else {
-        return Err(RequestError::BadRequest("forward-auth target is an idgate endpoint").into());
-    };
-    if auth == AuthMode::Public {
-        return Ok(empty(StatusCode::OK));
-    }
-    refuse_id_token_bearer(state, headers)?;
-    let (session, cookies) = open(state, headers).await?;
-    let permit = state.rules.authorize(rule, session.claims())?;
+    // No route rules: every path has the default rule, so the URI does not matter.
+    let (auth, rule) = forward_auth_target(state, headers, &peer)?.unwrap_or((AuthMode::Login, None));
     let mut resp = empty(StatusCode::OK);
-    state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
+    let cookies = match authenticate(state, headers, auth, rule).await? {
+        Access::Public => Vec::new(),
+        Access::User(User { session, permit, cookies }) => {
+            state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
+            cookies
+        }
+    };
     Ok(with_cookies(resp, cookies))
+}
+
+/// Headers a proxy in front names the original request's URI in: Traefik, the nginx snippet, ingress-nginx.
+const ORIGINAL_URI_HEADERS: [&str; 3] = ["x-forwarded-uri", "x-original-uri", "x-original-url"];
+
+/// The route (auth mode and rule) of the request a forward-auth call asks about, or `None` when no route rules exist (then the path
+/// cannot change the decision). Denied when it cannot be known for sure: a peer outside
+/// `server.trusted_proxies`, no original-URI header, headers that disagree, or a URI the proxy in front would
+/// forward in another reading than idgate's (idgate cannot rewrite it there: it must already be normal).
+fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Result<Option<(AuthMode, Option<usize>)>> {
+    if !state.routes.has_rules() {
+        return Ok(None);
+    }
+    let deny = |why: &'static str| Err(Failure::from(RequestError::ForwardAuthTarget(why)));
+    if !state.forwarder.is_trusted(peer.ip) {
+        return deny("the forward-auth caller is not in server.trusted_proxies, so its original URI is not believed");
+    }
+    let mut found: Option<String> = None;
+    for name in ORIGINAL_URI_HEADERS {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return deny("an original-URI header appears more than once");
+        }
+        let Ok(text) = value.to_str() else { return deny("an original-URI header is not ASCII") };
+        // The path as sent, not as a URL parser would resolve it: the proxy forwards these very bytes.
+        let target = if name == "x-original-url" {
+            match text.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])) {
+                Some(target) => target,
+                None => return deny("X-Original-URL is not an absolute URL"),
+            }
+        } else {
+            text
+        };
+        let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
+        match &found {
+            Some(p) if *p != path => return deny("the original-URI headers disagree"),
+            _ => found = Some(path),
+        }
+    }
+    let Some(path) = found else {
+        return deny("no X-Forwarded-Uri, X-Original-URI or X-Original-URL header from the proxy");
+    };
+    match state.routes.decide(&path, false) {
+        Ok((normal, Route::Proxy { auth, rule })) if normal == path => Ok(Some((auth, rule))),
+        Ok(_) => deny("the original URI is not in normal form (dot segments, duplicate slashes or escapes)"),
+        Err(BadPath(why)) => {
+            tracing::info!(cause = why, "forward-auth original URI refused by the path rule");
+            deny("the original URI is refused by the path rule")
+        }
+    }
 }
 
 /// `{prefix}/userinfo`: the session's claims as JSON, never a token.
 pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Body>> {
-    let (session, cookies) = open(state, headers).await?;
+    let Access::User(User { session, cookies, .. }) = authenticate(state, headers, AuthMode::Api, None).await? else {
+        return Err(RequestError::BadRequest("userinfo needs a session").into());
+    };
     let text = serde_json::to_string(session.claims().as_map()).unwrap_or_else(|_| "{}".into());
     let resp = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(text))
-        .expect("static response parts are valid");
+        .unwrap_or_else(body::internal_error);
     Ok(with_cookies(resp, cookies))
 }
 
@@ -135,20 +207,21 @@ fn with_cookies(mut resp: Response<Body>, cookies: Vec<HeaderValue>) -> Response
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    Response::builder().status(status).body(body::empty()).expect("static response parts are valid")
+    Response::builder().status(status).body(body::empty()).unwrap_or_else(body::internal_error)
 }
 
-/// R14: an ID token is not an API credential. A bearer JWT whose claims say it is an ID token of this client (our
-/// issuer, our client id in `aud`, and not typed as an access token) is refused before anything is forwarded.
+/// R14: an ID token is not an API credential. Every `Authorization` value is read (any scheme, case and
+/// whitespace, several headers, comma-separated credentials): a JWT among them whose claims say it is an ID token
+/// of this client (our issuer, our client id in `aud`, not typed as an access token) is refused before anything
+/// is forwarded.
 fn refuse_id_token_bearer(state: &State, headers: &HeaderMap) -> Result<()> {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()))
-    else {
-        return Ok(());
-    };
-    if looks_like_our_id_token(token, &state.provider.settings().issuer, &state.provider.settings().client_id) {
+    let settings = state.provider.settings();
+    let presented = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+        String::from_utf8_lossy(value.as_bytes())
+            .split(|c: char| c.is_ascii_whitespace() || c == ',')
+            .any(|piece| looks_like_our_id_token(piece, &settings.issuer, &settings.client_id))
+    });
+    if presented {
         return Err(RequestError::IdTokenAsBearer.into());
     }
     Ok(())

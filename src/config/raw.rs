@@ -106,6 +106,8 @@ pub struct RawRoute {
     pub any_of: Option<BTreeMap<String, Vec<String>>>,
     /// Claim name → values; the claim must hold all of them.
     pub all_of: Option<BTreeMap<String, Vec<String>>>,
+    /// `%2F` may stand in a path segment under this route (kept encoded).
+    pub allow_encoded_slashes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

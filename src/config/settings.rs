@@ -35,7 +35,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Everything idgate needs to run, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub server: ServerSettings,
     pub admin: AdminSettings,
@@ -49,7 +49,7 @@ pub struct Settings {
 }
 
 /// The public listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -65,20 +65,20 @@ pub struct ServerSettings {
 }
 
 /// PEM files for HTTPS on the public listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
 }
 
 /// Where protected requests go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     pub url: Url,
     pub connect_timeout: Duration,
@@ -94,7 +94,7 @@ pub enum TokenAuthMethod {
 }
 
 /// The OpenID Provider and this client's registration there.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OidcSettings {
     /// Exactly as configured; discovery's `issuer` must equal it.
     pub issuer: String,
@@ -123,7 +123,7 @@ pub enum StoreKind {
 }
 
 /// Session sealing and cookies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
     pub secret: Secret,
     pub previous_secrets: Vec<Secret>,
@@ -171,7 +171,7 @@ pub enum AuthMode {
 }
 
 /// One `[[routes]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
     pub prefix: String,
     pub auth: AuthMode,
@@ -179,6 +179,9 @@ pub struct RouteSettings {
     pub email_verified: bool,
     pub any_of: BTreeMap<String, Vec<String>>,
     pub all_of: BTreeMap<String, Vec<String>>,
+    /// `%2F` may stand in a path segment under this route (forwarded encoded), when the path read with `/` for
+    /// it falls under the same route.
+    pub allow_encoded_slashes: bool,
 }
 
 impl RouteSettings {
@@ -191,6 +194,7 @@ impl RouteSettings {
             email_verified: false,
             any_of: BTreeMap::new(),
             all_of: BTreeMap::new(),
+            allow_encoded_slashes: false,
         }
     }
 }
@@ -203,7 +207,7 @@ pub enum LogFormat {
 }
 
 /// Logging.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// A `RUST_LOG`-style directive.
@@ -299,6 +303,13 @@ impl Settings {
             return None;
         }
         Some(Settings { server, admin, upstream, oidc, session, headers, routes, log })
+    }
+
+    /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
+    /// cookies are `Secure` (then browsers reach it over HTTPS through a TLS-terminating proxy; a browser ignores
+    /// the header on a plain-HTTP answer).
+    pub fn hsts(&self) -> bool {
+        self.server.tls.is_some() || self.session.cookie_secure
     }
 
     /// The callback path, taken from `oidc.redirect_url`.
@@ -402,7 +413,7 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         previous_secrets,
         cookie_name,
         cookie_secure: raw.cookie_secure.unwrap_or(true),
-        cookie_domain: raw.cookie_domain,
+        cookie_domain: raw.cookie_domain.and_then(|d| cookie_domain(p, d)),
         store,
         max_flows: range(p, "session.max_flows", raw.max_flows, 3, 1, 10) as usize,
         memory_capacity: range(p, "session.memory_capacity", raw.memory_capacity, 100_000, 1, 100_000_000),
@@ -443,6 +454,7 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
         email_verified: raw.email_verified.unwrap_or(false),
         any_of,
         all_of,
+        allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
     })
 }
 
@@ -471,16 +483,48 @@ fn http_url(p: &mut Problems, key: &str, value: &str) -> Option<Url> {
     }
 }
 
+#[allow(clippy::expect_used, reason = "static URL")]
 fn placeholder_url() -> Url {
     Url::parse("http://127.0.0.1/").expect("static URL parses")
 }
 
+/// `server.prefix` ends up in `Location` headers and in the flow cookies' `Path=` attribute: a plain path of
+/// unreserved characters and `/` only, so that no value can split a header or add a cookie attribute.
 fn prefix(p: &mut Problems, value: &str) -> String {
-    let ok = value.starts_with('/') && value.len() > 1 && !value.ends_with('/') && !value.contains(['?', '#', '%']);
+    let chars_ok = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'));
+    let segments_ok = value.split('/').skip(1).all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    let ok = value.starts_with('/') && value.len() > 1 && chars_ok && segments_ok;
     if !ok {
-        p.add("server.prefix", format!("{value:?}: must look like /oauth2 (leading '/', no trailing '/')"));
+        p.add(
+            "server.prefix",
+            format!(
+                "{value:?}: must look like /oauth2 (leading '/', no trailing or double '/', no '.' or '..' segment; \
+                 letters, digits, '-', '.', '_', '~' and '/' only)"
+            ),
+        );
     }
     value.to_owned()
+}
+
+/// `session.cookie_domain` is written into every `Set-Cookie` as `Domain=`: a host name (letters, digits, '-' and
+/// dots; one leading dot allowed, as browsers ignore it) and nothing else, so that no value can break the header
+/// or inject an attribute (`; SameSite=None`).
+fn cookie_domain(p: &mut Problems, value: String) -> Option<String> {
+    let name = value.strip_prefix('.').unwrap_or(&value);
+    let labels_ok = name.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if name.is_empty() || name.len() > 253 || !labels_ok {
+        return p.bad(
+            "session.cookie_domain",
+            &format!("{value:?}: must be a host name such as example.com (letters, digits, '-' and '.' only)"),
+        );
+    }
+    Some(value)
 }
 
 fn secs(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> Duration {

@@ -266,3 +266,56 @@ fn readme_documents_every_key() {
         .collect();
     assert!(missing.is_empty(), "README.md's configuration reference lacks {missing:?}");
 }
+
+/// Issue 12: `server.prefix` and `session.cookie_domain` reach `Location` and `Set-Cookie` headers; a newline made
+/// every `Set-Cookie` panic and a `;` injected cookie attributes. Both are refused at load, naming the key.
+#[test]
+fn header_bound_values_are_refused_at_load() {
+    for (key, value) in [
+        ("cookie_domain", "example.com\nX-Evil: 1"),
+        ("cookie_domain", "example.com; SameSite=None"),
+        ("cookie_domain", "example.com\r"),
+        ("cookie_domain", "exa mple.com"),
+        ("cookie_domain", ""),
+        ("cookie_domain", "."),
+        ("cookie_domain", "example..com"),
+        ("cookie_domain", "-example.com"),
+        ("cookie_domain", "example.com/"),
+        ("cookie_domain", "ex\u{e4}mple.com"),
+    ] {
+        let text = GOOD.replace("[session]\n", &format!("[session]\n{key} = {value:?}\n"));
+        let e = load(file(".toml", &text).path(), &HashMap::new()).unwrap_err();
+        assert_eq!(keys(&e), ["session.cookie_domain"], "{value:?}: {e}");
+        assert!(e.to_string().contains("must be a host name"), "{e}");
+    }
+    for value in [
+        "/oauth2\nX-Evil: 1",
+        "/oauth2;Domain=evil.com",
+        "/oauth2 x",
+        "/o%2e",
+        "/oauth2/",
+        "//oauth2",
+        "/a//b",
+        "/a/..",
+        "/.",
+        "/",
+        "oauth2",
+        "/\u{e4}",
+    ] {
+        let text = GOOD.replace("[server]\n", &format!("[server]\nprefix = {value:?}\n"));
+        let e = load(file(".toml", &text).path(), &HashMap::new()).unwrap_err();
+        assert_eq!(keys(&e), ["server.prefix"], "{value:?}: {e}");
+        assert!(e.to_string().contains("must look like /oauth2"), "{e}");
+    }
+    for (key, value) in
+        [("cookie_domain", "example.com"), ("cookie_domain", ".example.com"), ("cookie_domain", "a-1.b.example")]
+    {
+        let text = GOOD.replace("[session]\n", &format!("[session]\n{key} = {value:?}\n"));
+        let s = load(file(".toml", &text).path(), &HashMap::new()).unwrap();
+        assert_eq!(s.session.cookie_domain.as_deref(), Some(value));
+    }
+    for value in ["/oauth2", "/auth/idgate", "/_id.gate~1"] {
+        let text = GOOD.replace("[server]\n", &format!("[server]\nprefix = {value:?}\n"));
+        assert_eq!(load(file(".toml", &text).path(), &HashMap::new()).unwrap().server.prefix, value);
+    }
+}

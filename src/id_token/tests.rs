@@ -205,7 +205,29 @@ fn claim_rules() {
             with(|c| {
                 c.insert("aud".into(), json!(5));
             }),
-            Rejection::WrongAudience,
+            Rejection::Malformed(AUD_SHAPE),
+        ),
+        (
+            // Issue 12: non-string members were skipped, so this counted as the single audience "client".
+            "aud array with a number beside us",
+            with(|c| {
+                c.insert("aud".into(), json!(["client", 1]));
+            }),
+            Rejection::Malformed(AUD_SHAPE),
+        ),
+        (
+            "aud array with null and an object beside us",
+            with(|c| {
+                c.insert("aud".into(), json!(["client", null, {"aud": "client"}]));
+            }),
+            Rejection::Malformed(AUD_SHAPE),
+        ),
+        (
+            "aud array nested",
+            with(|c| {
+                c.insert("aud".into(), json!([["client"]]));
+            }),
+            Rejection::Malformed(AUD_SHAPE),
         ),
         (
             "missing aud",

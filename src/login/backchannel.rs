@@ -58,7 +58,7 @@ pub async fn backchannel_logout(state: &State, method: &Method, headers: &Header
                 .status(StatusCode::OK)
                 .header(header::CACHE_CONTROL, "no-store")
                 .body(crate::body::empty())
-                .expect("static response parts are valid")
+                .unwrap_or_else(crate::body::internal_error)
         }
         Err(e) => {
             tracing::error!(error = %e, "back-channel logout could not reach the session store");

@@ -32,7 +32,7 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
                 .header(header::CACHE_CONTROL, "no-store")
                 .header(header::SET_COOKIE, state.flows.end(&flow.state))
                 .body(body::empty())
-                .expect("static response parts are valid"));
+                .unwrap_or_else(body::internal_error));
         }
         return Err(LoginError::IdpError {
             error: error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect(),
@@ -106,7 +106,7 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     for c in cookies {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
 }
 
 /// A short, stable reference to a session for logs: a hash prefix of its ID token, never the token.

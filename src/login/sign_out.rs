@@ -81,5 +81,5 @@ pub async fn sign_out(
     for c in cleared.into_iter().chain(state.flows.end_all(req)) {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
 }

@@ -56,5 +56,5 @@ pub async fn start(
     for c in state.flows.begin(req, &flow) {
         resp = resp.header(header::SET_COOKIE, c);
     }
-    Ok(resp.body(body::empty()).expect("static response parts are valid"))
+    Ok(resp.body(body::empty()).unwrap_or_else(body::internal_error))
 }

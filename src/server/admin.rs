@@ -40,5 +40,5 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(text))
-        .expect("static response parts are valid")
+        .unwrap_or_else(body::internal_error)
 }

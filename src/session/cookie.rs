@@ -79,7 +79,12 @@ impl Attributes {
         s.push('=');
         s.push_str(value);
         self.write(&mut s, path, max_age);
-        HeaderValue::try_from(s).expect("cookie names and sealed values are header-safe")
+        // The name, domain and path come from validated settings and the value is sealed base64url, so this holds;
+        // should a setting built in code break it, the cookie is not set, and the request still gets an answer.
+        HeaderValue::try_from(s).unwrap_or_else(|_| {
+            tracing::error!(cookie = name, "a Set-Cookie value was not header-safe; the cookie was not set");
+            HeaderValue::from_static("idgate_invalid_cookie=; Max-Age=0")
+        })
     }
 
     /// `Set-Cookie` that deletes a cookie.

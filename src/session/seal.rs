@@ -52,6 +52,7 @@ pub struct Unsealable;
 fn derive(secret: &Secret, purpose: Purpose) -> LessSafeKey {
     let prk = Salt::new(HKDF_SHA256, SALT).extract(secret.expose().as_bytes());
     let info = [purpose.info()];
+    #[allow(clippy::expect_used, reason = "static: 32 bytes is a valid HKDF-SHA256 output length")]
     let okm = prk.expand(&info, &AES_256_GCM).expect("HKDF output length for AES-256 is valid");
     LessSafeKey::new(UnboundKey::from(okm))
 }
@@ -74,6 +75,7 @@ impl KeyRing {
         buf.push(VERSION);
         buf.extend_from_slice(&nonce_bytes);
         buf.extend_from_slice(plaintext);
+        #[allow(clippy::expect_used, reason = "static: AES-GCM fails only past 64 GiB per message")]
         let tag = self
             .current
             .seal_in_place_separate_tag(

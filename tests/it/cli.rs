@@ -19,6 +19,8 @@ use idgate::{
     dev_issuer::{DevAlg, DevClient, DevIssuer},
 };
 
+use crate::harness::{eventually, until_listening};
+
 const BIN: &str = env!("CARGO_BIN_EXE_idgate");
 const MIB: usize = 1024 * 1024;
 
@@ -86,6 +88,20 @@ fn spawn_run(config: &std::path::Path, stdout: Stdio) -> tokio::process::Child {
         .unwrap()
 }
 
+/// Collects the lines `stdout` prints, from now on, into a shared list.
+fn collect_lines(stdout: tokio::process::ChildStdout) -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let collected: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&collected);
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    collected
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -104,6 +120,8 @@ async fn issuer(port: u16) -> DevIssuer {
         client_id: "c".into(),
         client_secret: "s".into(),
         redirect_uris: vec![format!("http://127.0.0.1:{port}/oauth2/callback")],
+        token_auth_method: idgate::config::TokenAuthMethod::ClientSecretBasic,
+        post_logout_redirect_uris: vec![],
     };
     DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::new(SystemClock)).await.unwrap()
 }
@@ -195,18 +213,11 @@ async fn run_streams_100_mib_each_way_without_growing() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::combinators::BoxBody<Bytes, Infallible>>();
     let ready = format!("http://127.0.0.1:{admin}/readyz");
-    let mut ok = false;
-    for _ in 0..100 {
+    eventually("idgate run is ready", Duration::from_secs(10), || async {
         let req = Request::get(&ready).body(Full::new(Bytes::new()).boxed()).unwrap();
-        if let Ok(r) = client.request(req).await
-            && r.status() == StatusCode::OK
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "idgate run became ready");
+        client.request(req).await.ok().filter(|r| r.status() == StatusCode::OK).map(|_| ())
+    })
+    .await;
     let baseline = peak_rss_kib(pid);
 
     let upload = Request::post(format!("http://127.0.0.1:{port}/stream/upload"))
@@ -239,17 +250,10 @@ async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_conf
     let iss = issuer(port).await;
     let upstream = crate::harness::spawn_json_echo().await;
     let f = config_file(&gate_config(port, admin, iss.issuer(), upstream));
-    let mut child = spawn_run(f.path(), Stdio::null());
+    let mut child = spawn_run(f.path(), Stdio::piped());
+    let logs = collect_lines(child.stdout.take().unwrap());
     let pid = child.id().unwrap();
-    let mut up = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up);
+    until_listening("idgate run", ([127, 0, 0, 1], port).into()).await;
     // One keep-alive connection, used before and after the reload.
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
@@ -265,19 +269,19 @@ async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_conf
     std::fs::write(f.path(), reloaded).unwrap();
     let hup = || Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
     assert!(hup().success());
-    let mut status = StatusCode::UNAUTHORIZED;
-    for _ in 0..100 {
-        status = conn.send_request(get("/private")).await.expect("the connection survives the reload").status();
-        if status == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, StatusCode::OK, "the new route applies after SIGHUP");
+    eventually("the new route applies after SIGHUP", Duration::from_secs(5), || {
+        let status = conn.send_request(get("/private"));
+        async move { (status.await.expect("the connection survives the reload").status() == StatusCode::OK).then_some(()) }
+    })
+    .await;
 
     std::fs::write(f.path(), "[server]\nlisten = \"broken\"\n").unwrap();
     assert!(hup().success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = eventually("the bad reload is refused", Duration::from_secs(5), || async {
+        logs.lock().unwrap().iter().find(|l| l.contains("reload refused")).cloned()
+    })
+    .await;
+    assert!(refused.contains("server.listen"), "the refusal names the key: {refused}");
     assert!(child.try_wait().unwrap().is_none(), "a bad reload does not stop idgate");
     assert_eq!(
         conn.send_request(get("/private")).await.unwrap().status(),
@@ -290,7 +294,6 @@ async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_conf
 
 #[tokio::test]
 async fn audit_lines_name_the_user_and_never_a_token() {
-    use tokio::io::AsyncBufReadExt;
     let port = free_port();
     let admin = free_port();
     let iss = issuer(port).await;
@@ -299,22 +302,15 @@ async fn audit_lines_name_the_user_and_never_a_token() {
         .replace("format = \"text\"\nlevel = \"warn\"", "format = \"json\"\nlevel = \"info\"");
     let f = config_file(&text);
     let mut child = spawn_run(f.path(), Stdio::piped());
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = std::sync::Arc::clone(&collected);
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let collected = collect_lines(child.stdout.take().unwrap());
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_listening("idgate's admin listener", ([127, 0, 0, 1], admin).into()).await;
+    let admin_client = crate::harness::Browser::new().api();
+    eventually("idgate run is ready", Duration::from_secs(10), || async {
+        let ready = admin_client.get(&format!("http://127.0.0.1:{admin}/readyz")).await;
+        (ready.status == StatusCode::OK).then_some(())
+    })
+    .await;
     let b = crate::harness::Browser::new();
     let page = b.login(&base, "/page", "Audrey").await;
     assert_eq!(page.status, StatusCode::OK);
@@ -327,8 +323,15 @@ async fn audit_lines_name_the_user_and_never_a_token() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let metrics = crate::harness::Browser::new().api().get(&format!("http://127.0.0.1:{admin}/metrics")).await.text();
     assert!(metrics.contains("idgate_logins_total{result=\"unknown_state\"} 1"), "{metrics}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = collected.lock().unwrap().clone();
+    // The request lines are written after the answers: wait until the last one (the metrics scrape is on the
+    // admin listener, which logs none) is in.
+    let logs = eventually("the failed callback's request line is logged", Duration::from_secs(5), || async {
+        let logs = collected.lock().unwrap().clone();
+        logs.iter()
+            .any(|l| l.contains("\"message\":\"request\"") && l.contains("/oauth2/callback") && l.contains("400"))
+            .then_some(logs)
+    })
+    .await;
     let audit: Vec<serde_json::Value> = logs
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())

@@ -171,6 +171,8 @@ fn forward_auth_examples_point_at_the_auth_endpoint() {
     assert!(annotations["nginx.ingress.kubernetes.io/auth-signin"].as_str().unwrap().contains("/oauth2/start?rd="));
     let traefik = &docs("deploy/traefik/dynamic.yaml")[0]["http"]["middlewares"]["idgate"]["forwardAuth"];
     assert!(traefik["address"].as_str().unwrap().ends_with("/oauth2/auth"));
+    // With trustForwardHeader a client-sent X-Forwarded-Uri would reach idgate as the original URI.
+    assert_eq!(traefik["trustForwardHeader"].as_bool(), Some(false), "Traefik must set X-Forwarded-Uri itself");
     let headers = strs(&traefik["authResponseHeaders"]);
     for (h, _) in config::settings::DEFAULT_HEADERS {
         assert!(headers.iter().any(|x| x.eq_ignore_ascii_case(h)), "Traefik copies {h}");
@@ -197,4 +199,60 @@ fn compose_environment_overrides_are_real_settings() {
     let settings = load_config(&std::fs::read_to_string(repo("config/docker.toml")).unwrap(), &env);
     assert_eq!(settings.upstream.url.as_str(), "http://app:8080/");
     assert_eq!(compose["read_only"].as_bool(), Some(true));
+}
+
+/// Issue 12 §2: only the ingress controller may speak for a client. gateway.yaml trusts the controller's addresses
+/// (not the whole cluster network) and admits nobody else to the public port; ingress-nginx.yaml clears the URI
+/// headers a client could add to the auth request (tests/it/nginx.rs runs the generated location for real).
+#[test]
+fn only_the_ingress_controller_may_name_the_original_request() {
+    let gateway = docs("deploy/kubernetes/gateway.yaml");
+    let text = find(&gateway, "ConfigMap")[0]["data"]["idgate.toml"].as_str().unwrap().to_owned();
+    let settings = load_config(&text, &[]);
+    assert!(!settings.server.trusted_proxies.is_empty());
+    for net in &settings.server.trusted_proxies {
+        let narrow = match net {
+            ipnet::IpNet::V4(n) => n.prefix_len() >= 24,
+            ipnet::IpNet::V6(n) => n.prefix_len() >= 112,
+        };
+        assert!(narrow, "gateway.yaml trusts {net}: wider than an ingress controller's addresses");
+    }
+    let policy = find(&gateway, "NetworkPolicy").into_iter().next().expect("a NetworkPolicy for idgate-gateway");
+    let labels = &find(&gateway, "Deployment")[0]["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], *labels, "the policy selects idgate's pods");
+    assert_eq!(strs(&policy["spec"]["policyTypes"]), ["Ingress"]);
+    let rules = policy["spec"]["ingress"].as_vec().unwrap();
+    let ports = |r: &Yaml| {
+        r["ports"].as_vec().unwrap().iter().filter_map(|p| p["port"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+    };
+    for rule in rules.iter().filter(|r| ports(r).iter().any(|p| p == "http")) {
+        let from = rule["from"].as_vec().expect("the public port admits named peers only");
+        assert_eq!(from.len(), 1);
+        assert_eq!(
+            from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str(),
+            Some("ingress-nginx")
+        );
+        assert_eq!(from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str(), Some("controller"));
+    }
+    assert!(rules.iter().any(|r| ports(r).iter().any(|p| p == "admin")), "probes reach the admin port");
+
+    let nginx = docs("deploy/kubernetes/ingress-nginx.yaml");
+    let ingress =
+        find(&nginx, "Ingress").into_iter().find(|i| i["metadata"]["name"].as_str() == Some("my-app")).unwrap();
+    let named = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-proxy-set-headers"]
+        .as_str()
+        .expect("auth-proxy-set-headers");
+    let cm = find(&nginx, "ConfigMap")
+        .into_iter()
+        .find(|c| {
+            format!(
+                "{}/{}",
+                c["metadata"]["namespace"].as_str().unwrap_or(""),
+                c["metadata"]["name"].as_str().unwrap_or("")
+            ) == named
+        })
+        .expect("the ConfigMap auth-proxy-set-headers names");
+    for header in ["X-Forwarded-Uri", "X-Forwarded-Method", "X-Original-URI"] {
+        assert_eq!(cm["data"][header].as_str(), Some(""), "{header} is cleared in the auth request");
+    }
 }

@@ -217,16 +217,30 @@ async fn upstream_down_is_502_and_silent_upstream_is_504() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
-    let upstream = special_upstream().await;
+    // A slow upstream that says when the request has reached it: the drain starts with the request in flight.
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = std::sync::Arc::clone(&arrived);
+    let upstream = crate::harness::spawn_upstream(move |_req: Request<Incoming>| {
+        let signal = std::sync::Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Response::new(Full::new(Bytes::from_static(b"slow done")))
+        }
+    })
+    .await;
     let mut gate = TestGate::builder().settings(public).upstream(upstream).spawn().await;
     let addr = gate.running.as_ref().unwrap().public_addr;
     let url = format!("{}/slow", gate.base);
     let in_flight = tokio::spawn(async move { Browser::new().get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reached = tokio::time::timeout(Duration::from_secs(5), arrived.notified()).await;
+    assert!(reached.is_ok(), "the request reached the upstream");
     let running = gate.running.take().unwrap();
     let stopping = tokio::spawn(running.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(TcpStream::connect(addr).await.is_err(), "no new connections once draining");
+    crate::harness::eventually("draining refuses new connections", Duration::from_secs(5), || async {
+        TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "slow done");
@@ -323,13 +337,12 @@ async fn kept_upstream_connections_close_with_their_client_connection() {
     assert!(kept(1));
     drop(sender);
     client.await.unwrap().unwrap();
-    for _ in 0..100 {
-        if kept(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(kept(0), "closed with the client connection");
+    crate::harness::eventually(
+        "the kept upstream connection closes with the client's",
+        Duration::from_secs(2),
+        || async { kept(0).then_some(()) },
+    )
+    .await;
     gate.shutdown().await;
 }
 

@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-client-secret";
 pub const SESSION_SECRET: &str = "test-session-secret-test-session-secret";
+/// The issuer in the settings a test adjusts, replaced by the development issuer's address at spawn.
+const ISSUER_PLACEHOLDER: &str = "http://issuer.placeholder.invalid";
 
 /// Installs a log subscriber when TEST_LOG is set.
 pub fn trace_init() {
@@ -44,6 +46,7 @@ pub struct Builder {
     public: Option<TcpListener>,
     redirect_uri: Option<String>,
     settings: Box<dyn FnOnce(&mut Settings)>,
+    registration: Box<dyn FnOnce(&mut DevClient)>,
     upstream: Option<SocketAddr>,
 }
 
@@ -58,11 +61,42 @@ pub struct TestGate {
 
 impl TestGate {
     pub fn builder() -> Builder {
-        Builder { alg: DevAlg::RS256, public: None, redirect_uri: None, settings: Box::new(|_| {}), upstream: None }
+        Builder {
+            alg: DevAlg::RS256,
+            public: None,
+            redirect_uri: None,
+            settings: Box::new(|_| {}),
+            registration: Box::new(|_| {}),
+            upstream: None,
+        }
     }
 
     pub fn state(&self) -> Arc<app::State> {
         self.running.as_ref().expect("running").state()
+    }
+
+    /// Login outcomes counted so far (`idgate_logins_total{result=…}`): `success`, or the refusal's reason.
+    pub fn login_results(&self) -> BTreeMap<String, u64> {
+        let text = self.state().metrics.render();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("idgate_logins_total{result=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(reason, n)| (reason.to_owned(), n.trim().parse().unwrap()))
+            .collect()
+    }
+
+    /// The login outcomes counted since `seen` (each reason once per count), and `seen` brought up to date: tests
+    /// assert why a login was refused, not only its status.
+    pub fn login_results_since(&self, seen: &mut BTreeMap<String, u64>) -> Vec<String> {
+        let now = self.login_results();
+        let mut out = Vec::new();
+        for (reason, n) in &now {
+            for _ in seen.get(reason).copied().unwrap_or(0)..*n {
+                out.push(reason.clone());
+            }
+        }
+        *seen = now;
+        out
     }
 
     /// A new browser-like client.
@@ -85,13 +119,11 @@ impl TestGate {
         let mut settings = self.state().settings.clone();
         f(&mut settings);
         let running = app::start_on(settings, Arc::clone(&self.clock) as Arc<dyn Clock>, public, admin).await.unwrap();
-        for _ in 0..200 {
-            if running.state().provider.is_ready() {
-                return running;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("replica never became ready");
+        eventually("the replica loads the issuer", Duration::from_secs(5), || async {
+            running.state().provider.is_ready().then_some(())
+        })
+        .await;
+        running
     }
 
     pub async fn shutdown(mut self) {
@@ -111,6 +143,13 @@ impl Builder {
     /// Adjusts the settings before start.
     pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
         self.settings = Box::new(f);
+        self
+    }
+
+    /// Adjusts the client's registration at the issuer after it was derived from the settings (tests of a
+    /// mismatch between the two).
+    pub fn registration(mut self, f: impl FnOnce(&mut DevClient) + 'static) -> Self {
+        self.registration = Box::new(f);
         self
     }
 
@@ -142,32 +181,63 @@ impl Builder {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", public.local_addr().unwrap());
         let admin_url = format!("http://{}", admin.local_addr().unwrap());
-        let client = DevClient {
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            redirect_uris: vec![self.redirect_uri.clone().unwrap_or_else(|| format!("{base}/oauth2/callback"))],
-        };
-        let issuer =
-            DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)
-                .await
-                .unwrap();
         let upstream = match self.upstream {
             Some(u) => u,
             None => spawn_json_echo().await,
         };
-        let mut settings = settings(&base, issuer.issuer(), upstream);
+        // The settings come first, so that the issuer registers the client as the gate is configured (token
+        // authentication method, post-logout URL); the issuer's address is filled in once it listens.
+        let mut settings = settings(&base, ISSUER_PLACEHOLDER, upstream);
         (self.settings)(&mut settings);
+        let mut client = DevClient {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uris: vec![self.redirect_uri.clone().unwrap_or_else(|| format!("{base}/oauth2/callback"))],
+            token_auth_method: settings.oidc.token_auth_method,
+            post_logout_redirect_uris: settings.oidc.post_logout_redirect_url.iter().map(|u| u.to_string()).collect(),
+        };
+        (self.registration)(&mut client);
+        let issuer =
+            DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)
+                .await
+                .unwrap();
+        if settings.oidc.issuer == ISSUER_PLACEHOLDER {
+            settings.oidc.issuer = issuer.issuer().to_owned();
+        }
         let running = app::start_on(settings, Arc::clone(&clock) as Arc<dyn Clock>, public, admin).await.unwrap();
         let gate = TestGate { issuer, clock, running: Some(running), base, admin: admin_url };
         // Wait for discovery and keys (the loader retries quickly at first).
-        for _ in 0..200 {
-            if gate.state().provider.is_ready() {
-                return gate;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("issuer never became ready");
+        eventually("the gate loads the issuer", Duration::from_secs(5), || async {
+            gate.state().provider.is_ready().then_some(())
+        })
+        .await;
+        gate
     }
+}
+
+/// Polls `probe` every 10 ms until it yields a value, for at most `within`; then fails naming `what`. Tests wait
+/// for a condition with this, never for a fixed time.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn until_listening(what: &str, addr: SocketAddr) {
+    eventually(&format!("{what} listens on {addr}"), Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
 }
 
 /// Settings for a gate at `base` in front of `upstream`.

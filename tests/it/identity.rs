@@ -151,7 +151,8 @@ async fn route_rules_by_normalised_path() {
     let denied = user.get(&format!("{}/admin/panel", gate.base)).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert!(denied.text().contains("/admin") && !denied.text().contains("dev|bob"));
-    assert_eq!(user.api().get(&format!("{}/admin/%2e%2e/admin/x", gate.base)).await.json()["error"], "forbidden");
+    assert_eq!(user.api().get(&format!("{}/ADMIN/panel", gate.base)).await.json()["error"], "forbidden");
+    assert_eq!(user.api().get(&format!("{}/admin/%2e%2e/admin/x", gate.base)).await.json()["error"], "bad_request");
     assert_eq!(user.get(&format!("{}/staff", gate.base)).await.status, StatusCode::OK);
     let admin = gate.login_as("admin-ann").await;
     assert_eq!(admin.get(&format!("{}/admin/panel", gate.base)).await.status, StatusCode::OK);
@@ -190,17 +191,26 @@ async fn forward_auth_answers_with_identity_headers() {
         .spawn()
         .await;
     let auth = format!("{}/oauth2/auth", gate.base);
-    assert_eq!(Browser::new().get(&auth).await.status, StatusCode::UNAUTHORIZED);
+    let uri = |p: &'static str| [("x-forwarded-uri", p)];
+    assert_eq!(Browser::new().get_with(&auth, &uri("/x")).await.status, StatusCode::UNAUTHORIZED);
     let b = gate.login_as("paul").await;
-    let r = b.get(&auth).await;
+    let r = b.get_with(&auth, &uri("/x")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["x-auth-request-user"], "dev|paul");
-    assert_eq!(b.get_with(&auth, &[("x-forwarded-uri", "/admin/x")]).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(Browser::new().get_with(&auth, &[("x-forwarded-uri", "/public/x")]).await.status, StatusCode::OK);
-    assert_eq!(
-        Browser::new().get_with(&auth, &[("x-original-uri", "/public/../admin")]).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(b.get_with(&auth, &uri("/admin/x")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.get_with(&auth, &uri("/ADMIN/x")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.get_with(&auth, &[("x-original-uri", "/admin/x?a=b")]).await.status, StatusCode::FORBIDDEN);
+    let url = [("x-original-url", "https://app.example.com/admin/x"), ("x-original-method", "GET")];
+    assert_eq!(b.get_with(&auth, &url).await.status, StatusCode::FORBIDDEN);
+    let ann = gate.login_as("admin-ann").await;
+    assert_eq!(ann.get_with(&auth, &url).await.status, StatusCode::OK);
+    assert_eq!(Browser::new().get_with(&auth, &uri("/public/x")).await.status, StatusCode::OK);
+    // Not in normal form: the proxy in front forwards these bytes as they are, so idgate cannot vouch for them.
+    for p in ["/public/../admin", "/public//x", "/public/%2e%2e/admin", "/public/..;/admin/x", "/public%2Fx"] {
+        let r = Browser::new().api().get_with(&auth, &[("x-original-uri", p)]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{p}");
+        assert_eq!(r.json()["error"], "forbidden", "{p}");
+    }
     gate.shutdown().await;
 }
 
@@ -209,7 +219,7 @@ async fn forward_auth_ignores_the_original_uri_from_untrusted_peers() {
     let gate = TestGate::builder().settings(|s| s.routes = vec![route("/public", AuthMode::Public)]).spawn().await;
     let auth = format!("{}/oauth2/auth", gate.base);
     let r = Browser::new().get_with(&auth, &[("x-forwarded-uri", "/public/x")]).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a spoofed X-Forwarded-Uri does not make a path public");
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a spoofed X-Forwarded-Uri does not make a path public");
     gate.shutdown().await;
 }
 

@@ -120,10 +120,13 @@ async fn callback_refuses_missing_unknown_replayed_and_duplicated_state() {
     let gate = TestGate::builder().spawn().await;
     let b = gate.browser();
     let base = &gate.base;
+    let mut seen = gate.login_results();
     let r = b.get(&format!("{base}/oauth2/callback?code=abc")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "missing state");
+    assert_eq!(gate.login_results_since(&mut seen), ["missing_parameter"]);
     let r = b.get(&format!("{base}/oauth2/callback?code=abc&state=AAAAAAAAAAAAAAAAAAAAAA")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "unknown state");
+    assert_eq!(gate.login_results_since(&mut seen), ["unknown_state"]);
     assert!(r.text().contains("Try again"), "a readable page with a retry link");
 
     let start = b.get(&format!("{base}/oauth2/start?rd=/")).await;
@@ -136,6 +139,7 @@ async fn callback_refuses_missing_unknown_replayed_and_duplicated_state() {
     assert_eq!(dup.status, StatusCode::BAD_REQUEST, "duplicated state");
     let dup_code = b.get(&format!("{callback_url}&code=other")).await;
     assert_eq!(dup_code.status, StatusCode::BAD_REQUEST, "duplicated code");
+    assert_eq!(gate.login_results_since(&mut seen), ["duplicate_parameter", "duplicate_parameter"]);
     // Keep the flow cookie to replay it with the same callback.
     let flow_cookie = b
         .jar
@@ -151,6 +155,7 @@ async fn callback_refuses_missing_unknown_replayed_and_duplicated_state() {
     attacker.set_cookie(&flow_cookie.0, &flow_cookie.1);
     let replay = attacker.get(&callback_url).await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST, "replayed callback with its flow cookie");
+    assert_eq!(gate.login_results_since(&mut seen), ["replayed", "success"]);
     assert!(attacker.cookie("idgate").is_none());
     gate.shutdown().await;
 }
@@ -158,6 +163,7 @@ async fn callback_refuses_missing_unknown_replayed_and_duplicated_state() {
 #[tokio::test]
 async fn issuer_errors_and_wrong_iss_parameter_are_readable_refusals() {
     let gate = TestGate::builder().spawn().await;
+    let mut seen = gate.login_results();
     let b = gate.browser();
     let start = b.get(&format!("{}/oauth2/start", gate.base)).await;
     let state =
@@ -168,12 +174,14 @@ async fn issuer_errors_and_wrong_iss_parameter_are_readable_refusals() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().contains("access_denied") && r.text().contains("Try again"));
     assert!(!r.text().contains("<script>"), "nothing from the request is rendered unescaped");
+    assert_eq!(gate.login_results_since(&mut seen), ["idp_error"]);
     let submitted = b.post_form(start.location(), "username=erin").await;
     let evil_iss = submitted
         .location()
         .replace(&crate::harness::urlencode(gate.issuer.issuer()), "https%3A%2F%2Fevil.example.com");
     let r = b.get(&Browser::resolve(&gate.base, &evil_iss)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "RFC 9207 iss mismatch: {}", r.text());
+    assert_eq!(gate.login_results_since(&mut seen), ["issuer_mismatch"]);
     assert!(b.cookie("idgate").is_none());
     gate.shutdown().await;
 }
@@ -185,25 +193,25 @@ async fn broken_id_tokens_are_refused() {
     let gate = TestGate::builder().spawn().await;
     let cases: Vec<(&str, Hook)> = vec![
         (
-            "wrong aud",
+            "wrong_audience",
             Arc::new(|c| {
                 c.insert("aud".into(), json!("someone-else"));
             }),
         ),
         (
-            "wrong iss",
+            "wrong_issuer",
             Arc::new(|c| {
                 c.insert("iss".into(), json!("https://evil.example.com"));
             }),
         ),
         (
-            "wrong nonce",
+            "nonce_mismatch",
             Arc::new(|c| {
                 c.insert("nonce".into(), json!("forged"));
             }),
         ),
         (
-            "no nonce",
+            "missing_claim",
             Arc::new(|c| {
                 c.remove("nonce");
             }),
@@ -215,37 +223,40 @@ async fn broken_id_tokens_are_refused() {
             }),
         ),
         (
-            "iat ahead",
+            "issued_in_future",
             Arc::new(|c| {
                 let iat = c["iat"].as_i64().unwrap();
                 c.insert("iat".into(), json!(iat + 3600));
             }),
         ),
         (
-            "nbf ahead",
+            "not_yet_valid",
             Arc::new(|c| {
                 let iat = c["iat"].as_i64().unwrap();
                 c.insert("nbf".into(), json!(iat + 3600));
             }),
         ),
         (
-            "absurd exp",
+            "absurd_time",
             Arc::new(|c| {
                 c.insert("exp".into(), json!(1e300));
             }),
         ),
         (
-            "several aud no azp",
+            "wrong_azp",
             Arc::new(|c| {
                 c.insert("aud".into(), json!([crate::harness::CLIENT_ID, "api"]));
             }),
         ),
     ];
+    let mut seen = gate.login_results();
+    // Each case is named by the reason it must be refused for.
     for (what, hook) in cases {
         gate.issuer.configure(|k| k.claims_hook = Some(hook.clone()));
         let b = gate.browser();
         let cb = b.login_to_callback(&gate.base, "/", "mallory").await;
         assert_eq!(cb.status, StatusCode::UNAUTHORIZED, "{what}: {}", cb.text());
+        assert_eq!(gate.login_results_since(&mut seen), [what]);
         assert!(cb.text().contains("Try again"), "{what}");
         assert!(b.cookie("idgate").is_none(), "{what}: no session");
     }
@@ -262,6 +273,7 @@ async fn broken_id_tokens_are_refused() {
     });
     let cb = gate.browser().login_to_callback(&gate.base, "/", "mallory").await;
     assert_eq!(cb.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gate.login_results_since(&mut seen), ["bad_signature"]);
     gate.issuer.configure(|k| k.token_hook = None);
     gate.shutdown().await;
 }
@@ -271,6 +283,7 @@ async fn an_issuer_signing_with_a_disallowed_alg_is_refused() {
     let gate = TestGate::builder().alg(DevAlg::PS256).spawn().await;
     let cb = gate.browser().login_to_callback(&gate.base, "/", "pat").await;
     assert_eq!(cb.status, StatusCode::UNAUTHORIZED, "PS256 is not allowed by default");
+    assert_eq!(gate.login_results_since(&mut Default::default()), ["alg_not_allowed"]);
     gate.shutdown().await;
     let gate = TestGate::builder()
         .alg(DevAlg::PS256)
@@ -395,6 +408,7 @@ async fn issuer_outage_keeps_sessions_and_gives_new_logins_a_clear_503() {
     let cb = newcomer.get(&Browser::resolve(&gate.base, submitted.location())).await;
     assert_eq!(cb.status, StatusCode::SERVICE_UNAVAILABLE, "{}", cb.text());
     assert!(cb.text().contains("Try again"));
+    assert!(cb.text().contains("The identity provider is not available"), "{}", cb.text());
     assert!(newcomer.cookie("idgate").is_none());
     gate.issuer.configure(|k| k.down = false);
     gate.issuer.configure(|k| k.token_error = Some((400, "invalid_grant")));
@@ -451,20 +465,45 @@ async fn sign_out_needs_the_confirmation_form_then_ends_everything() {
     gate.shutdown().await;
 }
 
+/// The development issuer accepts only the registered client authentication method (as real issuers do), so each
+/// method is proven to be the one idgate sends: a gate configured for the other method is refused.
 #[tokio::test]
 async fn client_secret_post_authenticates_at_the_token_endpoint() {
-    let gate = TestGate::builder()
-        .settings(|s| s.oidc.token_auth_method = idgate::config::TokenAuthMethod::ClientSecretPost)
-        .spawn()
-        .await;
+    use idgate::config::TokenAuthMethod::{ClientSecretBasic, ClientSecretPost};
+    let gate = TestGate::builder().settings(|s| s.oidc.token_auth_method = ClientSecretPost).spawn().await;
     gate.login_as("sam").await;
+    assert!(gate.issuer.refusals().is_empty(), "{:?}", gate.issuer.refusals());
     gate.shutdown().await;
+    for (sends, registered, why) in [
+        (
+            ClientSecretBasic,
+            ClientSecretPost,
+            "an Authorization header, but the client is registered for client_secret_post",
+        ),
+        (
+            ClientSecretPost,
+            ClientSecretBasic,
+            "client_secret in the form, but the client is registered for client_secret_basic",
+        ),
+    ] {
+        let gate = TestGate::builder()
+            .settings(move |s| s.oidc.token_auth_method = sends)
+            .registration(move |c| c.token_auth_method = registered)
+            .spawn()
+            .await;
+        let cb = gate.browser().login_to_callback(&gate.base, "/", "sam").await;
+        assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "{sends:?} against {registered:?}: {}", cb.text());
+        assert!(cb.text().contains("The identity provider is not available"), "{}", cb.text());
+        assert_eq!(gate.issuer.refusals(), [why]);
+        gate.shutdown().await;
+    }
     let gate = TestGate::builder()
         .settings(|s| s.oidc.client_secret = Some(idgate::config::Secret::new("wrong")))
         .spawn()
         .await;
     let cb = gate.browser().login_to_callback(&gate.base, "/", "sam").await;
     assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "a wrong client secret is a clear refusal: {}", cb.text());
+    assert_eq!(gate.issuer.refusals(), ["unknown client or wrong client secret"]);
     gate.shutdown().await;
 }
 
@@ -483,6 +522,7 @@ async fn a_stolen_code_redeemed_in_another_browser_is_refused() {
         url::Url::parse(own.location()).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
     let r = attacker.get(&format!("{}/oauth2/callback?code={code}&state={state}", gate.base)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(gate.issuer.refusals(), ["code_verifier does not match the code_challenge (PKCE)"]);
     assert!(attacker.cookie("idgate").is_none());
     gate.shutdown().await;
 }
@@ -494,8 +534,10 @@ async fn a_login_that_takes_longer_than_ten_minutes_is_refused() {
     let start = b.get(&format!("{}/oauth2/start", gate.base)).await;
     let submitted = b.post_form(start.location(), "username=slow").await;
     gate.clock.advance(601);
+    let mut seen = gate.login_results();
     let cb = b.get(&Browser::resolve(&gate.base, submitted.location())).await;
     assert_eq!(cb.status, StatusCode::BAD_REQUEST, "{}", cb.text());
+    assert_eq!(gate.login_results_since(&mut seen), ["flow_expired"]);
     assert!(b.cookie("idgate").is_none());
     gate.shutdown().await;
 }

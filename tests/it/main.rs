@@ -1,5 +1,5 @@
 //! One integration-test binary; a module per concern.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 

@@ -1,7 +1,7 @@
 //! A real Redis (Debian's `redis-server`) started on a free loopback port for one test, stopped on drop. The test
 //! fails, rather than skips, when Redis is missing: scripts/deps.sh installs it.
 
-use std::{process::Stdio, time::Duration};
+use std::process::Stdio;
 
 pub struct Redis {
     child: Option<std::process::Child>,
@@ -45,13 +45,7 @@ impl Redis {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not start");
+        crate::harness::until_listening("redis-server", ([127, 0, 0, 1], self.port).into()).await;
     }
 }
 
