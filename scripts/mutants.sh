@@ -7,9 +7,10 @@
 #   bash scripts/mutants.sh                    every listed module
 #   bash scripts/mutants.sh src/policy.rs      some of them (paths as listed below)
 #
-# Environment: MUTANTS_JOBS (default 1: one build at a time), MUTANTS_TARGET (default 95), MUTANTS_ARGS (more
-# cargo-mutants options, e.g. `--in-place` to mutate this tree itself instead of a scratch copy; do not edit the
-# tree while such a run is going). Results: target/mutants/mutants.out/ (missed.txt lists the survivors).
+# Environment: MUTANTS_JOBS (default 1: one build at a time), MUTANTS_TARGET (default 95), MUTANTS_OUT (default
+# target/mutants; a second run at the same time needs its own), MUTANTS_ARGS (more cargo-mutants options, e.g.
+# `--in-place` to mutate this tree itself instead of a scratch copy; do not edit the tree while such a run is going).
+# Results: $MUTANTS_OUT/mutants.out/ (missed.txt lists the survivors). Timeouts count as caught.
 # Equivalent mutants are excluded in .cargo/mutants.toml, each with its reason. Not in CI: it takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ MODULES=(
 
 jobs="${MUTANTS_JOBS:-1}"
 target="${MUTANTS_TARGET:-95}"
-out=target/mutants
+out="${MUTANTS_OUT:-target/mutants}"
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=("${MODULES[@]}")
 for f in "${files[@]}"; do
