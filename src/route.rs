@@ -620,6 +620,7 @@ mod tests {
         // The callback at `redirect_url`'s own path, outside the prefix.
         let cb = RouteTable::new("/oauth2", "/login/done", &[]);
         assert_eq!(cb.classify("/login/done"), Route::Endpoint(Endpoint::Callback));
+        assert_eq!(cb.classify("/oauth2/callback"), Route::Endpoint(Endpoint::Callback), "the prefix's own callback");
         assert_eq!(cb.classify("/login/done/x"), Route::Proxy { auth: AuthMode::Login, rule: None });
     }
 
