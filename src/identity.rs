@@ -247,4 +247,66 @@ mod tests {
         by_name.apply(&mut h, &claims, &permit, &memo);
         assert_eq!(h["x-user"], "Alice");
     }
+
+    #[test]
+    fn within_its_plan_the_memo_is_used_not_recomputed() {
+        let permit_for = |c: &Claims| Rules::default().authorize(None, c).unwrap();
+        let first = Claims::new(json!({"sub": "u1"}).as_object().unwrap().clone());
+        let later = Claims::new(json!({"sub": "u2"}).as_object().unwrap().clone());
+        let plan = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "sub".into())], "idgate");
+        let memo = Memo::new();
+        let mut h = HeaderMap::new();
+        plan.apply(&mut h, &first, &permit_for(&first), &memo);
+        // A session's claims do not change under it; the memo made on its first request is what is written.
+        plan.apply(&mut h, &later, &permit_for(&later), &memo);
+        assert_eq!(h["x-user"], "u1");
+    }
+
+    #[test]
+    fn a_later_mapping_of_the_same_header_wins_and_empty_values_write_nothing() {
+        let claims = Claims::new(
+            json!({"sub": "u1", "name": "Alice", "email": "a@example.com", "blank": "\r\n \t"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let permit = Rules::default().authorize(None, &claims).unwrap();
+        let plan = HeaderPlan::new(
+            &[
+                (HeaderName::from_static("x-a"), "sub".into()),
+                (HeaderName::from_static("x-b"), "name".into()),
+                (HeaderName::from_static("x-a"), "email".into()),
+                (HeaderName::from_static("x-blank"), "blank".into()),
+                (HeaderName::from_static("x-missing"), "missing".into()),
+            ],
+            "idgate",
+        );
+        let mut h = HeaderMap::new();
+        plan.apply(&mut h, &claims, &permit, &Memo::new());
+        assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["a@example.com"]);
+        assert_eq!(h["x-b"], "Alice");
+        assert_eq!(h.len(), 2, "a claim that is only control characters and blanks, or absent, gives no header: {h:?}");
+    }
+
+    #[test]
+    fn only_identity_headers_and_our_cookies_go() {
+        let mut h = HeaderMap::new();
+        for name in ["x_auth_request_groups", "X_Forwarded_Email", "x-auth-request-anything"] {
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("evil"));
+        }
+        for name in ["x_app_header", "x-request-id", "x-forwarded-for", "x-auth-requests"] {
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("keep"));
+        }
+        h.append(COOKIE, HeaderValue::from_static("idgate=sealed; idgate_1=x"));
+        h.append(COOKIE, HeaderValue::from_static(" ; idgate_flow_q=y"));
+        assert_eq!(plan().strip(&mut h), 3);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort();
+        assert_eq!(kept, ["x-auth-requests", "x-forwarded-for", "x-request-id", "x_app_header"]);
+        assert!(!h.contains_key(COOKIE), "only our cookies: no Cookie header at all, not an empty one");
+        // No Cookie header stays no Cookie header.
+        let mut none = HeaderMap::new();
+        assert_eq!(plan().strip(&mut none), 0);
+        assert!(none.is_empty());
+    }
 }

@@ -131,4 +131,52 @@ mod tests {
         assert!(rules.authorize(Some(0), &claims(json!({"email_verified": "true"}))).is_err());
         assert!(rules.authorize(Some(0), &claims(json!({}))).is_err());
     }
+
+    fn denial(rules: &Rules, c: serde_json::Value) -> &'static str {
+        rules.authorize(Some(0), &claims(c)).unwrap_err().requirement
+    }
+
+    #[test]
+    fn each_denial_names_its_rule_and_route() {
+        let rules = rule(|r| {
+            r.email_domains = vec!["example.com".into()];
+            r.email_verified = true;
+            r.any_of.insert("roles".into(), vec!["admin".into()]);
+            r.all_of.insert("groups".into(), vec!["staff".into(), "eu".into()]);
+        });
+        let ok = json!({"email": "a@example.com", "email_verified": true, "roles": "admin", "groups": ["eu", "staff"]});
+        assert!(rules.authorize(Some(0), &claims(ok.clone())).is_ok());
+        let but = |k: &str, v: serde_json::Value| {
+            let mut c = ok.clone();
+            c[k] = v;
+            c
+        };
+        assert_eq!(denial(&rules, but("email", json!("a@evil.com"))), "email domain");
+        assert_eq!(denial(&rules, but("email_verified", json!(false))), "verified email");
+        assert_eq!(denial(&rules, but("roles", json!(["user"]))), "claim any_of");
+        assert_eq!(denial(&rules, but("groups", json!(["staff"]))), "claim all_of");
+        let d = rules.authorize(Some(0), &claims(but("email_verified", json!(false)))).unwrap_err();
+        assert_eq!(d, Denied { route: "/admin".into(), requirement: "verified email" });
+        assert_eq!(d.to_string(), "access denied by route \"/admin\": verified email");
+    }
+
+    #[test]
+    fn a_rule_without_requirements_lets_any_session_in() {
+        let rules = rule(|_| {});
+        assert!(rules.authorize(Some(0), &claims(json!({}))).is_ok(), "no email, no email_verified: no rule asks");
+        assert!(rules.authorize(None, &claims(json!({}))).is_ok(), "the default rule");
+    }
+
+    #[test]
+    fn email_domains_need_one_well_formed_address() {
+        let rules = rule(|r| r.email_domains = vec!["example.com".into(), "example.org".into()]);
+        assert!(rules.authorize(Some(0), &claims(json!({"email": "b@EXAMPLE.ORG"}))).is_ok());
+        assert!(rules.authorize(Some(0), &claims(json!({"email": ["a@example.com"]}))).is_ok(), "a one-member list");
+        for bad in ["a@", "@", "a", "", "a@@example.com"] {
+            assert_eq!(denial(&rules, json!({ "email": bad })), "email domain", "{bad:?}");
+        }
+        assert_eq!(email_domain("A@Example.COM").as_deref(), Some("example.com"));
+        assert_eq!(email_domain("a@"), None);
+        assert_eq!(email_domain("@b"), None);
+    }
 }

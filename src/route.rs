@@ -614,6 +614,49 @@ mod tests {
     }
 
     #[test]
+    fn every_endpoint_is_recognised_under_the_prefix_only() {
+        let t = table();
+        assert_eq!(t.prefix(), "/oauth2");
+        for (path, ep) in [
+            ("/oauth2/start", Endpoint::Start),
+            ("/oauth2/callback", Endpoint::Callback),
+            ("/oauth2/sign_out", Endpoint::SignOut),
+            ("/oauth2/auth", Endpoint::Auth),
+            ("/oauth2/userinfo", Endpoint::Userinfo),
+            ("/oauth2/backchannel_logout", Endpoint::BackchannelLogout),
+        ] {
+            assert_eq!(t.classify(path), Route::Endpoint(ep), "{path}");
+            assert_eq!(t.classify(&format!("{path}/x")), Route::Proxy { auth: AuthMode::Login, rule: None });
+            assert_eq!(
+                t.classify(&path.replace("/oauth2", "/other")),
+                Route::Proxy { auth: AuthMode::Login, rule: None }
+            );
+        }
+        // The callback at `redirect_url`'s own path, outside the prefix.
+        let cb = RouteTable::new("/oauth2", "/login/done", &[]);
+        assert_eq!(cb.classify("/login/done"), Route::Endpoint(Endpoint::Callback));
+        assert_eq!(cb.classify("/oauth2/callback"), Route::Endpoint(Endpoint::Callback), "the prefix's own callback");
+        assert_eq!(cb.classify("/login/done/x"), Route::Proxy { auth: AuthMode::Login, rule: None });
+    }
+
+    #[test]
+    fn unicode_folding_widens_protective_routes_never_public_ones() {
+        let r = RouteSettings::new;
+        let t = RouteTable::new("/oauth2", "/cb", &[r("/kb", AuthMode::Public)]);
+        // The Kelvin sign folds to `k`, but a public route only ever covers its exact spelling.
+        assert_eq!(t.classify("/%E2%84%AAb/x"), Route::Proxy { auth: AuthMode::Login, rule: None });
+        assert_eq!(t.classify("/kb/x"), Route::Proxy { auth: AuthMode::Public, rule: Some(0) });
+    }
+
+    #[test]
+    fn head_is_a_navigation_like_get() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, "text/html".parse().unwrap());
+        assert_eq!(kind(&Method::HEAD, &h), RequestKind::Navigation);
+        assert_eq!(kind(&Method::PUT, &h), RequestKind::Api);
+    }
+
+    #[test]
     fn request_kind() {
         let mut h = HeaderMap::new();
         assert_eq!(kind(&Method::GET, &h), RequestKind::Api);

@@ -98,4 +98,31 @@ mod tests {
         assert!(c.values("https://example.com/other").is_empty());
         assert!(c.values("address").is_empty(), "objects give no header value");
     }
+
+    fn of(v: Value) -> Claims {
+        Claims::new(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn enrichment_adds_only_what_the_token_lacks() {
+        let mut c = of(json!({"sub": "u1", "email": "token@example.com"}));
+        c.add_missing(
+            json!({"sub": "other", "email": "userinfo@example.com", "name": "Alice"}).as_object().unwrap().clone(),
+        );
+        assert_eq!(c.as_map(), of(json!({"sub": "u1", "email": "token@example.com", "name": "Alice"})).as_map());
+        assert_eq!(c.as_map().len(), 3);
+    }
+
+    #[test]
+    fn sub_and_exp_accessors() {
+        assert_eq!(of(json!({"sub": "u1", "exp": 1_800_000_000})).exp(), 1_800_000_000);
+        assert_eq!(of(json!({"exp": 1_800_000_000.9})).exp(), 1_800_000_000, "fractions truncated");
+        assert_eq!(of(json!({})).exp(), 0);
+        assert_eq!(of(json!({})).sub(), "");
+        assert_eq!(of(json!({"sub": 5})).sub(), "");
+        // A name with `://` is a whole claim name, never a path, even when a path would resolve.
+        let c = of(json!({"https:": {"": {"x": 1}}}));
+        assert_eq!(c.get("https://x"), None);
+        assert_eq!(c.values("x.y"), Vec::<String>::new());
+    }
 }

@@ -82,4 +82,43 @@ mod tests {
         }
         assert_eq!(safe(None), "/");
     }
+
+    #[test]
+    fn the_length_limit_is_2048_bytes_exactly() {
+        let at_limit = format!("/{}", "a".repeat(2047));
+        assert_eq!(safe(Some(&at_limit)), at_limit, "2048 bytes pass");
+        let over = format!("/{}", "a".repeat(2048));
+        assert_eq!(safe(Some(&over)), "/", "2049 bytes do not");
+        // Bytes, not characters: 1024 two-byte characters after the slash are 2049 bytes.
+        assert_eq!(safe(Some(&format!("/{}", "é".repeat(1024)))), "/");
+        assert_eq!(safe(Some(&format!("/{}", "é".repeat(1023)))).len(), 2047);
+    }
+
+    #[test]
+    fn each_rule_refuses_on_its_own() {
+        // Every other rule is satisfied by these, so each is refused by one rule alone (raw or decoded form).
+        for (rd, rule) in [
+            ("a", "must start with a slash"),
+            ("app/x", "must start with a slash"),
+            ("/a\\b", "no backslash anywhere"),
+            ("/a%5Cb", "no backslash once decoded"),
+            ("/a//b", "no empty segment in the path"),
+            ("/a/%2F/b", "no empty segment once decoded"),
+            ("/a/./b", "no dot segment"),
+            ("/a/../b", "no dot-dot segment"),
+            ("/a/%2e%2E/b", "no dot-dot segment once decoded"),
+            ("/a b", "no raw space"),
+            ("/a\u{7f}", "no raw control character (DEL is not whitespace)"),
+            ("/a\u{2028}", "no raw Unicode whitespace"),
+            ("/a%7F", "no decoded control character"),
+            ("/a%E2%80%A9b", "no decoded Unicode whitespace"),
+            ("/a%0Ab", "no decoded newline"),
+        ] {
+            assert_eq!(safe(Some(rd)), "/", "{rd:?}: {rule}");
+        }
+        // What the rules leave alone: dots inside names, `//` and `..` after the path, a decoded space.
+        for ok in ["/a.b/..c/.d", "/a?next=//x", "/a?p=../b", "/a#//x", "/a%20b", "/%E2%82%AC"] {
+            assert_eq!(safe(Some(ok)), ok);
+        }
+    }
 }

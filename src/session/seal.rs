@@ -95,14 +95,17 @@ impl KeyRing {
 
     /// Opens bytes from [`KeyRing::seal_raw`].
     pub fn open_raw(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Unsealable> {
-        if bytes.len() < 1 + NONCE_LEN + TAG_LEN || bytes[0] != VERSION {
+        // A ciphertext shorter than the tag does not open: AES-GCM checks that, no length rule is needed here.
+        let Some((&VERSION, rest)) = bytes.split_first() else {
             return Err(Unsealable);
-        }
-        let nonce: [u8; NONCE_LEN] = bytes[1..1 + NONCE_LEN].try_into().map_err(|_| Unsealable)?;
+        };
+        let Some((nonce, sealed)) = rest.split_first_chunk::<NONCE_LEN>() else {
+            return Err(Unsealable);
+        };
         for key in std::iter::once(&self.current).chain(&self.previous) {
-            let mut work = bytes[1 + NONCE_LEN..].to_vec();
+            let mut work = sealed.to_vec();
             if let Ok(plain) =
-                key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(name.as_bytes()), &mut work)
+                key.open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(name.as_bytes()), &mut work)
             {
                 let n = plain.len();
                 work.truncate(n);
@@ -163,5 +166,43 @@ mod tests {
         assert_eq!(rotated.open("idgate", &sealed).unwrap(), b"x");
         // New seals use the new key: the old ring cannot open them.
         assert!(old.open("idgate", &rotated.seal("idgate", b"y")).is_err());
+    }
+
+    #[test]
+    fn an_empty_value_seals_to_the_shortest_openable_form() {
+        let r = ring("0123456789abcdef0123456789abcdef");
+        let raw = r.seal_raw("idgate", b"");
+        assert_eq!(raw.len(), 29, "version, nonce and tag");
+        assert_eq!(raw[0], 1, "version byte");
+        assert_eq!(r.open_raw("idgate", &raw).unwrap(), b"");
+        for short in 0..29 {
+            assert_eq!(r.open_raw("idgate", &raw[..short]), Err(Unsealable), "{short} bytes");
+        }
+        let mut v2 = raw.clone();
+        v2[0] = 2;
+        assert_eq!(r.open_raw("idgate", &v2), Err(Unsealable));
+        // The layout: version ‖ nonce ‖ ciphertext ‖ tag, the ciphertext as long as the plaintext.
+        let raw = r.seal_raw("idgate", b"abc");
+        assert_eq!(raw.len(), 1 + 12 + 3 + 16);
+        assert_eq!(r.open_raw("idgate", &raw).unwrap(), b"abc");
+        assert_eq!(URL_SAFE_NO_PAD.decode(r.seal("idgate", b"abc")).unwrap().len(), raw.len());
+    }
+
+    #[test]
+    fn each_seal_takes_a_fresh_nonce() {
+        let r = ring("0123456789abcdef0123456789abcdef");
+        let (a, b) = (r.seal_raw("idgate", b"same"), r.seal_raw("idgate", b"same"));
+        assert_ne!(a[1..13], b[1..13]);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn debug_shows_the_ring_size_only() {
+        let r = KeyRing::new(
+            &Secret::new("new-secret-new-secret-new-secret!"),
+            &[Secret::new("old-secret-old-secret-old-secret!"), Secret::new("older-secret-older-secret-older!")],
+            Purpose::Flow,
+        );
+        assert_eq!(format!("{r:?}"), "KeyRing(1 current, 2 previous)");
     }
 }
