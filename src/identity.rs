@@ -253,7 +253,7 @@ mod tests {
         let permit_for = |c: &Claims| Rules::default().authorize(None, c).unwrap();
         let first = Claims::new(json!({"sub": "u1"}).as_object().unwrap().clone());
         let later = Claims::new(json!({"sub": "u2"}).as_object().unwrap().clone());
-        let plan = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "sub".into())], "idgate");
+        let plan = HeaderPlan::new(&[(HeaderName::from_static("x-user"), "sub".into())], &[], "idgate");
         let memo = Memo::new();
         let mut h = HeaderMap::new();
         plan.apply(&mut h, &first, &permit_for(&first), &memo);
@@ -279,6 +279,7 @@ mod tests {
                 (HeaderName::from_static("x-blank"), "blank".into()),
                 (HeaderName::from_static("x-missing"), "missing".into()),
             ],
+            &[],
             "idgate",
         );
         let mut h = HeaderMap::new();
