@@ -31,8 +31,10 @@ impl Rules {
 
     /// Checks the claims against rule `index` (`None`: the default rule, any valid session).
     pub fn authorize(&self, index: Option<usize>, claims: &Claims) -> Result<Permit, Denied> {
-        let Some(r) = index.and_then(|i| self.routes.get(i)) else {
-            return Ok(Permit { _private: () });
+        let Some(i) = index else { return Ok(Permit { _private: () }) };
+        // A rule the table does not hold (a route table built from other settings) fails closed.
+        let Some(r) = self.routes.get(i) else {
+            return Err(Denied { route: format!("#{i}"), requirement: "a rule this configuration does not have" });
         };
         let deny = |requirement| Err(Denied { route: r.prefix.clone(), requirement });
         if !r.email_domains.is_empty() {
@@ -81,6 +83,16 @@ mod tests {
 
     fn claims(v: serde_json::Value) -> Claims {
         Claims::new(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn a_rule_index_outside_the_table_is_denied_not_permitted() {
+        let rules = Rules::new(&[RouteSettings::new("/admin", AuthMode::Login)]);
+        let c = claims(json!({"sub": "a"}));
+        assert!(rules.authorize(None, &c).is_ok(), "no rule: any valid session");
+        assert!(rules.authorize(Some(0), &c).is_ok());
+        let denied = rules.authorize(Some(1), &c).unwrap_err();
+        assert_eq!(denied, Denied { route: "#1".into(), requirement: "a rule this configuration does not have" });
     }
 
     fn rule(f: impl FnOnce(&mut RouteSettings)) -> Rules {
