@@ -21,6 +21,7 @@ MODULES=(
   src/id_token.rs
   src/id_token/claims.rs
   src/id_token/keys.rs
+  src/id_token/jwe.rs
   src/route.rs
   src/login/redirect.rs
   src/policy.rs
