@@ -119,10 +119,10 @@ const APP_COOKIE_HEADER: &str = "x-idgate-cookie";
 /// Headers a proxy in front names the original request's URI in: Traefik, the nginx snippet, ingress-nginx.
 const ORIGINAL_URI_HEADERS: [&str; 3] = ["x-forwarded-uri", "x-original-uri", "x-original-url"];
 
-/// The route (auth mode and rule) of the request a forward-auth call asks about, or `None` when no route rules exist (then the path
-/// cannot change the decision). Denied when it cannot be known for sure: a peer outside
-/// `server.trusted_proxies`, no original-URI header, headers that disagree, or a URI the proxy in front would
-/// forward in another reading than idgate's (idgate cannot rewrite it there: it must already be normal).
+/// The route (auth mode and rule) of the request a forward-auth call asks about, or `None` when no route rules exist
+/// (then the path cannot change the decision). Denied when it cannot be known for sure: a peer outside
+/// `server.trusted_proxies`, no original-URI header, headers that disagree, a `#`, or a URI the proxy in front
+/// would forward in another reading than idgate's (idgate cannot rewrite it there: it must already be normal).
 fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Result<Option<(AuthMode, Option<usize>)>> {
     if !state.routes.has_rules() {
         return Ok(None);
