@@ -93,12 +93,7 @@ impl RedisStore {
 
     pub(super) async fn put(&self, key: &Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) -> Result<(), StoreError> {
         let k = format!("idgate:s:{}", hex(key));
-        let member = hex(key);
-        let mut indexes = vec![format!("idgate:z:sub:{}", owner.sub)];
-        if let Some(sid) = &owner.sid {
-            indexes.push(format!("idgate:z:sid:{sid}"));
-        }
-        let created = owner.created;
+        let (member, indexes, created) = (hex(key), indexes(owner), owner.created);
         self.run(|mut c| async move {
             let mut pipe = redis::pipe();
             pipe.atomic().set_ex(&k, value, ttl_secs).ignore();
@@ -118,25 +113,31 @@ impl RedisStore {
         ttl_secs: u64,
     ) -> Result<bool, StoreError> {
         let k = format!("idgate:s:{}", hex(key));
-        // SET … XX writes only over a key that still exists; the indexes are refreshed after it.
+        // SET … XX writes only over a key that still exists (a delete in between wins); only the owner indexes
+        // are written after it, never the value again.
         let written = self
-            .run(|mut c| {
-                let (k, value) = (k.clone(), value.clone());
-                async move {
-                    redis::cmd("SET")
-                        .arg(&k)
-                        .arg(value)
-                        .arg("XX")
-                        .arg("EX")
-                        .arg(ttl_secs)
-                        .query_async::<Option<String>>(&mut c)
-                        .await
-                }
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(value)
+                    .arg("XX")
+                    .arg("EX")
+                    .arg(ttl_secs)
+                    .query_async::<Option<String>>(&mut c)
+                    .await
             })
             .await?
             .is_some();
         if written {
-            self.put(key, value, owner, ttl_secs).await?;
+            let (member, indexes, created) = (hex(key), indexes(owner), owner.created);
+            self.run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                for idx in &indexes {
+                    pipe.zadd(idx, &member, created).ignore().expire(idx, INDEX_TTL_SECS).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await?;
         }
         Ok(written)
     }
@@ -252,4 +253,13 @@ impl RedisStore {
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
+}
+
+/// The indexes back-channel logout finds a session's key by: its `sub`, and its `sid` when it has one.
+fn indexes(owner: &Owner) -> Vec<String> {
+    let mut out = vec![format!("idgate:z:sub:{}", owner.sub)];
+    if let Some(sid) = &owner.sid {
+        out.push(format!("idgate:z:sid:{sid}"));
+    }
+    out
 }
