@@ -119,21 +119,27 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[tokio::test]
-async fn nginx_auth_request_in_front_of_idgate() {
-    let port = free_port();
-    let app = spawn_json_echo().await;
-    let gate = TestGate::builder()
+/// idgate behind nginx on `port` (trusting it, its callback on nginx's address), with an admin-only `/admin` route
+/// before `more`.
+async fn gate_behind_nginx(port: u16, more: Vec<idgate::config::settings::RouteSettings>) -> TestGate {
+    TestGate::builder()
         .settings(move |s| {
             s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
             s.oidc.redirect_url = format!("http://127.0.0.1:{port}/oauth2/callback").parse().unwrap();
             let mut admin = route("/admin", AuthMode::Login);
             admin.any_of.insert("https://example.com/roles".into(), vec!["admin".into()]);
-            s.routes = vec![admin];
+            s.routes = std::iter::once(admin).chain(more).collect();
         })
         .redirect_uri(format!("http://127.0.0.1:{port}/oauth2/callback"))
         .spawn()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn nginx_auth_request_in_front_of_idgate() {
+    let port = free_port();
+    let app = spawn_json_echo().await;
+    let gate = gate_behind_nginx(port, vec![]).await;
     let idgate = gate.running.as_ref().unwrap().public_addr;
     let snippet = repo("deploy/nginx/idgate-locations.conf");
     // The shipped example, pointed at this test's addresses.
@@ -329,17 +335,7 @@ server {{
 async fn ingress_nginx_generated_auth_location_decides_on_the_original_url() {
     let port = free_port();
     let app = spawn_json_echo().await;
-    let gate = TestGate::builder()
-        .settings(move |s| {
-            s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-            s.oidc.redirect_url = format!("http://127.0.0.1:{port}/oauth2/callback").parse().unwrap();
-            let mut admin = route("/admin", AuthMode::Login);
-            admin.any_of.insert("https://example.com/roles".into(), vec!["admin".into()]);
-            s.routes = vec![admin, route("/public", AuthMode::Public)];
-        })
-        .redirect_uri(format!("http://127.0.0.1:{port}/oauth2/callback"))
-        .spawn()
-        .await;
+    let gate = gate_behind_nginx(port, vec![route("/public", AuthMode::Public)]).await;
     let idgate = gate.running.as_ref().unwrap().public_addr;
     let (tap, answers) = spawn_tap(idgate).await;
     let nginx = start_nginx(port, &ingress_nginx_server(port, idgate, tap, app)).await;
