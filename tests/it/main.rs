@@ -14,5 +14,6 @@ mod jwe;
 mod login;
 mod nginx;
 mod redis;
+mod redis_ha;
 mod sessions;
 mod server;

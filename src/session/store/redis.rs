@@ -81,23 +81,23 @@ impl RedisStore {
     }
 
     /// Runs one command; a failure drops the connection so the next call reconnects (and, with Sentinel, asks the
-    /// sentinels again which node is the primary).
+    /// sentinels again which node is the primary). A cluster connection is kept: it reconnects to a node and
+    /// refreshes its slot map by itself, and the other shards' sessions stay served meanwhile.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        match tokio::time::timeout(TIMEOUT, f(conn)).await {
+        let keep = conn.heals_itself();
+        let outcome = tokio::time::timeout(TIMEOUT, f(conn)).await;
+        if !matches!(outcome, Ok(Ok(_))) && !keep {
+            *self.conn.lock().await = None;
+        }
+        match outcome {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *self.conn.lock().await = None;
-                Err(err(e))
-            }
-            Err(_) => {
-                *self.conn.lock().await = None;
-                Err(err("command timed out"))
-            }
+            Ok(Err(e)) => Err(err(e)),
+            Err(_) => Err(err("command timed out")),
         }
     }
 

@@ -73,6 +73,12 @@ impl Connector {
 }
 
 impl Conn {
+    /// Whether this connection recovers from a failed node by itself (the cluster client: per-node reconnects,
+    /// slot map refreshed after `MOVED` or a lost node), so a failure must not throw it away.
+    pub(super) fn heals_itself(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
     /// Whether the store answers: the server, the primary, or (Cluster) every primary — one that is down holds
     /// the sessions of its slots.
     pub(super) async fn ping(self) -> RedisResult<()> {

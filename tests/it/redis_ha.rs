@@ -1,0 +1,415 @@
+//! Redis Sentinel and Redis Cluster (issue 16 part 2), with real Debian `redis-server`, `redis-sentinel` and
+//! `redis-cli` processes started by each test on free loopback ports: a primary + replica + three sentinels, and a
+//! cluster of three primaries with a replica each. Each topology runs the Redis session scenarios of sessions.rs and
+//! attacks.rs, and a failover under load (the primary SIGKILLed: 503s for the failover window, then service without
+//! a restart and without losing a session the replica had). Timeouts are short (`down-after-milliseconds` 500,
+//! `cluster-node-timeout` 1000) so a failover takes a few seconds. The tests fail, rather than skip, when a binary is
+//! missing: scripts/deps.sh installs them.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use http::StatusCode;
+use idgate::config::{Secret, StoreKind};
+use redis::AsyncCommands;
+
+use crate::harness::{Browser, TestGate, eventually, until_listening};
+
+/// Where Debian puts a Redis binary.
+fn bin(name: &str) -> PathBuf {
+    ["/usr/bin", "/usr/local/bin"]
+        .into_iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not installed: run scripts/deps.sh"))
+}
+
+/// A loopback port that is free, and (for cluster nodes) whose bus port +10000 is free too.
+fn free_port(with_bus: bool) -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !with_bus {
+            return port;
+        }
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One Redis process, killed (SIGKILL) on drop.
+struct Proc {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Proc {
+    async fn spawn(what: &str, program: &Path, port: u16, args: &[String], dir: &Path) -> Proc {
+        let child = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        until_listening(what, ([127, 0, 0, 1], port).into()).await;
+        Proc { child: Some(child), port }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn server_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", "."]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Waits until the replica of `primary` has acknowledged every write made so far (`WAIT`, in short steps: the
+/// client's response timeout is shorter than a long `WAIT`).
+async fn replicated(primary: &Proc) {
+    let mut conn = primary.conn().await;
+    eventually("the replica acknowledges every write", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move {
+            let acked: i64 = redis::cmd("WAIT").arg(1).arg(100).query_async(&mut conn).await.ok()?;
+            (acked >= 1).then_some(())
+        }
+    })
+    .await;
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+async fn info(p: &Proc, section: &str) -> String {
+    redis::cmd("INFO").arg(section).query_async(&mut p.conn().await).await.unwrap_or_default()
+}
+
+/// A primary, one replica and three sentinels watching them as `mymaster` (quorum 2).
+pub struct Sentinel {
+    primary: Proc,
+    replica: Proc,
+    sentinels: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    pub async fn start() -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, r) = (free_port(false), free_port(false));
+        let server = bin("redis-server");
+        let primary = Proc::spawn("redis primary", &server, p, &server_args(p, &[]), dir.path()).await;
+        let replicaof = format!("127.0.0.1 {p}");
+        let replica =
+            Proc::spawn("redis replica", &server, r, &server_args(r, &["--replicaof", &replicaof]), dir.path()).await;
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let port = free_port(false);
+            let conf = dir.path().join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor mymaster 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds mymaster 500\nsentinel failover-timeout mymaster 2000\n\
+                     sentinel parallel-syncs mymaster 1\n",
+                    dir = dir.path().display()
+                ),
+            )
+            .unwrap();
+            let args = [conf.display().to_string()];
+            sentinels.push(Proc::spawn("redis-sentinel", &bin("redis-sentinel"), port, &args, dir.path()).await);
+        }
+        let s = Sentinel { primary, replica, sentinels, _dir: dir };
+        // Ready when the replica is in sync and every sentinel knows the replica and the two other sentinels (a
+        // failover needs a majority of them to agree).
+        eventually("the replica is in sync", Duration::from_secs(15), || async {
+            info(&s.replica, "replication").await.contains("master_link_status:up").then_some(())
+        })
+        .await;
+        eventually("the sentinels know each other and the replica", Duration::from_secs(20), || async {
+            for sentinel in &s.sentinels {
+                let m = s.master(sentinel).await;
+                if m.get("num-other-sentinels").map(String::as_str) != Some("2")
+                    || m.get("num-slaves").map(String::as_str) != Some("1")
+                {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        s
+    }
+
+    /// What one sentinel says of `mymaster`.
+    async fn master(&self, sentinel: &Proc) -> HashMap<String, String> {
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg("mymaster")
+            .query_async(&mut sentinel.conn().await)
+            .await
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("redis+sentinel://{}/mymaster", hosts.join(","))
+    }
+}
+
+/// Three primaries with a replica each (`redis-cli --cluster create … --cluster-replicas 1`).
+pub struct Cluster {
+    nodes: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let server = bin("redis-server");
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let port = free_port(true);
+            let node_dir = dir.path().join(format!("node-{i}"));
+            std::fs::create_dir(&node_dir).unwrap();
+            let args = server_args(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                ],
+            );
+            nodes.push(Proc::spawn("redis cluster node", &server, port, &args, &node_dir).await);
+        }
+        let mut create = std::process::Command::new(bin("redis-cli"));
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create.args(["--cluster-replicas", "1", "--cluster-yes"]).output().unwrap();
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let c = Cluster { nodes, _dir: dir };
+        eventually("every node sees the cluster ok, with its replicas", Duration::from_secs(20), || async {
+            for n in &c.nodes {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut n.conn().await).await.ok()?;
+                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:6") {
+                    return None;
+                }
+            }
+            for p in c.primaries().await {
+                if !info(&c.nodes[p], "replication").await.contains("connected_slaves:1") {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        c
+    }
+
+    /// The indexes of the nodes that are primaries now.
+    async fn primaries(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_some() && info(n, "replication").await.contains("role:master") {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// The seed nodes of the URL: the first three (created as primaries).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().take(3).map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+fn redis_store(url: &str) -> StoreKind {
+    StoreKind::Redis { url: Secret::new(url) }
+}
+
+/// The Redis session scenarios of sessions.rs and attacks.rs, in turn, on the Redis at `url`.
+async fn scenarios(url: String) {
+    crate::sessions::conformance(redis_store(&url)).await;
+    crate::sessions::two_replicas_share_sessions(url.clone()).await;
+    crate::sessions::refresh_single_flight_across_replicas(url.clone()).await;
+    crate::attacks::logout_token_replayed_to_another_replica(url.clone()).await;
+    crate::attacks::old_logout_tokens(vec![redis_store(&url)]).await;
+    crate::attacks::lapsed_lock_holder(url.clone()).await;
+    crate::attacks::refresh_slower_than_the_lock_lease(url.clone()).await;
+    crate::attacks::refresh_in_flight_does_not_revive(vec![redis_store(&url)]).await;
+}
+
+#[tokio::test]
+async fn sentinel_runs_the_redis_session_scenarios() {
+    let s = Sentinel::start().await;
+    scenarios(s.url()).await;
+}
+
+#[tokio::test]
+async fn cluster_runs_the_redis_session_scenarios() {
+    let c = Cluster::start().await;
+    scenarios(c.url()).await;
+}
+
+/// What the load saw across a failover: per round (one request for each session), the statuses.
+struct Outage {
+    rounds: Vec<Vec<StatusCode>>,
+    /// From the kill to the first round without a 503 after the outage.
+    window: Duration,
+}
+
+/// Kills a primary with `kill` while requests for every session run round after round; returns when a round
+/// without a 503 follows one with a 503 (503 pages checked for their text).
+async fn failover_under_load(gate: &TestGate, browsers: &[Browser], kill: impl FnOnce()) -> Outage {
+    let url = format!("{}/", gate.base);
+    let mut rounds = Vec::new();
+    let round = |rounds: &mut Vec<Vec<StatusCode>>| {
+        let url = url.clone();
+        let browsers: Vec<Browser> = browsers.iter().map(Browser::api).collect();
+        let n = rounds.len();
+        async move {
+            let mut statuses = Vec::new();
+            for b in &browsers {
+                let r = b.get(&url).await;
+                if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                    assert!(r.text().contains("Sessions are unavailable"), "round {n}: {}", r.text());
+                }
+                statuses.push(r.status);
+            }
+            statuses
+        }
+    };
+    for _ in 0..3 {
+        let r = round(&mut rounds).await;
+        rounds.push(r);
+    }
+    kill();
+    let killed = tokio::time::Instant::now();
+    let mut saw_outage = false;
+    loop {
+        let r = round(&mut rounds).await;
+        let down = r.contains(&StatusCode::SERVICE_UNAVAILABLE);
+        rounds.push(r);
+        saw_outage |= down;
+        if saw_outage && !down {
+            return Outage { rounds, window: killed.elapsed() };
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "no recovery within 30 s: {rounds:?}");
+    }
+}
+
+impl Outage {
+    /// Only 200 and 503; the rounds with a 503 are one stretch (no flapping after the recovery); then three more
+    /// rounds, all 200, prove the recovery holds.
+    async fn assert_one_window(&self, gate: &TestGate, browsers: &[Browser]) {
+        let all: Vec<StatusCode> = self.rounds.iter().flatten().copied().collect();
+        assert!(all.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE), "{:?}", self.rounds);
+        assert!(self.rounds[..3].iter().flatten().all(|s| *s == StatusCode::OK), "before the kill: {:?}", self.rounds);
+        let down: Vec<usize> =
+            (0..self.rounds.len()).filter(|i| self.rounds[*i].contains(&StatusCode::SERVICE_UNAVAILABLE)).collect();
+        assert!(down.windows(2).all(|w| w[1] == w[0] + 1), "one outage window: {:?}", self.rounds);
+        for _ in 0..3 {
+            for b in browsers {
+                let r = b.api().get(&format!("{}/", gate.base)).await;
+                assert_eq!(r.status, StatusCode::OK, "no session lost, and service stays back: {}", r.text());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sentinel_failover_under_load_answers_503_then_recovers_with_every_replicated_session() {
+    let mut s = Sentinel::start().await;
+    let url = s.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let mut browsers = Vec::new();
+    for user in ["ann", "ben", "cat", "dan"] {
+        browsers.push(gate.login_as(user).await);
+    }
+    // What "Redis kept": the replica has acknowledged every write.
+    replicated(&s.primary).await;
+    let outage = failover_under_load(&gate, &browsers, || s.primary.kill()).await;
+    eprintln!("sentinel failover: service back {:?} after the primary was killed", outage.window);
+    outage.assert_one_window(&gate, &browsers).await;
+    // The replica is the primary now, and every session made before the failover is still there.
+    assert!(info(&s.replica, "replication").await.contains("role:master"));
+    gate.login_as("eve").await;
+    let admin = Browser::new().api();
+    assert_eq!(admin.get(&format!("{}/readyz", gate.admin)).await.status, StatusCode::OK);
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_failover_under_load_answers_503_then_recovers_with_every_replicated_session() {
+    let mut c = Cluster::start().await;
+    let url = c.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let mut browsers = Vec::new();
+    for i in 0..12 {
+        browsers.push(gate.login_as(&format!("user{i}")).await);
+    }
+    // The primary holding the most sessions is the one to lose; every primary's replica acknowledges first.
+    let mut victim = (0, 0);
+    for p in c.primaries().await {
+        let keys: Vec<String> = c.nodes[p].conn().await.keys("idgate:s:*").await.unwrap();
+        replicated(&c.nodes[p]).await;
+        if keys.len() > victim.1 {
+            victim = (p, keys.len());
+        }
+    }
+    assert!(victim.1 > 0);
+    let outage = failover_under_load(&gate, &browsers, || c.nodes[victim.0].kill()).await;
+    eprintln!(
+        "cluster failover: service back {:?} after the primary of {} of {} sessions was killed",
+        outage.window,
+        victim.1,
+        browsers.len()
+    );
+    // Only the lost shard's sessions waited (the nodes run with `cluster-require-full-coverage no`, as README
+    // advises): every other session was served in every round.
+    for r in &outage.rounds {
+        let served = r.iter().filter(|s| **s == StatusCode::OK).count();
+        assert!(served >= browsers.len() - victim.1, "the other shards kept serving: {:?}", outage.rounds);
+    }
+    outage.assert_one_window(&gate, &browsers).await;
+    assert_eq!(c.primaries().await.len(), 3, "a replica took over the shard");
+    gate.login_as("zed").await;
+    let admin = Browser::new().api();
+    assert_eq!(admin.get(&format!("{}/readyz", gate.admin)).await.status, StatusCode::OK);
+    gate.shutdown().await;
+}
