@@ -691,7 +691,7 @@ async fn development_issuer_end_session_compares_redirects_exactly() {
 
 /// Log lines written while it lives, on this test's thread: `#[tokio::test]` runs the gate, its replicas and the
 /// issuer on the test's current-thread runtime, so every line they log is seen here (and no other test's).
-struct Logs {
+pub(crate) struct Logs {
     buf: Arc<std::sync::Mutex<Vec<u8>>>,
     _guard: tracing::subscriber::DefaultGuard,
 }
@@ -709,7 +709,7 @@ impl std::io::Write for LogWriter {
 }
 
 impl Logs {
-    fn capture() -> Logs {
+    pub(crate) fn capture() -> Logs {
         let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
         let w = Arc::clone(&buf);
         let subscriber = tracing_subscriber::fmt()
@@ -719,10 +719,10 @@ impl Logs {
             .finish();
         Logs { buf, _guard: tracing::subscriber::set_default(subscriber) }
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
     }
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.text().matches(needle).count()
     }
 }

@@ -42,14 +42,20 @@ fn free_port(with_bus: bool) -> u16 {
     }
 }
 
+/// Every data node requires this password (`requirepass`, and `masterauth` towards its primary).
+const DATA_PASSWORD: &str = "data-pw-5e1f";
+/// The sentinels require this one (`requirepass`, `sentinel sentinel-pass` among themselves).
+const SENTINEL_PASSWORD: &str = "sentinel-pw-c07a";
+
 /// One Redis process, killed (SIGKILL) on drop.
 struct Proc {
     child: Option<Child>,
     port: u16,
+    password: &'static str,
 }
 
 impl Proc {
-    async fn spawn(what: &str, program: &Path, port: u16, args: &[String], dir: &Path) -> Proc {
+    async fn spawn(what: &str, program: &Path, port: u16, args: &[String], dir: &Path, password: &'static str) -> Proc {
         let child = std::process::Command::new(program)
             .args(args)
             .current_dir(dir)
@@ -58,7 +64,7 @@ impl Proc {
             .spawn()
             .unwrap();
         until_listening(what, ([127, 0, 0, 1], port).into()).await;
-        Proc { child: Some(child), port }
+        Proc { child: Some(child), port, password }
     }
 
     fn kill(&mut self) {
@@ -69,7 +75,7 @@ impl Proc {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://:{}@127.0.0.1:{}/", self.password, self.port)
     }
 
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -84,11 +90,26 @@ impl Drop for Proc {
 }
 
 fn server_args(port: u16, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> =
-        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", "."]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let port = port.to_string();
+    let mut args: Vec<String> = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        ".",
+        "--requirepass",
+        DATA_PASSWORD,
+        "--masterauth",
+        DATA_PASSWORD,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -125,10 +146,17 @@ impl Sentinel {
         let dir = tempfile::tempdir().unwrap();
         let (p, r) = (free_port(false), free_port(false));
         let server = bin("redis-server");
-        let primary = Proc::spawn("redis primary", &server, p, &server_args(p, &[]), dir.path()).await;
+        let primary = Proc::spawn("redis primary", &server, p, &server_args(p, &[]), dir.path(), DATA_PASSWORD).await;
         let replicaof = format!("127.0.0.1 {p}");
-        let replica =
-            Proc::spawn("redis replica", &server, r, &server_args(r, &["--replicaof", &replicaof]), dir.path()).await;
+        let replica = Proc::spawn(
+            "redis replica",
+            &server,
+            r,
+            &server_args(r, &["--replicaof", &replicaof]),
+            dir.path(),
+            DATA_PASSWORD,
+        )
+        .await;
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let port = free_port(false);
@@ -138,13 +166,16 @@ impl Sentinel {
                 format!(
                     "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor mymaster 127.0.0.1 {p} 2\n\
                      sentinel down-after-milliseconds mymaster 500\nsentinel failover-timeout mymaster 2000\n\
-                     sentinel parallel-syncs mymaster 1\n",
+                     sentinel parallel-syncs mymaster 1\nsentinel auth-pass mymaster {DATA_PASSWORD}\n\
+                     requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n",
                     dir = dir.path().display()
                 ),
             )
             .unwrap();
             let args = [conf.display().to_string()];
-            sentinels.push(Proc::spawn("redis-sentinel", &bin("redis-sentinel"), port, &args, dir.path()).await);
+            sentinels.push(
+                Proc::spawn("redis-sentinel", &bin("redis-sentinel"), port, &args, dir.path(), SENTINEL_PASSWORD).await,
+            );
         }
         let s = Sentinel { primary, replica, sentinels, _dir: dir };
         // Ready when the replica is in sync and every sentinel knows the replica and the two other sentinels (a
@@ -180,7 +211,7 @@ impl Sentinel {
 
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
-        format!("redis+sentinel://{}/mymaster", hosts.join(","))
+        format!("redis+sentinel://:{DATA_PASSWORD}@{}/mymaster?sentinel_password={SENTINEL_PASSWORD}", hosts.join(","))
     }
 }
 
@@ -212,10 +243,10 @@ impl Cluster {
                     "no",
                 ],
             );
-            nodes.push(Proc::spawn("redis cluster node", &server, port, &args, &node_dir).await);
+            nodes.push(Proc::spawn("redis cluster node", &server, port, &args, &node_dir, DATA_PASSWORD).await);
         }
         let mut create = std::process::Command::new(bin("redis-cli"));
-        create.arg("--cluster").arg("create");
+        create.env("REDISCLI_AUTH", DATA_PASSWORD).arg("--cluster").arg("create");
         for n in &nodes {
             create.arg(format!("127.0.0.1:{}", n.port));
         }
@@ -254,7 +285,7 @@ impl Cluster {
     /// The seed nodes of the URL: the first three (created as primaries).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.nodes.iter().take(3).map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        format!("redis+cluster://:{DATA_PASSWORD}@{}", hosts.join(","))
     }
 }
 
@@ -275,9 +306,46 @@ async fn scenarios(url: String) {
 }
 
 #[tokio::test]
-async fn sentinel_runs_the_redis_session_scenarios() {
+async fn sentinel_runs_the_redis_session_scenarios_and_refuses_unknown_services_and_wrong_passwords() {
     let s = Sentinel::start().await;
     scenarios(s.url()).await;
+    let hosts: Vec<String> = s.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let hosts = hosts.join(",");
+    let sp = format!("sentinel_password={SENTINEL_PASSWORD}");
+    for (url, reason) in [
+        // The sentinels watch no `othermaster`: no node is ever taken for it.
+        (
+            format!("redis+sentinel://:{DATA_PASSWORD}@{hosts}/othermaster?{sp}"),
+            "Master with given name not found in sentinel",
+        ),
+        (format!("redis+sentinel://:wrong-data-pw@{hosts}/mymaster?{sp}"), "Password authentication failed"),
+        (
+            format!("redis+sentinel://:{DATA_PASSWORD}@{hosts}/mymaster?sentinel_password=wrong-sentinel-pw"),
+            "Password authentication failed",
+        ),
+    ] {
+        store_refused(&url, reason).await;
+    }
+}
+
+/// A gate on the store at `url` that cannot be used: not ready (with `reason`), a login answers 503, and neither the
+/// answers nor the logs show a password.
+async fn store_refused(url: &str, reason: &str) {
+    let logs = crate::attacks::Logs::capture();
+    let u = url.to_owned();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&u)).spawn().await;
+    let ready = Browser::new().api().get(&format!("{}/readyz", gate.admin)).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{url}");
+    assert!(ready.text().to_lowercase().contains(&reason.to_lowercase()), "{url}: {}", ready.text());
+    let landed = gate.browser().login_to_callback(&gate.base, "/", "mia").await;
+    assert_eq!(landed.status, StatusCode::SERVICE_UNAVAILABLE, "{url}");
+    assert!(landed.text().contains("Sessions are unavailable"), "{}", landed.text());
+    for secret in [DATA_PASSWORD, SENTINEL_PASSWORD, "wrong-data-pw", "wrong-sentinel-pw"] {
+        assert!(!ready.text().contains(secret) && !landed.text().contains(secret), "{url}");
+        assert!(!logs.text().contains(secret), "a password in the logs: {}", logs.text());
+    }
+    assert!(logs.count("session store unavailable") > 0, "{}", logs.text());
+    gate.shutdown().await;
 }
 
 #[tokio::test]
