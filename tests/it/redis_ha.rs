@@ -481,3 +481,139 @@ async fn cluster_failover_under_load_answers_503_then_recovers_with_every_replic
     assert_eq!(admin.get(&format!("{}/readyz", gate.admin)).await.status, StatusCode::OK);
     gate.shutdown().await;
 }
+
+/// Resharding under load (the `MOVED`/`ASK` storm): the slots holding sessions move from one primary to another
+/// the way `redis-cli --cluster reshard` moves them (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE`, `SETSLOT NODE`),
+/// with requests in the middle: half the keys moved (their slot still owned by the source, which answers `ASK`),
+/// then all (the slot owned by the target: `MOVED`). The cluster client follows every redirect, so no request fails
+/// and no session is lost.
+#[tokio::test]
+async fn cluster_resharding_under_load_follows_every_redirect_without_an_error() {
+    let c = Cluster::start().await;
+    let url = c.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let mut browsers = Vec::new();
+    for i in 0..12 {
+        browsers.push(gate.login_as(&format!("re{i}")).await);
+    }
+    let primaries = c.primaries().await;
+    let (from, to) = (&c.nodes[primaries[0]], &c.nodes[primaries[1]]);
+    let (mut src, mut dst) = (from.conn().await, to.conn().await);
+    let moving: Vec<String> = src.keys("idgate:s:*").await.unwrap();
+    assert!(moving.len() >= 2, "sessions live on the primary that gives its slots away: {moving:?}");
+    let myid = |mut conn: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("CLUSTER").arg("MYID").query_async::<String>(&mut conn).await.unwrap()
+    };
+    let (from_id, to_id) = (myid(src.clone()).await, myid(dst.clone()).await);
+    let mut slots = std::collections::BTreeMap::<i64, Vec<String>>::new();
+    for k in &moving {
+        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(k).query_async(&mut src).await.unwrap();
+        slots.entry(slot).or_default().push(k.clone());
+    }
+    let setslot = |conn: &mut redis::aio::MultiplexedConnection, slot: i64, state: &str, id: &str| {
+        let mut conn = conn.clone();
+        let (state, id) = (state.to_owned(), id.to_owned());
+        async move {
+            let _: () =
+                redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(state).arg(id).query_async(&mut conn).await.unwrap();
+        }
+    };
+    // One MIGRATE per key: its keys must share a slot.
+    let migrate = |conn: &mut redis::aio::MultiplexedConnection, keys: Vec<String>| {
+        let mut conn = conn.clone();
+        let port = to.port;
+        async move {
+            for key in keys {
+                let _: () = redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(port)
+                    .arg(key)
+                    .arg(0)
+                    .arg(5000)
+                    .arg("AUTH")
+                    .arg(DATA_PASSWORD)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let all_served = |what: &'static str, browsers: Vec<Browser>| {
+        let url = format!("{}/", gate.base);
+        async move {
+            for b in &browsers {
+                let r = b.api().get(&url).await;
+                assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.text());
+            }
+        }
+    };
+    for slot in slots.keys() {
+        setslot(&mut dst, *slot, "IMPORTING", &from_id).await;
+        setslot(&mut src, *slot, "MIGRATING", &to_id).await;
+    }
+    // Half the sessions' keys moved: the source answers ASK for them, and serves the rest itself.
+    let (first, rest) = moving.split_at(moving.len() / 2);
+    migrate(&mut src, first.to_vec()).await;
+    all_served("slots migrating, half the keys moved (ASK)", browsers.clone()).await;
+    browsers.push(gate.login_as("during-migration").await);
+    migrate(&mut src, rest.to_vec()).await;
+    all_served("slots migrating, every key moved (ASK)", browsers.clone()).await;
+    // The slots change hands: the source answers MOVED from now on.
+    for slot in slots.keys() {
+        for n in c.primaries().await {
+            let mut conn = c.nodes[n].conn().await;
+            setslot(&mut conn, *slot, "NODE", &to_id).await;
+        }
+    }
+    all_served("slots moved (MOVED)", browsers.clone()).await;
+    let left: Vec<String> = src.keys("idgate:s:*").await.unwrap();
+    assert!(left.iter().all(|k| !moving.contains(k)), "the sessions moved away");
+    let arrived: Vec<String> = dst.keys("idgate:s:*").await.unwrap();
+    assert!(moving.iter().all(|k| arrived.contains(k)), "and arrived");
+    gate.login_as("after-migration").await;
+    all_served("after the resharding", browsers).await;
+    gate.shutdown().await;
+}
+
+/// Redis answering slowly (`DEBUG SLEEP`): requests answer 503 after the store's timeout instead of hanging until
+/// Redis answers, concurrent ones too, and service resumes when Redis does.
+#[tokio::test]
+async fn a_slow_redis_times_out_to_503_and_service_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(false);
+    let args = server_args(port, &["--enable-debug-command", "yes"]);
+    let node = Proc::spawn("redis-server", &bin("redis-server"), port, &args, dir.path(), DATA_PASSWORD).await;
+    let url = node.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let b = gate.login_as("sid").await;
+    let admin = Browser::new().api();
+    // Blocks the server for 8 s, far past the store's 2 s timeout.
+    let mut sleeping = tokio::process::Command::new(bin("redis-cli"))
+        .env("REDISCLI_AUTH", DATA_PASSWORD)
+        .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "8"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (b, url) = (b.api(), format!("{}/", gate.base));
+        tasks.push(tokio::spawn(async move { b.get(&url).await }));
+    }
+    let ready = admin.get(&format!("{}/readyz", gate.admin)).await;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        assert!(r.text().contains("Sessions are unavailable"), "{}", r.text());
+    }
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().contains("timed out"), "{}", ready.text());
+    assert!(sleeping.try_wait().unwrap().is_none(), "Redis was still asleep when the 503s came");
+    assert!(sleeping.wait().await.unwrap().success());
+    eventually("service resumes", Duration::from_secs(10), || async {
+        (b.api().get(&format!("{}/", gate.base)).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    gate.shutdown().await;
+}
