@@ -10,6 +10,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::{Child, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
@@ -616,4 +617,112 @@ async fn a_slow_redis_times_out_to_503_and_service_resumes() {
     })
     .await;
     gate.shutdown().await;
+}
+
+/// `rediss+sentinel://` with a private CA: the sentinel and the primary speak only TLS (`port 0`, `tls-port`,
+/// the sentinel reaching the primary over TLS too), and idgate — the real binary, its store on rustls/aws-lc-rs —
+/// trusts the CA through `SSL_CERT_FILE` (the system roots otherwise, like every outbound connection). Without the
+/// CA it is not ready, and says why.
+#[tokio::test]
+async fn sentinel_over_tls_trusts_a_private_ca_from_ssl_cert_file_and_refuses_without_it() {
+    use idgate::{
+        clock::SystemClock,
+        dev_issuer::{DevAlg, DevClient, DevIssuer},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let (ca_pem, cert, key) = (dir.path().join("ca.pem"), dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+        cert.display(),
+        key.display(),
+        ca_pem.display()
+    );
+    let (p, s) = (free_port(false), free_port(false));
+    let primary_conf = dir.path().join("primary.conf");
+    std::fs::write(
+        &primary_conf,
+        format!("port 0\ntls-port {p}\nbind 127.0.0.1\nsave \"\"\nrequirepass {DATA_PASSWORD}\n{tls}"),
+    )
+    .unwrap();
+    let args = [primary_conf.display().to_string()];
+    let _primary = Proc::spawn("redis primary (TLS)", &bin("redis-server"), p, &args, dir.path(), DATA_PASSWORD).await;
+    let sentinel_conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &sentinel_conf,
+        format!(
+            "port 0\ntls-port {s}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {p} 1\n\
+             sentinel auth-pass mymaster {DATA_PASSWORD}\n{tls}",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let args = [sentinel_conf.display().to_string()];
+    let _sentinel = Proc::spawn("redis-sentinel (TLS)", &bin("redis-sentinel"), s, &args, dir.path(), "").await;
+
+    let gate_port = free_port(false);
+    let client = DevClient {
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        redirect_uris: vec![format!("http://127.0.0.1:{gate_port}/oauth2/callback")],
+        token_auth_method: idgate::config::TokenAuthMethod::ClientSecretBasic,
+        post_logout_redirect_uris: vec![],
+    };
+    let issuer =
+        DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::new(SystemClock)).await.unwrap();
+    let run = |with_ca: bool| {
+        let admin = free_port(false);
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{gate_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:1\"\n[oidc]\nissuer = \"{}\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nredirect_url = \"http://127.0.0.1:{gate_port}/oauth2/callback\"\n\
+             [session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\ncookie_secure = false\n\
+             store = \"redis\"\nredis_url = \"rediss+sentinel://:{DATA_PASSWORD}@127.0.0.1:{s}/mymaster\"\n\
+             [log]\nformat = \"text\"\nlevel = \"warn\"\n",
+            issuer.issuer()
+        );
+        let file = dir.path().join(format!("idgate-{with_ca}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_idgate"));
+        cmd.args(["run", "--config"]).arg(&file).env_remove("SSL_CERT_DIR").kill_on_drop(true);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        if with_ca {
+            cmd.env("SSL_CERT_FILE", &ca_pem);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        (cmd.spawn().unwrap(), format!("http://127.0.0.1:{admin}/readyz"))
+    };
+    let readyz = |url: String, want: &'static str| async move {
+        let admin: std::net::SocketAddr =
+            url.trim_start_matches("http://").trim_end_matches("/readyz").parse().unwrap();
+        until_listening("idgate's admin listener", admin).await;
+        eventually(&format!("/readyz says {want:?}"), Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                let r = Browser::new().api().get(&url).await;
+                r.text().contains(want).then_some(r)
+            }
+        })
+        .await
+    };
+    let (child, url) = run(false);
+    let refused = readyz(url, "session store unavailable").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.text().contains("invalid peer certificate: UnknownIssuer"), "{}", refused.text());
+    drop(child);
+    let (_child, url) = run(true);
+    let ready = readyz(url, "ready").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
 }
