@@ -41,6 +41,45 @@ pub struct MultiHost {
     pub sentinel_password: Option<Secret>,
 }
 
+impl MultiHost {
+    /// The URL as it would be written, with every password shown as `***` (for `idgate check`).
+    pub fn redacted(&self) -> String {
+        let scheme = match (&self.topology, self.tls) {
+            (Topology::Sentinel { .. }, false) => "redis+sentinel",
+            (Topology::Sentinel { .. }, true) => "rediss+sentinel",
+            (_, false) => "redis+cluster",
+            (_, true) => "rediss+cluster",
+        };
+        let user = self.username.as_deref().unwrap_or("");
+        let auth = match (&self.username, &self.password) {
+            (_, Some(_)) => format!("{user}:***@"),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        let hosts: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|(h, p)| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") })
+            .collect();
+        let mut out = format!("{scheme}://{auth}{}", hosts.join(","));
+        if let Topology::Sentinel { service } = &self.topology {
+            out.push_str(&format!("/{service}/{}", self.db));
+        }
+        let mut query = Vec::new();
+        if let Some(u) = &self.sentinel_username {
+            query.push(format!("sentinel_username={u}"));
+        }
+        if self.sentinel_password.is_some() {
+            query.push("sentinel_password=***".to_owned());
+        }
+        if !query.is_empty() {
+            out.push('?');
+            out.push_str(&query.join("&"));
+        }
+        out
+    }
+}
+
 /// A parsed `session.redis_url`.
 #[derive(Clone, PartialEq)]
 pub enum RedisUrl {
@@ -290,6 +329,13 @@ mod tests {
             assert!(e.contains(reason), "{url}: {e}");
             assert!(!e.contains("hunter2"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn redacted_shows_everything_but_the_passwords() {
+        let m = multi("redis+sentinel://app:hunter2@s1,[::1]:26380/mymaster?sentinel_password=hunter2");
+        assert_eq!(m.redacted(), "redis+sentinel://app:***@s1:26379,[::1]:26380/mymaster/0?sentinel_password=***");
+        assert_eq!(multi("rediss+cluster://n1:7000,n2").redacted(), "rediss+cluster://n1:7000,n2:6379");
     }
 
     #[test]
