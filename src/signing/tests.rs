@@ -133,3 +133,13 @@ fn the_header_alg_is_always_the_keys_own() {
     assert_eq!(header_of(&jws)["alg"], "ES256");
     assert_eq!(header_of(&jws)["typ"], "dpop+jwt");
 }
+
+#[test]
+fn algorithm_names_round_trip_and_others_are_unknown() {
+    for alg in [SigningAlg::Rs256, SigningAlg::Ps256, SigningAlg::Es256] {
+        assert_eq!(SigningAlg::from_name(alg.name()), Some(alg));
+    }
+    for other in ["HS256", "none", "es256", "RS384", "EdDSA", ""] {
+        assert_eq!(SigningAlg::from_name(other), None, "{other}");
+    }
+}
