@@ -694,35 +694,46 @@ async fn sentinel_over_tls_trusts_a_private_ca_from_ssl_cert_file_and_refuses_wi
         );
         let file = dir.path().join(format!("idgate-{with_ca}.toml"));
         std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join(format!("idgate-{with_ca}.log"))).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_idgate"));
         cmd.args(["run", "--config"]).arg(&file).env_remove("SSL_CERT_DIR").kill_on_drop(true);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdout(Stdio::null()).stderr(log);
         if with_ca {
             cmd.env("SSL_CERT_FILE", &ca_pem);
         } else {
             cmd.env_remove("SSL_CERT_FILE");
         }
-        (cmd.spawn().unwrap(), format!("http://127.0.0.1:{admin}/readyz"))
+        let log = dir.path().join(format!("idgate-{with_ca}.log"));
+        (cmd.spawn().unwrap(), format!("http://127.0.0.1:{admin}/readyz"), log)
     };
-    let readyz = |url: String, want: &'static str| async move {
-        let admin: std::net::SocketAddr =
-            url.trim_start_matches("http://").trim_end_matches("/readyz").parse().unwrap();
-        until_listening("idgate's admin listener", admin).await;
-        eventually(&format!("/readyz says {want:?}"), Duration::from_secs(20), || {
-            let url = url.clone();
-            async move {
-                let r = Browser::new().api().get(&url).await;
-                r.text().contains(want).then_some(r)
-            }
-        })
-        .await
-    };
-    let (child, url) = run(false);
-    let refused = readyz(url, "session store unavailable").await;
+    let (mut child, url, log) = run(false);
+    let refused = readyz(&mut child, &url, &log, "session store unavailable").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.text().contains("invalid peer certificate: UnknownIssuer"), "{}", refused.text());
-    drop(child);
-    let (_child, url) = run(true);
-    let ready = readyz(url, "ready").await;
+    // Stopped and reaped before the next one binds the same public port.
+    child.kill().await.unwrap();
+    let (mut child, url, log) = run(true);
+    let ready = readyz(&mut child, &url, &log, "ready").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+}
+
+/// Polls `url` (an idgate's `/readyz`) until it says `want`; an idgate that exits (a port taken meanwhile, …) fails
+/// the test with its log.
+async fn readyz(child: &mut tokio::process::Child, url: &str, log: &Path, want: &str) -> crate::harness::Resp {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let admin = url.trim_start_matches("http://").trim_end_matches("/readyz");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("idgate exited ({status}): {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            let r = Browser::new().api().get(url).await;
+            if r.text().contains(want) {
+                return r;
+            }
+        }
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(tokio::time::Instant::now() < deadline, "/readyz never said {want:?}: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
