@@ -9,9 +9,12 @@ use crate::{
     body::{self, Body},
     config::AuthMode,
     error::RequestError,
-    forward::Peer,
+    forward::{Inbound, Peer},
     id_token::Claims,
-    login::refresh::{self, Renewal},
+    login::{
+        preserved_post::{self, Intake, PostError},
+        refresh::{self, Renewal},
+    },
     policy::Permit,
     route::{BadPath, Route},
     session::{Session, SessionError},
@@ -67,14 +70,23 @@ pub async fn proxy(
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
     let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
-    let user = match authenticate(state, req.headers(), auth, rule).await? {
+    let access = match authenticate(state, req.headers(), auth, rule).await {
+        Err(Failure { err: RequestError::NoSession(cause), clear }) if auth == AuthMode::Login => {
+            return keep_post(state, req, cause, clear).await;
+        }
+        other => other?,
+    };
+    let user = match access {
         Access::Public => {
             state.headers.strip(req.headers_mut());
             return Ok(state.forwarder.send(req, peer).await?);
         }
         Access::User(user) => user,
     };
-    let User { session, permit, cookies } = user;
+    let User { session, permit, mut cookies } = user;
+    if state.posts.is_resume(req.method(), req.headers()) {
+        cookies.extend(preserved_post::resume(state, &mut req, state.clock.now()).await?);
+    }
     let headers = req.headers_mut();
     state.headers.strip(headers);
     state.headers.apply(headers, session.claims(), &permit, session.identity_memo());
@@ -90,6 +102,33 @@ pub async fn proxy(
         state.metrics.event(crate::telemetry::metrics::Event::UpstreamError(e.kind()));
     }
     Ok(with_cookies(resp?, cookies))
+}
+
+/// A request without a session on a `login` route: a form post the browser made here is kept over the re-login
+/// (`login::preserved_post`); anything else fails with `cause` as before.
+async fn keep_post(
+    state: &State,
+    req: Inbound,
+    cause: SessionError,
+    clear: Vec<HeaderValue>,
+) -> Result<Response<Body>> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let failed = |err: RequestError, clear| Err(Failure { err, clear });
+    match state.posts.intake(req.method(), target, req.headers()) {
+        Intake::Ignore(why) => {
+            if req.method() == http::Method::POST {
+                tracing::debug!(cause = why, "post without a session not kept");
+            }
+            failed(RequestError::NoSession(cause), clear)
+        }
+        Intake::TooLarge(len) => {
+            failed(PostError::TooLarge { len: Some(len), max: state.posts.max_bytes() }.into(), clear)
+        }
+        Intake::Preserve => match preserved_post::preserve(state, req.into_request()).await {
+            Ok(resp) => Ok(with_cookies(resp, clear)),
+            Err(e) => failed(e.into(), clear),
+        },
+    }
 }
 
 /// Forward-auth (`{prefix}/auth`) for nginx `auth_request`, Traefik `forwardAuth`, ingress-nginx: 200 with the
