@@ -104,7 +104,7 @@ pub enum Intake {
 /// The request's target, content type and body, as kept.
 #[derive(Debug, PartialEq, Eq)]
 struct Post {
-    /// What the seal is bound to besides its associated data: the flow's state, then the resume ticket.
+    /// What the seal is bound to besides its associated data: the flow's state, then the ticket cookie's value.
     bound: String,
     target: String,
     content_type: String,
@@ -358,12 +358,14 @@ pub async fn resume_page(state: &State, req: &HeaderMap, flow: &Flow, cookies: V
     set.extend(clear_post_cookies(state, req, &flow.state));
     let page = match take(state, req, flow, now).await {
         Some(mut post) => {
-            let ticket = crate::random::token(16);
-            post.bound = ticket.clone();
+            // The ticket names the cookie and is in the page; the cookie's value, which the page never holds, is
+            // what the sealed post is bound to: only this browser can send the form.
+            let (ticket, key) = (crate::random::token(16), crate::random::token(16));
+            post.bound = key.clone();
             post.expires_at = now + RESUME_TTL_SECS;
             let sealed = posts.ring.seal(&PreservedPosts::resume_aad(&ticket), &post.encode());
             let name = format!("{}{}", posts.resume_prefix, ticket);
-            set.push(posts.attrs.set(&name, "1", "/", RESUME_TTL_SECS));
+            set.push(posts.attrs.set(&name, &key, "/", RESUME_TTL_SECS));
             page(&post.target, &format!("{ticket}.{sealed}"))
         }
         None => {
@@ -426,9 +428,10 @@ pub async fn resume(state: &State, req: &mut Inbound, now: i64) -> Result<Option
         return Ok(None);
     };
     let plain = posts.ring.open(&PreservedPosts::resume_aad(ticket), sealed).map_err(|_| PostError::Tampered)?;
-    let post = Post::decode(&plain).filter(|p| p.bound == ticket).ok_or(PostError::Tampered)?;
+    let post = Post::decode(&plain).ok_or(PostError::Tampered)?;
     let cookie_name = format!("{}{}", posts.resume_prefix, ticket);
-    if cookie::get(req.headers(), &cookie_name).is_none() {
+    let key = cookie::get(req.headers(), &cookie_name).ok_or(PostError::OtherBrowser)?;
+    if aws_lc_rs::constant_time::verify_slices_are_equal(key.as_bytes(), post.bound.as_bytes()).is_err() {
         return Err(PostError::OtherBrowser);
     }
     if now > post.expires_at {
