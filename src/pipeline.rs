@@ -85,7 +85,10 @@ pub async fn proxy(
     };
     let User { session, permit, mut cookies } = user;
     if state.posts.is_resume(req.method(), req.headers()) {
-        cookies.extend(preserved_post::resume(state, &mut req, state.clock.now()).await?);
+        match preserved_post::resume(state, &mut req, state.clock.now()).await {
+            Ok(clear) => cookies.extend(clear),
+            Err(e) => return Err(refused_post(state, e, Vec::new())),
+        }
     }
     let headers = req.headers_mut();
     state.headers.strip(headers);
@@ -122,13 +125,19 @@ async fn keep_post(
             failed(RequestError::NoSession(cause), clear)
         }
         Intake::TooLarge(len) => {
-            failed(PostError::TooLarge { len: Some(len), max: state.posts.max_bytes() }.into(), clear)
+            Err(refused_post(state, PostError::TooLarge { len: Some(len), max: state.posts.max_bytes() }, clear))
         }
         Intake::Preserve => match preserved_post::preserve(state, req.into_request()).await {
             Ok(resp) => Ok(with_cookies(resp, clear)),
-            Err(e) => failed(e.into(), clear),
+            Err(e) => Err(refused_post(state, e, clear)),
         },
     }
+}
+
+/// A kept form post refused, counted by its reason.
+fn refused_post(state: &State, e: PostError, clear: Vec<HeaderValue>) -> Failure {
+    state.metrics.event(crate::telemetry::metrics::Event::PreservedPost(e.reason()));
+    Failure { err: e.into(), clear }
 }
 
 /// Forward-auth (`{prefix}/auth`) for nginx `auth_request`, Traefik `forwardAuth`, ingress-nginx: 200 with the

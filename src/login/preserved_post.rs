@@ -36,6 +36,7 @@ use crate::{
         seal::{KeyRing, Purpose},
         store::{Key, StoreError},
     },
+    telemetry::metrics::Event,
 };
 
 /// The one field of the resume form: `<ticket>.<sealed post>`.
@@ -283,6 +284,7 @@ pub async fn preserve(state: &State, req: Request<Body>) -> Result<Response<Body
     let len = post.body.len();
     let cookies = keep(state, &flow, &post).await?;
     tracing::info!(bytes = len, in_cookies = !cookies.is_empty(), "form post kept over a re-login");
+    state.metrics.event(Event::PreservedPost("kept"));
     Ok(start::to_issuer(state, &parts.headers, &flow, StatusCode::SEE_OTHER, cookies).await?)
 }
 
@@ -370,6 +372,7 @@ pub async fn resume_page(state: &State, req: &HeaderMap, flow: &Flow, cookies: V
         }
         None => {
             tracing::warn!("the kept form post is gone (tampered, expired or lost); the user must send it again");
+            state.metrics.event(Event::PreservedPost("lost"));
             let link = format!("<p><a href=\"{}\">Continue</a></p>", crate::error::escape(&flow.return_to));
             crate::error::html_page(
                 StatusCode::OK,
@@ -456,6 +459,7 @@ pub async fn resume(state: &State, req: &mut Inbound, now: i64) -> Result<Option
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(post.body.len()));
     tracing::info!(bytes = post.body.len(), "kept form post sent on after the re-login");
+    state.metrics.event(Event::PreservedPost("resumed"));
     req.set_body(body::full(post.body));
     Ok(Some(posts.attrs.clear(&cookie_name, "/")))
 }

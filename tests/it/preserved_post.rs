@@ -106,6 +106,13 @@ async fn kept_and_logged_in(gate: &TestGate, b: &Browser, path: &str, content_ty
     b.authorize_and_callback(&gate.base, kept.location(), "alice").await
 }
 
+/// `idgate_preserved_posts_total{result=…}` as counted so far.
+fn counted(gate: &TestGate, result: &str) -> u64 {
+    let text = gate.state().metrics.render();
+    let prefix = format!("idgate_preserved_posts_total{{result=\"{result}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |n| n.trim().parse().unwrap())
+}
+
 fn reason(r: &Resp) -> String {
     r.text().split("<small>").nth(1).and_then(|s| s.split("</small>").next()).unwrap_or("").to_owned()
 }
@@ -146,6 +153,7 @@ async fn an_urlencoded_post_survives_the_re_login_and_reaches_the_upstream_once(
         "the ticket cookie is deleted: {:?}",
         done.set_cookies()
     );
+    assert_eq!((counted(&gate, "kept"), counted(&gate, "resumed")), (1, 1));
     gate.shutdown().await;
 }
 
@@ -220,6 +228,7 @@ async fn a_second_resume_is_refused_even_with_the_ticket_cookie_put_back() {
     let again = send_resume(&b, &gate.base, &action, &value).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
     assert_eq!(reason(&again), "post_replayed");
+    assert_eq!(counted(&gate, "post_replayed"), 1);
     assert_eq!(posts(&log).len(), 1, "the upstream got the body once");
     gate.shutdown().await;
 }
@@ -288,6 +297,7 @@ async fn a_tampered_post_cookie_logs_in_and_says_the_form_is_lost() {
     assert!(!page.text().contains("idgate_resume"), "no resume form");
     assert!(b.cookie("idgate").is_some(), "logged in all the same");
     assert!(posts(&log).is_empty());
+    assert_eq!(counted(&gate, "lost"), 1);
     gate.shutdown().await;
 }
 
@@ -322,6 +332,7 @@ async fn a_body_over_the_limit_gets_todays_401_with_a_page_that_says_so() {
     assert_eq!(reason(&r), "post_too_large");
     assert!(r.text().contains("too large to keep") && r.text().contains("/oauth2/start?rd=%2Fform"), "{}", r.text());
     assert!(r.set_cookies().iter().all(|c| !c.starts_with("idgate_flow_")), "no login started");
+    assert_eq!(counted(&gate, "post_too_large"), 1);
     // Exactly at the limit is kept.
     let at = format!("a={}", "x".repeat(64 * 1024 - 2));
     let ok = submit(&b, &gate.base, "/form", "application/x-www-form-urlencoded", at.as_bytes()).await;
