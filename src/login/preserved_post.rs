@@ -246,12 +246,13 @@ impl PreservedPosts {
         key
     }
 
-    /// A request head [`Self::resume`] must look at: a form post carrying a ticket cookie and a small body.
+    /// A request head [`Self::resume`] must look at: an urlencoded post carrying a ticket cookie, whose body is no
+    /// larger than a resume form can be (a length the head does not declare is read up to that limit).
     pub fn is_resume(&self, method: &Method, headers: &HeaderMap) -> bool {
         method == Method::POST
             && self.resume_ticket_cookies(headers).next().is_some()
             && mime_essence(headers).as_deref() == Some("application/x-www-form-urlencoded")
-            && content_length(headers).is_some_and(|len| len <= self.resume_limit() as u64)
+            && content_length(headers).is_none_or(|len| len <= self.resume_limit() as u64)
     }
 
     fn resume_limit(&self) -> usize {
@@ -282,21 +283,29 @@ pub async fn preserve(state: &State, req: Request<Body>) -> Result<Response<Body
         body,
     };
     let len = post.body.len();
-    let cookies = keep(state, &flow, &post).await?;
+    let cookies = keep(state, &parts.headers, &flow, &post).await?;
     tracing::info!(bytes = len, in_cookies = !cookies.is_empty(), "form post kept over a re-login");
     state.metrics.event(Event::PreservedPost("kept"));
     Ok(start::to_issuer(state, &parts.headers, &flow, StatusCode::SEE_OTHER, cookies).await?)
 }
 
-/// Seals `post` for `flow` into cookies (returned) or the store (then no cookies).
-async fn keep(state: &State, flow: &Flow, post: &Post) -> Result<Vec<HeaderValue>, PostError> {
+/// Seals `post` for `flow` into cookies (returned) or the store (then no cookies). A browser holds one post in
+/// cookies at a time: keeping another deletes the older one's cookies, so the callback's request head stays small
+/// however many tabs log in at once (their logins still succeed, saying the form is lost).
+async fn keep(state: &State, req: &HeaderMap, flow: &Flow, post: &Post) -> Result<Vec<HeaderValue>, PostError> {
     let posts = &state.posts;
     let aad = PreservedPosts::flow_aad(&flow.state);
     let sealed = posts.ring.seal(&aad, &post.encode());
     if sealed.len() <= COOKIE_CHUNKS * CHUNK_BYTES {
         let name = format!("{}{}", posts.post_prefix, flow.state);
         let set = posts.attrs.set_chunked(&HeaderMap::new(), &name, &sealed, &posts.flow_path, FLOW_TTL_SECS);
-        return set.ok_or(PostError::NoRoom { len: post.body.len() });
+        let mut out = set.ok_or(PostError::NoRoom { len: post.body.len() })?;
+        let older: Vec<&str> = cookie::iter(req)
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(posts.post_prefix.as_str()) && !n.starts_with(name.as_str()))
+            .collect();
+        out.extend(older.into_iter().map(|n| posts.attrs.clear(n, &posts.flow_path)));
+        return Ok(out);
     }
     let Some(store) = state.sessions.store() else {
         return Err(PostError::NoRoom { len: post.body.len() });
@@ -343,7 +352,7 @@ pub async fn restart(state: &State, req: &HeaderMap, old: &Flow) -> Result<Respo
             flow.post = true;
             post.bound = flow.state.clone();
             post.expires_at = flow.created + FLOW_TTL_SECS;
-            cookies.extend(keep(state, &flow, &post).await?);
+            cookies.extend(keep(state, req, &flow, &post).await?);
         }
         None => tracing::info!("the kept form post did not survive the silent login; logging in without it"),
     }

@@ -184,7 +184,7 @@ async fn a_multipart_post_with_a_binary_file_reaches_the_upstream_byte_for_byte(
 }
 
 #[tokio::test]
-async fn a_body_over_the_cookie_budget_is_kept_in_redis() {
+async fn a_body_over_the_cookie_budget_is_kept_in_redis_and_sent_once_across_replicas() {
     let redis = crate::redis::Redis::start().await;
     let url = redis.url();
     let (gate, log) = gate(move |s| s.session.store = StoreKind::Redis { url: idgate::config::Secret::new(url) }).await;
@@ -192,10 +192,25 @@ async fn a_body_over_the_cookie_budget_is_kept_in_redis() {
     let body = format!("text={}", "x".repeat(30_000));
     let page = kept_and_logged_in(&gate, &b, "/notes", "application/x-www-form-urlencoded", body.as_bytes()).await;
     let (action, value) = resume_form(&page);
+    let ticket_cookie = b
+        .jar
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("idgate_resume_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
     let done = send_resume(&b, &gate.base, &action, &value).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text());
     assert_eq!(posts(&log).len(), 1);
     assert_eq!(posts(&log)[0].body, body.as_bytes());
+    // Another replica, which never saw this ticket used, learns it from Redis.
+    let replica = gate.replica(|_| {}).await;
+    b.set_cookie(&ticket_cookie.0, &ticket_cookie.1);
+    let there = send_resume(&b, &format!("http://{}", replica.public_addr), &action, &value).await;
+    assert_eq!((there.status, reason(&there)), (StatusCode::CONFLICT, "post_replayed".to_owned()), "{}", there.text());
+    assert_eq!(posts(&log).len(), 1);
+    replica.shutdown().await;
     gate.shutdown().await;
 }
 
@@ -445,5 +460,25 @@ async fn a_silent_login_that_needs_the_user_carries_the_post_to_the_interactive_
     assert_eq!(send_resume(&b, &gate.base, &action, &value).await.status, StatusCode::OK);
     assert_eq!(posts(&log).len(), 1);
     assert_eq!(posts(&log)[0].body, FORM.as_bytes());
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_browser_holds_one_post_in_cookies_at_a_time() {
+    let (gate, log) = gate(|_| {}).await;
+    let b = expired_browser(&gate).await;
+    let first = submit(&b, &gate.base, "/a", "application/x-www-form-urlencoded", b"tab=1").await;
+    let second = submit(&b, &gate.base, "/b", "application/x-www-form-urlencoded", b"tab=2").await;
+    assert_eq!((first.status, second.status), (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER));
+    let held: Vec<String> = b.jar.lock().unwrap().keys().filter(|k| k.starts_with("idgate_post_")).cloned().collect();
+    assert_eq!(held.len(), 1, "the newer post replaced the older one's cookie: {held:?}");
+    // The older tab's login succeeds and says so; the newer one's form is sent on.
+    let lost = b.authorize_and_callback(&gate.base, first.location(), "alice").await;
+    assert!(lost.text().contains("could not be restored"), "{}", lost.text());
+    let page = b.authorize_and_callback(&gate.base, second.location(), "alice").await;
+    let (action, value) = resume_form(&page);
+    assert_eq!(send_resume(&b, &gate.base, &action, &value).await.status, StatusCode::OK);
+    let got = posts(&log);
+    assert_eq!((got.len(), got[0].uri.as_str(), &got[0].body[..]), (1, "/b", &b"tab=2"[..]));
     gate.shutdown().await;
 }
