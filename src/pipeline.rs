@@ -116,13 +116,12 @@ async fn keep_post(
     clear: Vec<HeaderValue>,
 ) -> Result<Response<Body>> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let failed = |err: RequestError, clear| Err(Failure { err, clear });
     match state.posts.intake(req.method(), target, req.headers()) {
         Intake::Ignore(why) => {
             if req.method() == http::Method::POST {
                 tracing::debug!(cause = why, "post without a session not kept");
             }
-            failed(RequestError::NoSession(cause), clear)
+            Err(Failure { err: RequestError::NoSession(cause), clear })
         }
         Intake::TooLarge(len) => {
             Err(refused_post(state, PostError::TooLarge { len: Some(len), max: state.posts.max_bytes() }, clear))
