@@ -304,6 +304,17 @@ async fn scenarios(url: String) {
     crate::attacks::lapsed_lock_holder(url.clone()).await;
     crate::attacks::refresh_slower_than_the_lock_lease(url.clone()).await;
     crate::attacks::refresh_in_flight_does_not_revive(vec![redis_store(&url)]).await;
+    preserved_post_blob_is_taken_once(&url).await;
+}
+
+/// The preserved form post's store entry (login::preserved_post) on this topology: kept, taken once.
+async fn preserved_post_blob_is_taken_once(url: &str) {
+    use idgate::session::store::{Store, redis::RedisStore};
+    let store = Store::Redis(RedisStore::new(url).unwrap());
+    let key = [7u8; 32];
+    store.put_blob(&key, b"a=1&b=2".to_vec(), 60).await.unwrap();
+    assert_eq!(store.take_blob(&key).await.unwrap().as_deref(), Some(&b"a=1&b=2"[..]));
+    assert_eq!(store.take_blob(&key).await.unwrap(), None, "taken once");
 }
 
 #[tokio::test]
