@@ -42,6 +42,8 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), St
         redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
         token_auth_method: TokenAuthMethod::ClientSecretBasic,
         post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: None,
     };
     let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock))
         .await
@@ -124,6 +126,9 @@ fn demo_settings(
             forward_access_token: false,
             userinfo_claims: false,
             id_token_decryption: Default::default(),
+            client_key: None,
+            client_assertion_audience: Default::default(),
+            par: false,
         },
         session: SessionSettings {
             cookie_secure: false,
