@@ -317,3 +317,38 @@ async fn par_failures_are_readable_login_pages_never_a_500() {
         gate.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn check_reports_client_auth_par_encryption_and_dpop_against_the_issuer() {
+    let key = Arc::new(SigningKey::generate_p256().unwrap());
+    let k = Arc::clone(&key);
+    let gate = TestGate::builder()
+        .settings(move |s| {
+            keyed(s, &k);
+            par(s);
+        })
+        .registration(by_jwks_uri)
+        .spawn()
+        .await;
+    let mut settings = gate.state().settings.clone();
+    let report = idgate::check::run(&settings).await;
+    let text = report.lines.join("\n");
+    assert!(report.ok, "{text}");
+    let jwks = format!("{}/oauth2/jwks", gate.base);
+    assert!(text.contains(&format!("ok    client auth: private_key_jwt (ES256, kid {})", key.kid())), "{text}");
+    assert!(text.contains(&format!("register jwks_uri = {jwks}")), "{text}");
+    assert!(text.contains(&format!("ok    PAR: on, parameters pushed to {}/par", gate.issuer.issuer())), "{text}");
+    assert!(text.contains("note  encryption: the issuer can encrypt ID tokens"), "{text}");
+    assert!(text.contains("note  DPoP: not offered by the issuer"), "{text}");
+    // A required encryption no advertised algorithm fits: an ERROR line with the fix, and the check fails.
+    let ec = idgate::id_token::jwe::GeneratedKey::p256().private_pem;
+    let d = &mut settings.oidc.id_token_decryption;
+    d.keys = Some(Arc::new(idgate::id_token::jwe::DecryptionKeys::from_file_contents(ec.as_bytes()).unwrap()));
+    d.required = true;
+    d.allowed.algs = vec![idgate::id_token::jwe::KeyAlg::RsaOaep256];
+    let report = idgate::check::run(&settings).await;
+    let text = report.lines.join("\n");
+    assert!(!report.ok, "{text}");
+    assert!(text.contains("ERROR encryption: the issuer encrypts with"), "{text}");
+    gate.shutdown().await;
+}
