@@ -50,7 +50,7 @@ impl ParError {
 impl Provider {
     /// Whether logins push their parameters: `oidc.par`, or the issuer's `require_pushed_authorization_requests`.
     pub fn uses_par(&self, metadata: &Metadata) -> bool {
-        self.settings.par || metadata.require_pushed_authorization_requests
+        uses_par(self.settings.par, metadata)
     }
 
     /// Pushes the authorization parameters `params` (which include `client_id`), authenticated like the token
@@ -62,6 +62,11 @@ impl Provider {
         let answer = self.client_post(WHAT, endpoint, params).await?;
         read_answer(answer.status, &answer.body)
     }
+}
+
+/// Whether logins push their parameters: `configured`, or the issuer requires it.
+pub fn uses_par(configured: bool, metadata: &Metadata) -> bool {
+    configured || metadata.require_pushed_authorization_requests
 }
 
 /// Reads the PAR endpoint's answer (RFC 9126 §2.2, §2.3). Pure.
@@ -147,8 +152,36 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
-        let long = format!(r#"{{"request_uri":"urn:{}","expires_in":60}}"#, "a".repeat(MAX_REQUEST_URI_BYTES));
-        assert!(matches!(read(201, &long), Err(ParError::BadAnswer(_))));
+        let uri = |len: usize| format!(r#"{{"request_uri":"{}","expires_in":1}}"#, "u".repeat(len));
+        assert!(read(201, &uri(MAX_REQUEST_URI_BYTES)).is_ok(), "2048 bytes pass");
+        assert!(matches!(read(201, &uri(MAX_REQUEST_URI_BYTES + 1)), Err(ParError::BadAnswer(_))));
+        assert!(matches!(read(201, r#"{"request_uri":"urn:a\u0001","expires_in":60}"#), Err(ParError::BadAnswer(_))));
+    }
+
+    #[test]
+    fn par_is_used_when_configured_or_required() {
+        let m = |required: bool| -> Metadata {
+            serde_json::from_value(serde_json::json!({
+                "issuer": "i", "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j",
+                "require_pushed_authorization_requests": required,
+            }))
+            .unwrap()
+        };
+        assert!(!uses_par(false, &m(false)));
+        assert!(uses_par(true, &m(false)));
+        assert!(uses_par(false, &m(true)));
+    }
+
+    #[test]
+    fn each_failure_has_its_reason() {
+        let reasons = [
+            ParError::NoEndpoint,
+            ParError::Provider(ProviderError::NotReady),
+            ParError::Refused { status: 400, error: "x".into() },
+            ParError::BadAnswer("x"),
+        ]
+        .map(|e| e.reason());
+        assert_eq!(reasons, ["par_unsupported", "par_unavailable", "par_refused", "par_bad_answer"]);
     }
 
     #[test]

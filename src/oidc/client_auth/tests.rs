@@ -107,3 +107,43 @@ fn without_a_key_private_key_jwt_fails_and_debug_shows_no_credential() {
     let debug = format!("{c:?}");
     assert!(!debug.contains("eyJ"), "{debug}");
 }
+
+#[test]
+fn client_keys_are_equal_when_their_public_key_and_algorithm_are() {
+    let pem = crate::id_token::jwe::GeneratedKey::rsa().private_pem;
+    let a = ClientKey(Arc::new(SigningKey::from_pem(pem.as_bytes(), None).unwrap()));
+    let same = ClientKey(Arc::new(SigningKey::from_pem(pem.as_bytes(), None).unwrap()));
+    let pss = ClientKey(Arc::new(SigningKey::from_pem(pem.as_bytes(), Some(SigningAlg::Ps256)).unwrap()));
+    let other = ClientKey(Arc::new(SigningKey::generate_rsa(None).unwrap()));
+    assert_eq!(a, same, "the same file read twice (a reload) is no change");
+    assert_ne!(a, pss, "another algorithm is a change");
+    assert_ne!(a, other, "another key is a change");
+    assert!(format!("{a:?}").contains(a.0.kid()) && !format!("{a:?}").contains("PRIVATE"));
+}
+
+#[test]
+fn a_key_file_is_read_and_its_problems_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    std::fs::write(&path, crate::id_token::jwe::GeneratedKey::p256().private_pem).unwrap();
+    let key = ClientKey::from_file(path.to_str().unwrap(), None).unwrap();
+    assert_eq!(key.0.alg(), SigningAlg::Es256);
+    let e = ClientKey::from_file("/nonexistent/k.pem", None).unwrap_err();
+    assert!(e.contains("/nonexistent/k.pem") && e.contains("cannot read"), "{e}");
+    std::fs::write(&path, "not a key").unwrap();
+    let e = ClientKey::from_file(path.to_str().unwrap(), None).unwrap_err();
+    assert!(e.contains("no private key"), "{e}");
+}
+
+#[test]
+fn a_client_without_a_secret_names_itself_in_the_form() {
+    let mut s = settings(TokenAuthMethod::ClientSecretBasic);
+    s.client_secret = None;
+    let c = credentials(&s, "i", "t", 1, false).unwrap();
+    assert!(c.authorization.is_none(), "no Basic header without a secret");
+    assert_eq!(field(&c, "client_id"), Some("client a&b"));
+    assert!(credentials(&s, "i", "t", 1, true).unwrap().form.is_empty(), "not twice");
+    let post = credentials(&settings(TokenAuthMethod::ClientSecretPost), "i", "t", 1, false).unwrap();
+    assert_eq!(field(&post, "client_id"), Some("client a&b"));
+    assert_eq!(field(&post, "client_secret"), Some("s3cr:t"));
+}
