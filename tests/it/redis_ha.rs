@@ -689,6 +689,8 @@ async fn sentinel_over_tls_trusts_a_private_ca_from_ssl_cert_file_and_refuses_wi
         redirect_uris: vec![format!("http://127.0.0.1:{gate_port}/oauth2/callback")],
         token_auth_method: idgate::config::TokenAuthMethod::ClientSecretBasic,
         post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: None,
     };
     let issuer =
         DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::new(SystemClock)).await.unwrap();
