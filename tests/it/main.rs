@@ -9,6 +9,7 @@ mod deploy;
 mod differential;
 mod ext_authz;
 mod forward;
+mod gateways;
 mod identity;
 mod interop;
 mod jwe;
