@@ -371,7 +371,6 @@ async fn untrusted_callers_are_not_believed() {
     let h = send(&format!("{}/oauth2/auth/public/x", gate.base), &case).await;
     assert_eq!(h.status, StatusCode::FORBIDDEN);
     assert!(h.json()["message"].as_str().unwrap().contains("not in server.trusted_proxies"), "{}", h.text());
-    // Even with a session and no route rules in the way: the prefix shape needs a trusted caller.
     let h = send(&format!("{}/oauth2/auth/x", gate.base), &case.clone().with("cookie", &cookie_of(&b))).await;
     assert_eq!(h.status, StatusCode::FORBIDDEN);
     let addr = gate.running.as_ref().unwrap().grpc_addr.unwrap().to_string();
@@ -381,6 +380,20 @@ async fn untrusted_callers_are_not_believed() {
     .await;
     assert_eq!(g[0]["status"], 403, "{}", g[0]);
     assert!(g[0]["body"].as_str().unwrap().contains("not in server.trusted_proxies"), "{}", g[0]);
+    gate.shutdown().await;
+
+    // Without route rules the path cannot change a decision, yet the prefix shape on the public listener still
+    // needs a trusted caller (its path feeds the login redirect); the gRPC listener, bound for the data plane
+    // only, then answers anyone, as forward-auth does.
+    let gate =
+        TestGate::builder().settings(|s| s.ext_authz.grpc_listen = Some("127.0.0.1:0".parse().unwrap())).spawn().await;
+    let b = gate.login_as("alice").await;
+    let case = Case::new("no rules, untrusted", "/x", &[API, ("cookie", &cookie_of(&b))]);
+    let h = send(&format!("{}/oauth2/auth/x", gate.base), &case).await;
+    assert_eq!(h.status, StatusCode::FORBIDDEN, "{}", h.text());
+    assert!(h.json()["message"].as_str().unwrap().contains("not in server.trusted_proxies"), "{}", h.text());
+    let g = grpc(vec![grpc_check(&gate, &case)]).await;
+    assert_eq!(g[0]["allowed"], true, "{}", g[0]);
     gate.shutdown().await;
 }
 
