@@ -67,6 +67,7 @@ pub async fn proxy(
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
     let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
+    crate::telemetry::trace::propagate(req.headers_mut(), state.forwarder.is_trusted(peer.ip));
     let user = match authenticate(state, req.headers(), auth, rule).await? {
         Access::Public => {
             state.headers.strip(req.headers_mut());

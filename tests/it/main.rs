@@ -18,3 +18,4 @@ mod nginx;
 mod redis;
 mod sessions;
 mod server;
+mod trace;
