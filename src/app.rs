@@ -572,12 +572,12 @@ pub async fn start_on(
     let grpc_server = {
         let sh = Arc::clone(&shared);
         let current: crate::ext_authz::grpc::Current = Arc::new(move || sh.current());
-        let handshake = limits.header_read_timeout;
+        let (handshake, cap) = (limits.header_read_timeout, limits.max_connections);
         let stopped = signal(stopped.clone());
         async move {
             if let Some((listener, bound, tls)) = grpc {
                 tracing::info!(ext_authz_grpc = %bound, tls = tls.is_some(), "ext_authz gRPC serving");
-                crate::ext_authz::grpc::serve(listener, tls, current, handshake, stopped).await;
+                crate::ext_authz::grpc::serve(listener, tls, current, handshake, cap, stopped).await;
             }
         }
     };

@@ -25,7 +25,7 @@ use http_body_util::BodyExt;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
@@ -54,10 +54,12 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     current: Current,
     handshake_timeout: Duration,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
-    let accept = tokio::spawn(accept(listener, tls, tx, handshake_timeout));
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let accept = tokio::spawn(accept(listener, tls, tx, handshake_timeout, permits));
     let service = AuthorizationServer::new(Service { current }).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let served = tonic::transport::Server::builder()
         .http2_max_header_list_size(64 * 1024)
@@ -71,14 +73,17 @@ pub async fn serve(
     }
 }
 
-/// Accepts connections (and their TLS handshakes, each under `timeout`) off the accept loop.
+/// Accepts connections (and their TLS handshakes, each under `timeout`) off the accept loop, at most as many at
+/// once as there are `permits` (a connection holds one until it closes).
 async fn accept(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     tx: mpsc::Sender<io::Result<Conn>>,
     timeout: Duration,
+    permits: Arc<Semaphore>,
 ) {
     loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
         let (stream, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -90,7 +95,7 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                if tx.send(Ok(Conn { io: Io::Plain(stream), remote, tls: false })).await.is_err() {
+                if tx.send(Ok(Conn { io: Io::Plain(stream), remote, tls: false, _permit: permit })).await.is_err() {
                     return;
                 }
             }
@@ -98,7 +103,8 @@ async fn accept(
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     if let Ok(Ok(s)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        let _ = tx.send(Ok(Conn { io: Io::Tls(Box::new(s)), remote, tls: true })).await;
+                        let conn = Conn { io: Io::Tls(Box::new(s)), remote, tls: true, _permit: permit };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                 });
             }
@@ -280,6 +286,8 @@ struct Conn {
     io: Io,
     remote: SocketAddr,
     tls: bool,
+    /// This connection's place under `server.max_connections`.
+    _permit: OwnedSemaphorePermit,
 }
 
 enum Io {

@@ -226,6 +226,11 @@ async fn grpc_http_shape_and_proxy_path_decide_alike() {
         Case::new("no session, navigation", "/app/page?x=1&y=%2F", &[NAV, ("x-request-id", "r1")]),
         Case::new("no session, API", "/app/data", &[API, ("x-request-id", "r2")]),
         Case::new("no session, API route", "/api/v1", &[NAV, ("x-request-id", "r3")]),
+        Case {
+            method: Method::POST,
+            ..Case::new("no session, a form post", "/app/form", &[NAV, ("x-request-id", "r11")])
+        },
+        Case { method: Method::DELETE, ..Case::new("valid session, DELETE", "/app/item", &[API, ("cookie", &a)]) },
         Case::new("no session, public route", "/public/x", &[NAV, ("x-forwarded-user", "root")]),
         Case::new("valid session", "/app/page", &[NAV, ("cookie", &a)]),
         Case::new("valid session, only idgate's cookie", "/app", &[API])
@@ -259,6 +264,8 @@ async fn grpc_http_shape_and_proxy_path_decide_alike() {
     );
     assert_eq!(answers["no session, API"]["status"], 401);
     assert_eq!(answers["no session, API route"]["status"], 401, "an API route never redirects");
+    assert_eq!(answers["no session, a form post"]["status"], 401, "only a navigation is redirected");
+    assert_eq!(answers["valid session, DELETE"]["allowed"], true);
     assert_eq!(answers["rule denial, API"]["status"], 403);
     assert_eq!(answers["rule denial, case-folded path"]["status"], 403);
     assert_eq!(answers["an ID token as a bearer"]["status"], 401);
