@@ -64,8 +64,7 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .http2_max_header_list_size(64 * 1024)
         .max_concurrent_streams(256)
-        .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+        .serve_with_incoming_shutdown(service, tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
         .await;
     accept.abort();
     if let Err(e) = served {
@@ -132,6 +131,8 @@ impl Authorization for Service {
             Verdict::Allow(_) => StatusCode::OK,
             Verdict::Deny(resp) => resp.status(),
         };
+        // As on the public listener: the path without its query, which may carry secrets.
+        let path = path.split('?').next().unwrap_or("");
         let elapsed = started.elapsed();
         state.metrics.request(status.as_u16(), elapsed);
         tracing::info!(

@@ -164,6 +164,7 @@ fn check_envoy_common(path: &str, settings: &config::Settings) -> (Yaml, Vec<Yam
     assert_eq!(hcm["normalize_path"].as_bool(), Some(false), "{path}");
     assert_eq!(hcm["merge_slashes"].as_bool(), Some(false), "{path}");
     assert_eq!(hcm["path_with_escaped_slashes_action"].as_str(), Some("KEEP_UNCHANGED"), "{path}");
+    assert_eq!(hcm["headers_with_underscores_action"].as_str(), Some("REJECT_REQUEST"), "{path}: no X_Auth_* spelling");
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_vec().unwrap();
     let ours = &routes[0];
     assert_eq!(ours["match"]["prefix"].as_str(), Some(format!("{}/", settings.server.prefix).as_str()), "{path}");
@@ -220,6 +221,8 @@ fn envoy_http_config_lets_identity_headers_and_cookies_flow() {
     for h in ["cookie", "authorization", "accept", "sec-fetch-mode", "x-requested-with"] {
         assert!(matches(&sent, h), "allowed_headers sends {h}");
     }
+    // idgate removes only the spoofed headers it sees (besides the names it always lists).
+    assert!(matches(&sent, "x-auth-request-groups"), "allowed_headers sends any x-auth-request-* the client sent");
     let response = &service["authorization_response"];
     let upstream = patterns(&response["allowed_upstream_headers"]);
     for (h, _) in config::settings::DEFAULT_HEADERS {
