@@ -53,6 +53,8 @@ pub struct State {
     pub refreshes: login::refresh::Flights,
     /// idgate's own keys and their published JWK set.
     pub own_keys: Arc<OwnKeys>,
+    /// Form posts kept over a re-login.
+    pub posts: login::preserved_post::PreservedPosts,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -73,7 +75,9 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
+        let provider = Arc::new(
+            Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)).with_clock(Arc::clone(&clock)),
+        );
         let forwarder = Forwarder::new(
             http,
             &settings.upstream.url,
@@ -110,6 +114,7 @@ impl State {
         let callback = settings.callback_path().to_owned();
         let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
         State {
+            posts: login::preserved_post::PreservedPosts::new(&settings, &flow_path),
             sessions: Sessions::with_store(s, kept.store),
             flows: Flows {
                 ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
@@ -223,6 +228,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         forward_access_token,
         userinfo_claims,
         id_token_decryption,
+        client_key,
+        client_assertion_audience,
+        par,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -244,6 +252,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.require_encrypted_id_token", d.required != nd.required);
     check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    check("oidc.client_key_file", *client_key != n.client_key);
+    check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
+    check("oidc.par", *par != n.par);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,
@@ -256,6 +267,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         memory_capacity,
         refresh_margin: _,
         silent_reauth: _,
+        preserve_post_max_bytes: _,
     } = &old.session;
     let n = &new.session;
     match (store, &n.store) {

@@ -5,6 +5,7 @@ mod harness;
 
 mod attacks;
 mod cli;
+mod client_auth;
 mod deploy;
 mod differential;
 mod ext_authz;
@@ -15,6 +16,7 @@ mod interop;
 mod jwe;
 mod login;
 mod nginx;
+mod preserved_post;
 mod redis;
 mod sessions;
 mod server;
