@@ -126,7 +126,8 @@ impl Authorization for Service {
             remote.map_or(Peer::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), false), |r| Peer::new(r.addr.ip(), r.tls));
         let state = (self.current)();
         let started = tokio::time::Instant::now();
-        let (verdict, method, path) = decide(&state, request.into_inner(), &peer).await;
+        // Boxed: the decision is the whole authenticate step, a deep future for the async-trait wrapper.
+        let (verdict, method, path) = Box::pin(decide(&state, request.into_inner(), &peer)).await;
         let status = match &verdict {
             Verdict::Allow(_) => StatusCode::OK,
             Verdict::Deny(resp) => resp.status(),
