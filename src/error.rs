@@ -237,7 +237,7 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
         html_page(status, status.canonical_reason().unwrap_or("Error"), message, &extra)
     };
     match e {
-        PostError::TooLarge { .. } | PostError::NoRoom { .. } => {
+        PostError::TooLarge { .. } | PostError::NoRoom { .. } | PostError::StoreFull { .. } => {
             tracing::info!(request_id = id, reason, error = %e, "form post not kept over the re-login");
             let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
             let link = format!(
@@ -266,6 +266,10 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
         PostError::OtherBrowser => {
             tracing::warn!(request_id = id, reason, "kept form post sent from another browser");
             page(StatusCode::FORBIDDEN, "This form can only be sent from the browser that started it.", "")
+        }
+        PostError::CrossOrigin => {
+            tracing::warn!(request_id = id, reason, "resume form sent by a page of another origin");
+            page(StatusCode::FORBIDDEN, "This form can only be sent from the page shown after signing in.", "")
         }
         PostError::Replayed => {
             tracing::warn!(request_id = id, reason, "kept form post sent again");
