@@ -245,11 +245,13 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
                  here and send the form again.</p>",
                 escape(&format!("{}/start?rd={rd}", ctx.prefix))
             );
-            page(
-                StatusCode::UNAUTHORIZED,
-                "Your session has ended, and this form is too large to keep while you sign in again.",
-                &link,
-            )
+            let message = match e {
+                PostError::StoreFull { .. } => {
+                    "Your session has ended, and this form cannot be kept right now while you sign in again."
+                }
+                _ => "Your session has ended, and this form is too large to keep while you sign in again.",
+            };
+            page(StatusCode::UNAUTHORIZED, message, &link)
         }
         PostError::Unreadable => {
             tracing::info!(request_id = id, reason, "form post body unreadable");

@@ -1536,6 +1536,7 @@ async fn post_the_server_side_store_of_kept_posts_is_bounded() {
     assert_eq!(kept, 10, "9 KB posts (9 119 bytes sealed) until the 100 000 bytes are used");
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
     assert!(refused.text().contains("post_store_full"), "{}", refused.text());
+    assert!(refused.text().contains("cannot be kept right now"), "{}", refused.text());
     // Small posts travel in cookies and need no room in the store.
     let small = post_form_navigation(&mallory, &gate.base, "/a", &gate.base, "same-origin", "a=1").await;
     assert_eq!(small.status, StatusCode::SEE_OTHER, "{}", small.text());
