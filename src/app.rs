@@ -75,7 +75,9 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
+        let provider = Arc::new(
+            Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)).with_clock(Arc::clone(&clock)),
+        );
         let forwarder = Forwarder::new(
             http,
             &settings.upstream.url,
@@ -225,6 +227,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         forward_access_token,
         userinfo_claims,
         id_token_decryption,
+        client_key,
+        client_assertion_audience,
+        par,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -246,6 +251,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.require_encrypted_id_token", d.required != nd.required);
     check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    check("oidc.client_key_file", *client_key != n.client_key);
+    check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
+    check("oidc.par", *par != n.par);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,
