@@ -16,5 +16,6 @@ mod login;
 mod nginx;
 mod preserved_post;
 mod redis;
+mod redis_ha;
 mod sessions;
 mod server;
