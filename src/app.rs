@@ -268,6 +268,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         refresh_margin: _,
         silent_reauth: _,
         preserve_post_max_bytes: _,
+        preserve_post_store_bytes: _,
     } = &old.session;
     let n = &new.session;
     match (store, &n.store) {

@@ -109,6 +109,7 @@ pub struct RawSession {
     pub refresh_margin_secs: Option<u64>,
     pub silent_reauth: Option<bool>,
     pub preserve_post_max_bytes: Option<u64>,
+    pub preserve_post_store_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

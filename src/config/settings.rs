@@ -156,6 +156,8 @@ pub enum StoreKind {
 pub const DEFAULT_PRESERVE_POST_MAX_BYTES: usize = 64 * 1024;
 /// The most `session.preserve_post_max_bytes` may be: the kept body travels back inside an HTML page.
 const MAX_PRESERVE_POST_BYTES: u64 = 1 << 20;
+/// Default of `session.preserve_post_store_bytes`: 64 MiB of kept posts in the server-side store per process.
+pub const DEFAULT_PRESERVE_POST_STORE_BYTES: usize = 64 << 20;
 
 /// Session sealing and cookies.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +178,8 @@ pub struct SessionSettings {
     pub silent_reauth: bool,
     /// Largest form post kept over a re-login (`login::preserved_post`); 0 turns the feature off.
     pub preserve_post_max_bytes: usize,
+    /// Most bytes of kept posts this process holds in the server-side store at once (anyone can send a form post).
+    pub preserve_post_store_bytes: usize,
 }
 
 impl SessionSettings {
@@ -193,6 +197,7 @@ impl SessionSettings {
             refresh_margin: Duration::from_secs(60),
             silent_reauth: false,
             preserve_post_max_bytes: DEFAULT_PRESERVE_POST_MAX_BYTES,
+            preserve_post_store_bytes: DEFAULT_PRESERVE_POST_STORE_BYTES,
         }
     }
 }
@@ -607,6 +612,14 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
             DEFAULT_PRESERVE_POST_MAX_BYTES as u64,
             0,
             MAX_PRESERVE_POST_BYTES,
+        ) as usize,
+        preserve_post_store_bytes: range(
+            p,
+            "session.preserve_post_store_bytes",
+            raw.preserve_post_store_bytes,
+            DEFAULT_PRESERVE_POST_STORE_BYTES as u64,
+            0,
+            1 << 40,
         ) as usize,
     })
 }

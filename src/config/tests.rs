@@ -414,6 +414,17 @@ fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
     assert_eq!(keys(&e), ["session.preserve_post_max_bytes"]);
 }
 
+#[test]
+fn preserve_post_store_bytes_defaults_to_64_mib() {
+    let f = file(".toml", GOOD);
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.session.preserve_post_store_bytes, 64 << 20);
+    let set = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_STORE_BYTES", "1000")])).unwrap();
+    assert_eq!(set.session.preserve_post_store_bytes, 1000);
+    let e = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_STORE_BYTES", "2199023255553")])).unwrap_err();
+    assert_eq!(keys(&e), ["session.preserve_post_store_bytes"]);
+}
+
 /// `private_key_jwt` (issue 13): the key is read at load, and every inconsistent combination names its key.
 #[test]
 fn private_key_jwt_settings_are_loaded_and_checked() {
