@@ -19,6 +19,7 @@ use crate::{
     oidc::Provider,
     pipeline::{self, Failure},
     policy::Rules,
+    providers::Registry,
     route::{self, Endpoint, Route, RouteTable},
     server::{self, Limits},
     session::{
@@ -37,7 +38,10 @@ pub struct State {
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The first provider (with `[oidc]`, the only one). A request picks its own from `providers`.
     pub provider: Arc<Provider>,
+    /// Every provider, by name, and which a request may use.
+    pub providers: Arc<Registry>,
     pub sessions: Sessions,
     pub flows: Flows,
     pub routes: RouteTable,
@@ -56,7 +60,7 @@ pub struct State {
 struct Kept {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    provider: Arc<Provider>,
+    providers: Arc<Registry>,
     forwarder: Arc<Forwarder>,
     store: crate::session::Shared,
     used_states: moka::sync::Cache<String, ()>,
@@ -69,7 +73,9 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
+        let providers = Arc::new(Registry::new(&settings, |_, oidc| {
+            Registry::loaded(Provider::new(oidc.clone(), http.clone(), Arc::clone(&metrics)))
+        }));
         let forwarder = Forwarder::new(
             http,
             &settings.upstream.url,
@@ -83,7 +89,7 @@ impl State {
         let kept = Kept {
             clock,
             metrics,
-            provider,
+            providers,
             forwarder: Arc::new(forwarder),
             store,
             used_states: moka::sync::Cache::builder()
@@ -120,7 +126,8 @@ impl State {
             used_states: kept.used_states,
             logout_jtis: kept.logout_jtis,
             refreshes: kept.refreshes,
-            provider: kept.provider,
+            provider: Arc::clone(kept.providers.first().provider()),
+            providers: kept.providers,
             metrics: kept.metrics,
             clock: kept.clock,
             settings,
@@ -132,18 +139,40 @@ impl State {
     /// were not applied ([`needs_restart`]).
     pub fn reloaded(&self, mut new: Settings) -> (State, Vec<&'static str>) {
         let old = &self.settings;
-        let ignored = needs_restart(old, &new);
+        let mut ignored = needs_restart(old, &new);
+        // With [[providers]] before and after, providers are added, removed and changed by the reload.
+        let providers_reload = !old.providers.is_empty() && !new.providers.is_empty();
+        if providers_reload {
+            ignored.retain(|k| !k.starts_with("oidc."));
+        } else {
+            if old.providers.is_empty() != new.providers.is_empty() {
+                ignored.push("providers");
+            }
+            new.oidc = old.oidc.clone();
+            new.providers = old.providers.clone();
+        }
         new.server = old.server.clone();
         new.admin = old.admin.clone();
         new.upstream = old.upstream.clone();
-        new.oidc = old.oidc.clone();
         new.session.store = old.session.store.clone();
         new.session.memory_capacity = old.session.memory_capacity;
         new.log = old.log.clone();
+        let providers = if providers_reload {
+            let http = client::build(new.upstream.connect_timeout);
+            let registry = Registry::new(&new, |name, oidc| {
+                self.providers.reusable(name, oidc).unwrap_or_else(|| {
+                    Registry::loaded(Provider::new(oidc.clone(), http.clone(), Arc::clone(&self.metrics)))
+                })
+            });
+            registry.start_loaders();
+            Arc::new(registry)
+        } else {
+            Arc::clone(&self.providers)
+        };
         let kept = Kept {
             clock: Arc::clone(&self.clock),
             metrics: Arc::clone(&self.metrics),
-            provider: Arc::clone(&self.provider),
+            providers,
             forwarder: Arc::clone(&self.forwarder),
             store: self.sessions.shared_store(),
             used_states: self.used_states.clone(),
@@ -347,9 +376,9 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
     match route {
         Route::Proxy { auth, rule } => pipeline::proxy(state, req, peer, auth, rule).await,
         Route::Endpoint(Endpoint::Start) => {
-            let params = login::query_params(req.uri().query(), &["rd"])?;
-            let interactive = login::param(&params, "interactive").is_some();
-            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive).await?)
+            let host = request_host(state, &req, &peer);
+            let kind = route::kind(req.method(), req.headers());
+            Ok(login::choose::start(state, req.headers(), host.as_deref(), kind, req.uri().query()).await?)
         }
         Route::Endpoint(Endpoint::Callback) => {
             let result = login::callback::callback(state, req.headers(), req.uri().query()).await;
@@ -377,8 +406,17 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             Ok(login::backchannel::backchannel_logout(state, &parts.method, &parts.headers, &form).await)
         }
         Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer).await,
-        Route::Endpoint(Endpoint::Userinfo) => pipeline::userinfo(state, req.headers()).await,
+        Route::Endpoint(Endpoint::Userinfo) => {
+            let host = request_host(state, &req, &peer);
+            pipeline::userinfo(state, req.headers(), host.as_deref()).await
+        }
     }
+}
+
+/// The request's host as the application sees it (with `[[providers]]`; `X-Forwarded-Host` from trusted proxies).
+pub fn request_host<B>(state: &State, req: &Request<B>, peer: &Peer) -> Option<String> {
+    let authority = req.uri().authority().map(|a| a.as_str());
+    state.providers.host(req.headers(), authority, state.forwarder.is_trusted(peer.ip))
 }
 
 /// A running idgate: its bound addresses and a handle to stop it.
@@ -492,7 +530,7 @@ pub async fn start_on(
     };
     let grace = settings.server.shutdown_grace;
     let state = State::new(settings, clock)?;
-    let loader = state.provider.spawn_loader();
+    state.providers.start_loaders();
     let shared = Arc::new(Shared(std::sync::RwLock::new(Arc::clone(&state))));
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
@@ -523,9 +561,10 @@ pub async fn start_on(
         )
     };
     tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %state.settings.upstream.url, issuer = %state.settings.oidc.issuer, "idgate serving");
+    let stopping = Arc::clone(&shared);
     let done = tokio::spawn(async move {
         tokio::join!(public_server, admin_server);
-        loader.abort();
+        stopping.current().providers.stop_loaders();
     });
     Ok(Running { public_addr, admin_addr, shared, stop, done })
 }

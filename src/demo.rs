@@ -139,6 +139,7 @@ fn demo_settings(
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        providers: vec![],
     })
 }
 

@@ -38,6 +38,9 @@ pub enum RequestError {
     BadRequest(&'static str),
     #[error(transparent)]
     Store(#[from] crate::session::store::StoreError),
+    /// The session's provider is not allowed for this route or host (`[[providers]]`).
+    #[error(transparent)]
+    WrongProvider(#[from] crate::providers::Mismatch),
 }
 
 /// What `respond` needs to know about the request.
@@ -118,6 +121,16 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
             )
         }
         RequestError::Login(e) => login_error(e, &ctx, &retry),
+        RequestError::WrongProvider(m) => {
+            tracing::info!(request_id = id, cause = %m, "session refused: its provider is not allowed here");
+            if ctx.may_redirect && ctx.kind == RequestKind::Navigation {
+                // A login with a provider allowed here replaces the session.
+                let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
+                redirect(&format!("{}/start?rd={rd}", ctx.prefix))
+            } else {
+                json(StatusCode::FORBIDDEN, "wrong_provider", "This session's identity provider is not accepted here.")
+            }
+        }
     };
     for c in ctx.clear {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -151,6 +164,16 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             tracing::info!(request_id = id, reason = e.reason(), idp_error = %error, "issuer returned an error");
             let msg = format!("The identity provider did not log you in ({error}).");
             answer(ctx, StatusCode::BAD_REQUEST, "idp_error", &msg, again)
+        }
+        LoginError::UnknownProvider | LoginError::ProviderNotAllowed => {
+            tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
+            let msg = "This sign-in option is not available here.";
+            answer(ctx, StatusCode::BAD_REQUEST, e.reason(), msg, again)
+        }
+        LoginError::ChooseProvider => {
+            tracing::debug!(request_id = id, "login start without a provider where several are allowed");
+            let msg = "Several identity providers are available here: start the login with ?provider=NAME.";
+            answer(ctx, StatusCode::UNAUTHORIZED, e.reason(), msg, again)
         }
         LoginError::BadCsrf => {
             tracing::info!(request_id = id, reason = e.reason(), "sign-out refused");

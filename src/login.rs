@@ -3,6 +3,7 @@
 
 pub mod backchannel;
 pub mod callback;
+pub mod choose;
 pub mod flow;
 pub mod redirect;
 pub mod refresh;
@@ -42,6 +43,12 @@ pub enum LoginError {
     Store(#[from] crate::session::store::StoreError),
     #[error("sign-out form token missing or invalid")]
     BadCsrf,
+    #[error("no such provider")]
+    UnknownProvider,
+    #[error("this provider is not allowed for the return path's route or host")]
+    ProviderNotAllowed,
+    #[error("several providers are allowed here: choose one with ?provider=NAME")]
+    ChooseProvider,
 }
 
 impl From<crate::session::SessionError> for LoginError {
@@ -78,6 +85,9 @@ impl LoginError {
             LoginError::SessionTooLarge => "session_too_large",
             LoginError::Store(_) => "session_store_unavailable",
             LoginError::BadCsrf => "bad_csrf",
+            LoginError::UnknownProvider => "unknown_provider",
+            LoginError::ProviderNotAllowed => "provider_not_allowed",
+            LoginError::ChooseProvider => "choose_provider",
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    /// `[[providers]]`: several issuers, instead of `[oidc]`.
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -115,6 +118,8 @@ pub struct RawRoute {
     pub all_of: Option<BTreeMap<String, Vec<String>>>,
     /// `%2F` may stand in a path segment under this route (kept encoded).
     pub allow_encoded_slashes: Option<bool>,
+    /// `[[providers]]` names allowed on this route.
+    pub providers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -122,4 +127,15 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+/// One `[[providers]]` entry: its name, title and hosts, and every `[oidc]` key (parsed by the same code).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub oidc: RawOidc,
 }

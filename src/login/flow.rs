@@ -31,6 +31,9 @@ pub struct Flow {
     /// Sent with `prompt=none`: a `login_required` answer restarts the login interactively.
     #[serde(rename = "q", default)]
     pub silent: bool,
+    /// The `[[providers]]` name this login goes to (none with `[oidc]`): the callback expects that issuer's answer.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// Seals, opens and names flow cookies.

@@ -12,18 +12,23 @@ use crate::{
     random,
 };
 
-/// `GET {prefix}/start?rd=PATH`: begins a login that returns to `rd` (same-origin paths only). With
-/// `session.silent_reauth`, the first attempt asks the issuer with `prompt=none`; `interactive` skips that.
+/// `GET {prefix}/start?rd=PATH`, once its provider is chosen ([`super::choose`]): begins a login at provider
+/// `chosen` that returns to `rd` (same-origin paths only). With `session.silent_reauth`, the first attempt asks the
+/// issuer with `prompt=none`; `interactive` skips that.
 pub async fn start(
     state: &State,
     req: &HeaderMap,
+    chosen: usize,
     rd: Option<&str>,
     interactive: bool,
 ) -> Result<Response<Body>, LoginError> {
-    let metadata = state.provider.metadata()?;
-    state.provider.check_reachable().await?;
-    let oidc = state.provider.settings();
+    let entry = state.providers.entry(chosen).ok_or(LoginError::UnknownProvider)?;
+    let provider = entry.provider();
+    let metadata = provider.metadata()?;
+    provider.check_reachable().await?;
+    let oidc = provider.settings();
     let flow = Flow {
+        provider: state.providers.record(chosen).map(str::to_owned),
         state: random::token(16),
         nonce: random::token(16),
         verifier: crate::config::Secret::new(random::token(32)),
