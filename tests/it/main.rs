@@ -13,6 +13,7 @@ mod interop;
 mod jwe;
 mod login;
 mod nginx;
+mod providers;
 mod redis;
 mod sessions;
 mod server;
