@@ -17,6 +17,7 @@ use crate::{
     identity::HeaderPlan,
     login::{self, flow::Flows},
     oidc::Provider,
+    own_keys::OwnKeys,
     pipeline::{self, Failure},
     policy::Rules,
     providers::Registry,
@@ -54,6 +55,8 @@ pub struct State {
     pub logout_jtis: moka::sync::Cache<String, ()>,
     /// Refreshes in flight or just done, shared by concurrent requests of one session.
     pub refreshes: login::refresh::Flights,
+    /// idgate's own keys and their published JWK set.
+    pub own_keys: Arc<OwnKeys>,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -66,6 +69,7 @@ struct Kept {
     used_states: moka::sync::Cache<String, ()>,
     logout_jtis: moka::sync::Cache<String, ()>,
     refreshes: login::refresh::Flights,
+    own_keys: Arc<OwnKeys>,
 }
 
 impl State {
@@ -101,6 +105,7 @@ impl State {
                 .time_to_live(Duration::from_secs(900))
                 .build(),
             refreshes: login::refresh::flights(),
+            own_keys: Arc::new(OwnKeys::new(&settings)),
         };
         Ok(Arc::new(Self::assemble(settings, kept)))
     }
@@ -126,6 +131,7 @@ impl State {
             used_states: kept.used_states,
             logout_jtis: kept.logout_jtis,
             refreshes: kept.refreshes,
+            own_keys: kept.own_keys,
             provider: Arc::clone(kept.providers.first().provider()),
             providers: kept.providers,
             metrics: kept.metrics,
@@ -178,6 +184,7 @@ impl State {
             used_states: self.used_states.clone(),
             logout_jtis: self.logout_jtis.clone(),
             refreshes: self.refreshes.clone(),
+            own_keys: Arc::clone(&self.own_keys),
         };
         (Self::assemble(new, kept), ignored)
     }
@@ -410,6 +417,7 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             let host = request_host(state, &req, &peer);
             pipeline::userinfo(state, req.headers(), host.as_deref()).await
         }
+        Route::Endpoint(Endpoint::Jwks) => Ok(state.own_keys.response()),
     }
 }
 

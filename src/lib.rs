@@ -34,6 +34,8 @@ pub mod body;
 pub mod client;
 pub mod clock;
 pub mod random;
+pub mod signing;
+pub mod own_keys;
 pub mod telemetry;
 pub mod dev_issuer;
 pub mod demo;

@@ -18,6 +18,8 @@ pub enum Endpoint {
     Auth,
     Userinfo,
     BackchannelLogout,
+    /// idgate's own public keys (`{prefix}/jwks`).
+    Jwks,
 }
 
 /// What a request is.
@@ -149,6 +151,7 @@ impl RouteTable {
                 "/auth" => Some(Endpoint::Auth),
                 "/userinfo" => Some(Endpoint::Userinfo),
                 "/backchannel_logout" => Some(Endpoint::BackchannelLogout),
+                "/jwks" => Some(Endpoint::Jwks),
                 _ => None,
             };
             if let Some(ep) = ep {
@@ -624,6 +627,7 @@ mod tests {
             ("/oauth2/auth", Endpoint::Auth),
             ("/oauth2/userinfo", Endpoint::Userinfo),
             ("/oauth2/backchannel_logout", Endpoint::BackchannelLogout),
+            ("/oauth2/jwks", Endpoint::Jwks),
         ] {
             assert_eq!(t.classify(path), Route::Endpoint(ep), "{path}");
             assert_eq!(t.classify(&format!("{path}/x")), Route::Proxy { auth: AuthMode::Login, rule: None });

@@ -204,6 +204,8 @@ struct DecryptionKey {
     /// The JWK's `alg`, when it names one: the token's must then be it.
     alg: Option<String>,
     key: Private,
+    /// The public members RFC 7638 hashes (`e kty n`, or `crv kty x y`), for publishing.
+    public: Map<String, Value>,
 }
 
 impl DecryptionKey {
@@ -269,20 +271,24 @@ impl DecryptionKeys {
         let mut keys = Vec::new();
         for (i, item) in PrivateKeyDer::pem_slice_iter(pem).enumerate() {
             let der = item.map_err(|e| KeyFileError(format!("PEM section {i}: {e}")))?;
-            let key = match &der {
+            let unusable = || KeyFileError(format!("PEM section {i}: not a usable RSA key"));
+            let (key, public) = match &der {
                 PrivateKeyDer::Pkcs8(d) => match rsa::PrivateDecryptingKey::from_pkcs8(d.secret_pkcs8_der()) {
-                    Ok(k) => rsa_key(k, i)?,
+                    Ok(k) => {
+                        let key = rsa_key(k, i)?;
+                        let pair = rsa::KeyPair::from_pkcs8(d.secret_pkcs8_der()).map_err(|_| unusable())?;
+                        (key, rsa_public(&pair))
+                    }
                     Err(_) => p256_key(d.secret_pkcs8_der(), i)?,
                 },
                 PrivateKeyDer::Pkcs1(d) => {
-                    let pair = rsa::KeyPair::from_der(d.secret_pkcs1_der())
-                        .map_err(|_| KeyFileError(format!("PEM section {i}: not a usable RSA key")))?;
-                    rsa_from_pair(&pair, i)?
+                    let pair = rsa::KeyPair::from_der(d.secret_pkcs1_der()).map_err(|_| unusable())?;
+                    (rsa_from_pair(&pair, i)?, rsa_public(&pair))
                 }
                 PrivateKeyDer::Sec1(d) => p256_key(d.secret_sec1_der(), i)?,
                 _ => return Err(KeyFileError(format!("PEM section {i}: unsupported key format"))),
             };
-            keys.push(DecryptionKey { kid: None, alg: None, key });
+            keys.push(DecryptionKey { kid: None, alg: None, key, public });
         }
         Ok(Self { keys, digest: digest_of(pem) })
     }
@@ -299,6 +305,25 @@ impl DecryptionKeys {
         };
         let keys = list.iter().enumerate().map(|(i, jwk)| key_from_jwk(jwk, i)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { keys, digest: digest_of(json) })
+    }
+
+    /// The public halves as JWKs for idgate's published key set (`use: enc`; the key's `kid` and `alg` when the
+    /// file names them, else the RFC 7638 thumbprint as `kid`, which a token without a known `kid` still falls back
+    /// from to trying every key without one).
+    pub fn public_jwks(&self) -> Vec<Value> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let mut jwk = k.public.clone();
+                let kid = k.kid.clone().unwrap_or_else(|| crate::signing::jwk_thumbprint(&k.public));
+                jwk.insert("use".into(), json!("enc"));
+                jwk.insert("kid".into(), json!(kid));
+                if let Some(alg) = &k.alg {
+                    jwk.insert("alg".into(), json!(alg));
+                }
+                Value::Object(jwk)
+            })
+            .collect()
     }
 
     /// Number of keys.
@@ -349,10 +374,31 @@ fn rsa_from_pair(pair: &rsa::KeyPair, i: usize) -> Result<Private, KeyFileError>
     rsa_key(k, i)
 }
 
-fn p256_key(der: &[u8], i: usize) -> Result<Private, KeyFileError> {
-    agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, der).map(Private::P256).map_err(|_| {
-        KeyFileError(format!("key {i}: neither a usable RSA key (at least 2048 bits) nor an EC P-256 key"))
-    })
+fn p256_key(der: &[u8], i: usize) -> Result<(Private, Map<String, Value>), KeyFileError> {
+    let unusable =
+        || KeyFileError(format!("key {i}: neither a usable RSA key (at least 2048 bits) nor an EC P-256 key"));
+    let key = agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, der).map_err(|_| unusable())?;
+    let point = key.compute_public_key().map_err(|_| unusable())?;
+    let public = p256_public(point.as_ref());
+    Ok((Private::P256(key), public))
+}
+
+fn rsa_public(pair: &rsa::KeyPair) -> Map<String, Value> {
+    let p = aws_lc_rs::signature::KeyPair::public_key(pair);
+    let e64 = |b: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(b));
+    let members = [
+        ("e", e64(p.exponent().big_endian_without_leading_zero())),
+        ("kty", json!("RSA")),
+        ("n", e64(p.modulus().big_endian_without_leading_zero())),
+    ];
+    members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The JWK members of an uncompressed P-256 point.
+fn p256_public(point: &[u8]) -> Map<String, Value> {
+    let e64 = |b: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(b));
+    let members = [("crv", json!("P-256")), ("kty", json!("EC")), ("x", e64(&point[1..33])), ("y", e64(&point[33..]))];
+    members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 fn key_from_jwk(jwk: &Value, i: usize) -> Result<DecryptionKey, KeyFileError> {
@@ -373,7 +419,7 @@ fn key_from_jwk(jwk: &Value, i: usize) -> Result<DecryptionKey, KeyFileError> {
     {
         return Err(bad("alg is not a supported key management algorithm"));
     }
-    let key = match text("kty") {
+    let (key, public) = match text("kty") {
         Some("RSA") => {
             let (n, e, d, p, q, dp, dq, qi) = (
                 bytes("n")?,
@@ -395,7 +441,7 @@ fn key_from_jwk(jwk: &Value, i: usize) -> Result<DecryptionKey, KeyFileError> {
                 qInv: qi.as_slice(),
             };
             let pair = rsa::KeyPair::from_components(&components).map_err(|_| bad("not a consistent RSA key"))?;
-            rsa_from_pair(&pair, i)?
+            (rsa_from_pair(&pair, i)?, rsa_public(&pair))
         }
         Some("EC") => {
             if text("crv") != Some("P-256") {
@@ -410,11 +456,11 @@ fn key_from_jwk(jwk: &Value, i: usize) -> Result<DecryptionKey, KeyFileError> {
             if public.as_ref() != point.as_slice() {
                 return Err(bad("x/y do not match d"));
             }
-            Private::P256(key)
+            (Private::P256(key), p256_public(&point))
         }
         _ => return Err(bad("kty must be RSA or EC")),
     };
-    Ok(DecryptionKey { kid: text("kid").map(str::to_owned), alg, key })
+    Ok(DecryptionKey { kid: text("kid").map(str::to_owned), alg, key, public })
 }
 
 /// An uncompressed SEC1 point from JWK coordinates.

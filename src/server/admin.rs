@@ -1,5 +1,5 @@
 //! The admin listener — never the public one: `/healthz` (alive), `/readyz` (issuer loaded and session store
-//! reachable), `/metrics`.
+//! reachable), `/metrics`, and `/jwks` (idgate's own public keys, as on the public listener).
 
 use std::sync::Arc;
 
@@ -13,6 +13,9 @@ use crate::{
 
 /// Answers one admin request.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/jwks" {
+        return state.own_keys.response();
+    }
     let (status, content_type, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {

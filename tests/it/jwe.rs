@@ -248,3 +248,37 @@ fn a_changed_decryption_key_needs_a_restart() {
         ["oidc.id_token_decryption_key_file", "oidc.require_encrypted_id_token", "oidc.id_token_encryption_algs"]
     );
 }
+
+/// `{prefix}/jwks` publishes the decryption key's public half (also on the admin listener): an issuer that encrypts
+/// to the key it fetched there, under the `kid` published, produces tokens idgate decrypts.
+#[tokio::test]
+async fn the_published_jwks_is_the_key_an_issuer_encrypts_to() {
+    let g = GeneratedKey::rsa();
+    let keys = DecryptionKeys::from_file_contents(g.private_pem.as_bytes()).unwrap();
+    let gate = TestGate::builder()
+        .settings(move |s| {
+            s.oidc.id_token_decryption.keys = Some(Arc::new(keys));
+            s.oidc.id_token_decryption.required = true;
+        })
+        .spawn()
+        .await;
+    let b = gate.browser();
+    let public = b.get(&format!("{}/oauth2/jwks", gate.base)).await;
+    assert_eq!(public.status, StatusCode::OK);
+    assert_eq!(public.headers["cache-control"], "public, max-age=300");
+    let admin = b.get(&format!("{}/jwks", gate.admin)).await;
+    assert_eq!(admin.text(), public.text(), "the admin listener serves the same document");
+    let doc: Value = serde_json::from_str(&public.text()).unwrap();
+    let [jwk] = doc["keys"].as_array().unwrap().as_slice() else { panic!("one key: {doc}") };
+    assert_eq!((jwk["use"].as_str(), jwk["kty"].as_str()), (Some("enc"), Some("RSA")));
+    assert_eq!(jwk["n"], g.public_jwk["n"], "the public half of the configured key");
+    assert!(jwk.get("d").is_none());
+    let key = idgate::id_token::jwe::EncryptionKey::from_jwk(jwk).unwrap();
+    let kid = jwk["kid"].as_str().map(str::to_owned);
+    gate.issuer.configure(move |k| {
+        k.id_token_encryption = Some(IdTokenEncryption { key, kid, alg: KeyAlg::RsaOaep256, enc: ContentEnc::A256Gcm })
+    });
+    let page = b.login(&gate.base, "/app", "Alice").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.upstream_header("x-auth-request-email").as_deref(), Some("alice@example.com"));
+}

@@ -1,0 +1,97 @@
+//! idgate's own keys and the JWK set it publishes at `{prefix}/jwks` (public listener) and `/jwks` (admin): the
+//! public halves of the keys idgate signs with (client assertions for `private_key_jwt`, the identity assertion
+//! for the upstream) and of the keys an issuer encrypts ID tokens to. An issuer can then be pointed at that
+//! `jwks_uri` instead of a pasted key, and an application can verify the assertion.
+//!
+//! Rotation: add the new key (idgate publishes both), wait longer than the document's `max-age` plus the issuer's
+//! own cache, then remove the old one. Built once at start and kept across reloads (key files need a restart).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use serde_json::Value;
+
+use crate::{
+    body::{self, Body},
+    config::Settings,
+    signing::{self, SigningKey},
+};
+
+/// How long a fetched key set may be cached (seconds): short, so a rotation only waits minutes.
+pub const JWKS_MAX_AGE_SECS: u64 = 300;
+
+/// The keys idgate holds, and the key set document built from their public halves.
+pub struct OwnKeys {
+    /// Keys whose public halves are published with `use: sig`, in order (current first).
+    signing: Vec<Arc<SigningKey>>,
+    /// The document served at `{prefix}/jwks`.
+    document: Bytes,
+}
+
+impl std::fmt::Debug for OwnKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnKeys").field("signing", &self.signing).finish_non_exhaustive()
+    }
+}
+
+impl OwnKeys {
+    /// Collects the keys the settings name (already read and checked at config load).
+    pub fn new(settings: &Settings) -> Self {
+        let signing: Vec<Arc<SigningKey>> = Vec::new();
+        // `[oidc]`, or every `[[providers]]` entry (`settings.oidc` is then the first's; duplicates are dropped).
+        let encryption = std::iter::once(&settings.oidc)
+            .chain(settings.providers.iter().map(|p| &p.oidc))
+            .flat_map(|o| o.id_token_decryption.keys.as_ref().map(|k| k.public_jwks()).unwrap_or_default())
+            .collect();
+        Self::from_parts(signing, encryption)
+    }
+
+    fn from_parts(signing: Vec<Arc<SigningKey>>, encryption: Vec<Value>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let jwks = signing.iter().map(|k| k.public_jwk()).chain(encryption);
+        // A key named twice (the same file under two settings) is published once.
+        let unique = jwks.filter(|jwk| seen.insert((jwk["kid"].clone(), jwk["use"].clone())));
+        let document = Bytes::from(signing::jwks_document(unique));
+        Self { signing, document }
+    }
+
+    /// The key set document.
+    pub fn document(&self) -> &Bytes {
+        &self.document
+    }
+
+    /// The `{prefix}/jwks` answer: the document, cacheable for [`JWKS_MAX_AGE_SECS`].
+    pub fn response(&self) -> Response<Body> {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/jwk-set+json")
+            .header(header::CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}"))
+            .body(body::full(self.document.clone()))
+            .unwrap_or_else(body::internal_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_and_encryption_keys_are_published_once_each_without_private_parts() {
+        let a = Arc::new(SigningKey::generate_p256().unwrap());
+        let b = Arc::new(SigningKey::generate_rsa(None).unwrap());
+        let dec = crate::id_token::jwe::DecryptionKeys::from_pem(
+            crate::id_token::jwe::GeneratedKey::p256().private_pem.as_bytes(),
+        )
+        .unwrap();
+        let keys = OwnKeys::from_parts(vec![Arc::clone(&a), b, a], dec.public_jwks());
+        let doc: Value = serde_json::from_slice(keys.document()).unwrap();
+        let list = doc["keys"].as_array().unwrap();
+        let uses: Vec<&str> = list.iter().map(|k| k["use"].as_str().unwrap()).collect();
+        assert_eq!(uses, ["sig", "sig", "enc"], "the repeated key is published once");
+        assert!(list.iter().all(|k| k.get("d").is_none() && k["kid"].is_string()));
+        let resp = keys.response();
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "public, max-age=300");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/jwk-set+json");
+    }
+}
