@@ -17,7 +17,7 @@ use tokio::{
 
 use crate::harness::{Browser, Resp, TestGate};
 
-fn interop_dir() -> PathBuf {
+pub(crate) fn interop_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     assert!(dir.join("node_modules/oidc-provider").exists(), "run `npm ci` in tests/interop (scripts/deps.sh does)");
     dir
@@ -139,7 +139,7 @@ async fn gate_for(client: &'static str, ttl: u64, f: impl FnOnce(&mut Settings) 
 }
 
 /// Walks the provider's own pages (login form, consent form) until it sends the browser back to idgate.
-async fn through_provider(b: &Browser, op: &Op, mut resp: Resp, user: &str) -> Resp {
+pub(crate) async fn through_provider(b: &Browser, op: &Op, mut resp: Resp, user: &str) -> Resp {
     for _ in 0..12 {
         if resp.status.is_redirection() {
             let next = Browser::resolve(&op.issuer, resp.location());

@@ -470,3 +470,163 @@ async fn a_reload_removes_a_provider_and_keeps_the_others_sessions() {
     assert_eq!(r.status, StatusCode::OK, "its sessions open again");
     t.shutdown().await;
 }
+
+// === against two real issuers: two oidc-provider instances (different ports and keys, both with `alice`) ===
+
+/// A gate with providers `north` (`/north-area`) and `south` (`/south-area`), both the client `idgate-rs256`, in front
+/// of the demo upstream (it lists the headers it received). `south_up`: start the second provider at all.
+async fn two_ops(south_up: bool) -> (TestGate, crate::interop::Op, crate::interop::Op) {
+    use crate::interop::Op;
+    harness::trace_init();
+    let clock = Arc::new(TestClock::default());
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    let (callback, signed_out) = ([format!("{base}/oauth2/callback")], [format!("{base}/signed-out")]);
+    let north = Op::start(&callback, &signed_out, 3600).await;
+    let mut south = Op::start(&callback, &signed_out, 3600).await;
+    if !south_up {
+        south.stop();
+    }
+    let upstream = idgate::demo::spawn_echo_upstream("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut s = harness::settings(&base, &north.issuer, upstream);
+    s.oidc.client_id = "idgate-rs256".into();
+    s.oidc.client_secret = Some(idgate::config::Secret::new("idgate-rs256-secret-that-is-long-enough-for-hs256-keys"));
+    s.providers = vec![
+        provider("north", "North Corp", &[], &s.oidc, &north.issuer),
+        provider("south", "South Partners", &[], &s.oidc, &south.issuer),
+    ];
+    s.oidc = s.providers[0].oidc.clone();
+    s.routes = vec![
+        route("/north-area", AuthMode::Login, &["north"]),
+        route("/south-area", AuthMode::Login, &["south"]),
+        route("/signed-out", AuthMode::Public, &[]),
+    ];
+    // Unused: a TestGate carries a development issuer.
+    let dev = DevIssuer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        DevAlg::RS256,
+        DevClient {
+            client_id: "unused".into(),
+            client_secret: "unused".into(),
+            redirect_uris: vec![],
+            token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            post_logout_redirect_uris: vec![],
+        },
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .await
+    .unwrap();
+    let running = app::start_on(s, Arc::clone(&clock) as Arc<dyn Clock>, public, admin).await.unwrap();
+    let gate = TestGate { issuer: dev, clock, running: Some(running), base, admin: admin_url };
+    eventually("the gate loads north", Duration::from_secs(10), || async {
+        gate.state().providers.entry(0).unwrap().provider().is_ready().then_some(())
+    })
+    .await;
+    if south_up {
+        eventually("the gate loads south", Duration::from_secs(10), || async {
+            gate.state().providers.all_ready().then_some(())
+        })
+        .await;
+    }
+    (gate, north, south)
+}
+
+/// The login at an oidc-provider from `start` (a redirect to it), back through idgate's callback to the page.
+async fn through_op(gate: &TestGate, op: &crate::interop::Op, b: &Browser, start: Resp, user: &str) -> Resp {
+    assert!(start.location().starts_with(&op.issuer), "to {}: {start:?}", op.issuer);
+    let at_op = b.get(start.location()).await;
+    let back = crate::interop::through_provider(b, op, at_op, user).await;
+    let callback = b.get(&Browser::resolve(&gate.base, back.location())).await;
+    assert_eq!(callback.status, StatusCode::FOUND, "callback: {}", callback.text());
+    b.get(&Browser::resolve(&gate.base, callback.location())).await
+}
+
+fn shown_issuer(page: &Resp) -> Option<String> {
+    let text = page.text();
+    let row = text.split("<code>x-auth-request-issuer</code></td><td><code>").nth(1)?;
+    Some(row.split('<').next()?.to_owned())
+}
+
+#[tokio::test]
+async fn two_real_issuers_one_browser_chooser_routes_and_sessions_apart() {
+    let (gate, north, south) = two_ops(true).await;
+    let base = gate.base.clone();
+    let b = Browser::new();
+    let first = b.get(&format!("{base}/welcome")).await;
+    let chooser = b.get(&Browser::resolve(&base, first.location())).await;
+    assert_eq!(chooser.status, StatusCode::OK, "{}", chooser.text());
+    let links = chooser_links(&chooser);
+    let start = b.get(&Browser::resolve(&base, &links["north"])).await;
+    let landed = through_op(&gate, &north, &b, start, "alice").await;
+    assert_eq!(landed.status, StatusCode::OK, "{}", landed.text());
+    assert_eq!(shown_issuer(&landed).as_deref(), Some("north"));
+    assert!(landed.text().contains("Alice Example"));
+    // The north session does not open south's route: an API request gets 403, a browser goes to south directly.
+    let api = b.api().get(&format!("{base}/south-area/x")).await;
+    assert_eq!(api.status, StatusCode::FORBIDDEN);
+    assert_eq!(api.json()["error"], "wrong_provider");
+    let nav = b.get(&format!("{base}/south-area/x")).await;
+    let start = b.get(&Browser::resolve(&base, nav.location())).await;
+    let landed = through_op(&gate, &south, &b, start, "alice").await;
+    assert_eq!(landed.status, StatusCode::OK, "{}", landed.text());
+    assert_eq!(shown_issuer(&landed).as_deref(), Some("south"), "south's alice, the same sub at another issuer");
+    // Now the browser's session is south's: north's route sends it to north.
+    assert_eq!(b.api().get(&format!("{base}/north-area/")).await.json()["error"], "wrong_provider");
+    drop((north, south));
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_real_issuer_down_while_the_other_logs_in() {
+    let (gate, north, south) = two_ops(false).await;
+    let base = gate.base.clone();
+    let ready = Browser::new().get(&format!("{}/readyz", gate.admin)).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().contains("south"), "{}", ready.text());
+    let b = Browser::new();
+    let down = b.get(&format!("{base}/oauth2/start?provider=south&rd=%2F")).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{}", down.text());
+    let start = b.get(&format!("{base}/oauth2/start?provider=north&rd=%2Fnorth-area%2F")).await;
+    let landed = through_op(&gate, &north, &b, start, "bob").await;
+    assert_eq!(landed.status, StatusCode::OK, "{}", landed.text());
+    assert_eq!(shown_issuer(&landed).as_deref(), Some("north"));
+    drop((north, south));
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_real_browser_chooses_between_two_issuers() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian's chromium is not installed: run scripts/deps.sh");
+    let (gate, north, south) = two_ops(true).await;
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chooser-screenshots");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let status = tokio::process::Command::new("node")
+        .arg(crate::interop::interop_dir().join("chooser.mjs"))
+        .env("BASE_URL", &gate.base)
+        .env("ISSUER_A", &north.issuer)
+        .env("ISSUER_B", &south.issuer)
+        .env("TITLE_A", "North Corp")
+        .env("NAME_A", "north")
+        .env("NAME_B", "south")
+        .env("ROUTE_B", "/south-area/welcome")
+        .env("CHROMIUM", chromium)
+        .env("OUT_DIR", &out_dir)
+        .env("USER_NAME", "zoe")
+        .env("EXPECTED_NAME", "Zoë Ünïcødé 山田")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the chooser scenario failed (screenshots in {})", out_dir.display());
+    for shot in ["1-chooser.png", "2-landed-a.png", "3-landed-b.png"] {
+        let meta = std::fs::metadata(out_dir.join(shot)).unwrap_or_else(|_| panic!("{shot} missing"));
+        assert!(meta.len() > 1000, "{shot} is a real picture");
+    }
+    drop((north, south));
+    gate.shutdown().await;
+}
