@@ -77,8 +77,10 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let providers = Arc::new(Registry::new(&settings, |_, oidc| {
-            Registry::loaded(Provider::new(oidc.clone(), http.clone(), Arc::clone(&metrics)))
+        let multi = !settings.providers.is_empty();
+        let providers = Arc::new(Registry::new(&settings, |name, oidc| {
+            let sink = if multi { metrics.for_provider(name) } else { Arc::clone(&metrics) };
+            Registry::loaded(Provider::new(oidc.clone(), http.clone(), sink))
         }));
         let forwarder = Forwarder::new(
             http,
@@ -167,7 +169,7 @@ impl State {
             let http = client::build(new.upstream.connect_timeout);
             let registry = Registry::new(&new, |name, oidc| {
                 self.providers.reusable(name, oidc).unwrap_or_else(|| {
-                    Registry::loaded(Provider::new(oidc.clone(), http.clone(), Arc::clone(&self.metrics)))
+                    Registry::loaded(Provider::new(oidc.clone(), http.clone(), self.metrics.for_provider(name)))
                 })
             });
             registry.start_loaders();
@@ -390,7 +392,7 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
         Route::Endpoint(Endpoint::Callback) => {
             let result = login::callback::callback(state, req.headers(), req.uri().query()).await;
             if let Err(e) = &result {
-                state.metrics.event(crate::telemetry::metrics::Event::Login(e.reason()));
+                e.metrics(&state.metrics).event(crate::telemetry::metrics::Event::Login(e.reason()));
             }
             Ok(result?)
         }

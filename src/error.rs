@@ -189,6 +189,14 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 again,
             )
         }
+        LoginError::AtProvider { title, source, .. } => match source.as_ref() {
+            LoginError::Token(TokenError::Provider(p)) => {
+                tracing::warn!(request_id = id, provider = %title, error = %p, "issuer unavailable");
+                let msg = format!("{title} is not available. Try again shortly.");
+                answer(ctx, issuer_status(p), "issuer_unavailable", &msg, again)
+            }
+            other => login_error(other, ctx, retry),
+        },
         LoginError::Token(TokenError::Provider(p)) => {
             tracing::warn!(request_id = id, error = %p, "issuer unavailable");
             let status = match p {
@@ -244,6 +252,15 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 None,
             )
         }
+    }
+}
+
+/// The status for an issuer that failed: a refusal (invalid_grant, invalid_client) is a broken exchange (502); a 5xx
+/// answer or no answer is an outage (503).
+fn issuer_status(p: &ProviderError) -> StatusCode {
+    match p {
+        ProviderError::Refused { status, .. } if *status < 500 => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

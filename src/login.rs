@@ -49,6 +49,9 @@ pub enum LoginError {
     ProviderNotAllowed,
     #[error("several providers are allowed here: choose one with ?provider=NAME")]
     ChooseProvider,
+    /// A login step at one of several providers (`[[providers]]`): the page names it, the metric is labelled.
+    #[error("{source}")]
+    AtProvider { title: String, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>, source: Box<LoginError> },
 }
 
 impl From<crate::session::SessionError> for LoginError {
@@ -88,6 +91,30 @@ impl LoginError {
             LoginError::UnknownProvider => "unknown_provider",
             LoginError::ProviderNotAllowed => "provider_not_allowed",
             LoginError::ChooseProvider => "choose_provider",
+            LoginError::AtProvider { source, .. } => source.reason(),
+        }
+    }
+
+    /// This error, attributed to provider `entry` when there are several (with `[oidc]` it stays as it is).
+    pub fn at(self, providers: &crate::providers::Registry, entry: &crate::providers::Entry) -> Self {
+        if !providers.is_multi() || matches!(self, LoginError::AtProvider { .. }) {
+            return self;
+        }
+        LoginError::AtProvider {
+            title: entry.title.clone(),
+            metrics: std::sync::Arc::clone(entry.provider().metrics_sink()),
+            source: Box::new(self),
+        }
+    }
+
+    /// Where this login outcome is counted: its provider's metrics, or `fallback`.
+    pub fn metrics<'a>(
+        &'a self,
+        fallback: &'a crate::telemetry::metrics::Metrics,
+    ) -> &'a crate::telemetry::metrics::Metrics {
+        match self {
+            LoginError::AtProvider { metrics, .. } => metrics,
+            _ => fallback,
         }
     }
 }

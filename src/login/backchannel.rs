@@ -120,7 +120,7 @@ pub async fn backchannel_logout(state: &State, method: &Method, headers: &Header
     let iat = claims.get("iat").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
     match store.delete_owned(sid_key.as_deref(), sub_key.as_deref(), iat).await {
         Ok(done) => {
-            state.metrics.event(Event::SignOut("backchannel"));
+            entry.provider().metrics().event(Event::SignOut("backchannel"));
             if done.kept_newer > 0 {
                 tracing::info!(
                     jti = %jti,

@@ -61,10 +61,24 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     // The provider is the one this login went to, as its flow recorded: never taken from the answer (mix-up).
     let chosen = state.providers.recorded(flow.provider.as_deref()).ok_or(LoginError::UnknownState)?;
     let entry = state.providers.entry(chosen).ok_or(LoginError::UnknownState)?;
+    redeem(state, req, &params, &flow, chosen, now).await.map_err(|e| e.at(&state.providers, entry))
+}
+
+/// The rest of the callback, at the flow's provider `chosen`: the answer's `iss`, the code, the ID token, userinfo,
+/// and the new session.
+async fn redeem(
+    state: &State,
+    req: &HeaderMap,
+    params: &[(String, String)],
+    flow: &super::flow::Flow,
+    chosen: usize,
+    now: i64,
+) -> Result<Response<Body>, LoginError> {
+    let entry = state.providers.entry(chosen).ok_or(LoginError::UnknownState)?;
     let provider = entry.provider();
     let metadata = provider.metadata()?;
-    check_iss(param(&params, "iss"), &metadata)?;
-    let code = param(&params, "code").ok_or(LoginError::MissingParameter("code"))?;
+    check_iss(param(params, "iss"), &metadata)?;
+    let code = param(params, "code").ok_or(LoginError::MissingParameter("code"))?;
     let tokens = provider.redeem(code, flow.verifier.expose()).await?;
     let id_token = tokens.id_token.as_ref().map(Secret::expose).ok_or(LoginError::NoIdToken)?;
     // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.

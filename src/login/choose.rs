@@ -48,7 +48,11 @@ pub async fn start(
             None => return Err(LoginError::ChooseProvider),
         },
     };
-    super::start::start(state, req, chosen, Some(&rd), interactive).await
+    let result = super::start::start(state, req, chosen, Some(&rd), interactive).await;
+    match state.providers.entry(chosen) {
+        Some(entry) => result.map_err(|e| e.at(&state.providers, entry)),
+        None => result,
+    }
 }
 
 /// The providers allowed where `rd` leads: the route of its path, on this host.

@@ -86,7 +86,7 @@ pub async fn sign_out(
             None => false,
         };
         state.sessions.sign_out(s, now);
-        state.metrics.event(Event::SignOut("rp_initiated"));
+        provider.as_ref().map_or(&*state.metrics, |p| p.metrics()).event(Event::SignOut("rp_initiated"));
         tracing::info!(target: "idgate::audit", event = "logout", sub = s.claims().sub(), session = %binding, refresh_token_revoked = revoked, "signed out");
     }
     let mut resp = Response::builder()

@@ -91,6 +91,33 @@ async fn two(f: impl FnOnce(&mut Settings)) -> Two {
     Two { gate, partners }
 }
 
+/// Login outcomes counted so far, as `provider/result` (`-/result` when no provider was known yet).
+fn outcomes(gate: &TestGate) -> BTreeMap<String, u64> {
+    let text = gate.state().metrics.render();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("idgate_logins_total{"))
+        .filter_map(|l| l.split_once("} "))
+        .map(|(labels, n)| {
+            let provider = labels.split("provider=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or("-");
+            let result = labels.split("result=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or("?");
+            (format!("{provider}/{result}"), n.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// The outcomes counted since `seen`, and `seen` brought up to date.
+fn outcomes_since(gate: &TestGate, seen: &mut BTreeMap<String, u64>) -> Vec<String> {
+    let now = outcomes(gate);
+    let mut out = Vec::new();
+    for (k, n) in &now {
+        for _ in seen.get(k).copied().unwrap_or(0)..*n {
+            out.push(k.clone());
+        }
+    }
+    *seen = now;
+    out
+}
+
 fn with_host(host: Option<&str>) -> Vec<(&str, &str)> {
     host.map(|h| vec![("host", h)]).unwrap_or_default()
 }
@@ -261,7 +288,7 @@ async fn the_host_picks_the_provider_and_a_forged_forwarded_host_from_an_untrust
 async fn a_provider_must_exist_and_be_allowed_where_rd_leads() {
     let t = two(|_| {}).await;
     let base = t.gate.base.clone();
-    let mut seen = t.gate.login_results();
+    let mut seen = outcomes(&t.gate);
     let b = Browser::new();
     for (query, reason) in [
         ("provider=partners&rd=%2Fadmin%2Fx", "provider_not_allowed"),
@@ -274,7 +301,7 @@ async fn a_provider_must_exist_and_be_allowed_where_rd_leads() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(r.json()["error"], reason, "{query}");
     }
-    assert!(t.gate.login_results_since(&mut seen).is_empty(), "a refused start is not a login attempt");
+    assert!(outcomes_since(&t.gate, &mut seen).is_empty(), "a refused start is not a login attempt");
     let ok = b.get(&format!("{base}/oauth2/start?provider=staff&rd=%2Fadmin%2Fx")).await;
     assert!(ok.location().starts_with(t.staff().issuer()), "{ok:?}");
     assert_eq!(t.staff().request_count("authorize"), 0, "nothing reached an issuer for the refused starts");
@@ -285,7 +312,7 @@ async fn a_provider_must_exist_and_be_allowed_where_rd_leads() {
 async fn mix_up_a_callback_answered_by_the_other_issuer_is_refused() {
     let t = two(|_| {}).await;
     let base = t.gate.base.clone();
-    let mut seen = t.gate.login_results();
+    let mut seen = outcomes(&t.gate);
     // The login goes to staff; the answer comes from partners (its authorization endpoint, the same state).
     let attempt = |omit_iss: bool| {
         let t = &t;
@@ -301,18 +328,18 @@ async fn mix_up_a_callback_answered_by_the_other_issuer_is_refused() {
     };
     let cb = attempt(false).await;
     assert_eq!(cb.status, StatusCode::BAD_REQUEST, "{}", cb.text());
-    assert_eq!(t.gate.login_results_since(&mut seen), ["issuer_mismatch"]);
+    assert_eq!(outcomes_since(&t.gate, &mut seen), ["staff/issuer_mismatch"], "counted for the flow's provider");
     // Without its `iss`, the answer still lacks the staff issuer's, which staff advertises.
     let cb = attempt(true).await;
     assert_eq!(cb.status, StatusCode::BAD_REQUEST, "{}", cb.text());
-    assert_eq!(t.gate.login_results_since(&mut seen), ["missing_iss"]);
+    assert_eq!(outcomes_since(&t.gate, &mut seen), ["staff/missing_iss"]);
     // Neither issuer advertises RFC 9207 and the answer has no iss: the code still goes to the flow's issuer only,
     // which refuses it; the other issuer's token endpoint is never called.
     t.staff().configure(|k| k.advertise_iss = false);
     t.gate.state().provider.load().await.unwrap();
     let cb = attempt(true).await;
     assert_ne!(cb.status, StatusCode::FOUND, "{}", cb.text());
-    assert_eq!(t.gate.login_results_since(&mut seen), ["issuer_unavailable"]);
+    assert_eq!(outcomes_since(&t.gate, &mut seen), ["staff/issuer_unavailable"]);
     assert_eq!(t.partners.request_count("token"), 0, "the answer's issuer is never asked to redeem");
     assert_eq!(t.staff().request_count("token"), 1, "the flow's issuer was, and refused the foreign code");
     t.shutdown().await;
@@ -407,11 +434,18 @@ async fn an_issuer_that_is_down_fails_only_its_own_logins_and_readiness_names_it
     let start = newcomer.get(&format!("{base}/oauth2/start?provider=partners&rd=%2F")).await;
     let submitted = newcomer.post_form(start.location(), "username=newcomer").await;
     t.partners.configure(|k| k.down = true);
+    let mut seen = outcomes(&t.gate);
     let cb = newcomer.get(&Browser::resolve(&base, submitted.location())).await;
     assert_eq!(cb.status, StatusCode::SERVICE_UNAVAILABLE, "{}", cb.text());
+    assert!(cb.text().contains("Partners &amp; Co is not available"), "the page names the provider: {}", cb.text());
+    assert_eq!(outcomes_since(&t.gate, &mut seen), ["partners/issuer_unavailable"]);
+    let api = Browser::new().api().get(&format!("{base}/oauth2/start?provider=partners&rd=%2F")).await;
+    assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{}", api.text());
+    assert_eq!(api.json()["message"], "Partners & Co is not available. Try again shortly.");
     let b = Browser::new();
     let landed = login(&b, &t, "/", Some("staff.test"), "staff", t.staff(), "dan").await;
     assert_eq!(landed.status, StatusCode::OK);
+    assert_eq!(outcomes_since(&t.gate, &mut seen), ["staff/success"]);
     // A gate started while partners is down is not ready, and says which provider it waits for.
     let replica = {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
