@@ -505,6 +505,25 @@ async fn a_reload_removes_a_provider_and_keeps_the_others_sessions() {
     t.shutdown().await;
 }
 
+#[tokio::test]
+async fn check_loads_every_provider_and_names_the_one_that_fails() {
+    let t = two(|_| {}).await;
+    let settings = t.gate.state().settings.clone();
+    let report = idgate::check::run(&settings).await;
+    assert!(report.ok, "{:#?}", report.lines);
+    for name in ["staff", "partners"] {
+        let ok = format!("ok    provider {name:?}: discovery reachable");
+        assert!(report.lines.iter().any(|l| l.starts_with(&ok)), "{ok}: {:#?}", report.lines);
+    }
+    t.partners.configure(|k| k.down = true);
+    let report = idgate::check::run(&settings).await;
+    assert!(!report.ok);
+    let errors: Vec<&String> = report.lines.iter().filter(|l| l.starts_with("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{:#?}", report.lines);
+    assert!(errors[0].contains("provider \"partners\": issuer:"), "{errors:?}");
+    t.shutdown().await;
+}
+
 // === against two real issuers: two oidc-provider instances (different ports and keys, both with `alice`) ===
 
 /// A gate with providers `north` (`/north-area`) and `south` (`/south-area`), both the client `idgate-rs256`, in front
