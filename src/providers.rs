@@ -298,16 +298,25 @@ impl Registry {
     }
 }
 
-/// The request's host as the application sees it, lowercase and without port: `X-Forwarded-Host` (its first
-/// value) from a trusted proxy, else `Host`, else the URI's authority (HTTP/2). `None` when there is none.
+/// The request's host as the application sees it, lowercase and without port: from a trusted proxy
+/// `X-Forwarded-Host` (its first value), else the first `Forwarded` element's `host=`; else `Host`, else the URI's
+/// authority (HTTP/2). `None` when there is none.
 pub fn request_host(headers: &HeaderMap, authority: Option<&str>, trusted: bool) -> Option<String> {
-    let forwarded = if trusted {
+    let first = |name: &str| {
         headers
-            .get("x-forwarded-host")
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .map(str::trim)
             .filter(|v| !v.is_empty())
+    };
+    let forwarded = if trusted {
+        first("x-forwarded-host").or_else(|| {
+            first("forwarded")?.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                k.trim().eq_ignore_ascii_case("host").then(|| v.trim().trim_matches('"')).filter(|v| !v.is_empty())
+            })
+        })
     } else {
         None
     };

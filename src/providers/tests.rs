@@ -115,6 +115,13 @@ fn the_host_is_read_from_x_forwarded_host_only_from_trusted_peers() {
     assert_eq!(request_host(&h, None, true).as_deref(), Some("partners.example.com"));
     assert_eq!(request_host(&h, None, false).as_deref(), Some("app.example.com"), "forged from an untrusted peer");
     h.remove("x-forwarded-host");
+    h.insert(
+        "forwarded",
+        HeaderValue::from_static("for=10.0.0.1;Host=\"Partners.example.com:443\";proto=https, host=x"),
+    );
+    assert_eq!(request_host(&h, None, true).as_deref(), Some("partners.example.com"), "RFC 7239 host=");
+    assert_eq!(request_host(&h, None, false).as_deref(), Some("app.example.com"), "not from an untrusted peer");
+    h.remove("forwarded");
     h.insert("host", HeaderValue::from_static("[::1]:4180"));
     assert_eq!(request_host(&h, None, true).as_deref(), Some("::1"));
     h.insert("host", HeaderValue::from_static("app.example.com."));
