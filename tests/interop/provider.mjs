@@ -10,6 +10,8 @@
 //   ENC_KEYS_FILE      JSON {"rsa": JWK, "ec": JWK} of public encryption keys (optional): registers the clients
 //                      idgate-enc-rsa (RSA-OAEP-256 + A256GCM) and idgate-enc-ec (ECDH-ES + A128CBC-HS256), whose
 //                      ID tokens the provider encrypts (features.encryption)
+//   BACKCHANNEL_URI    a back-channel logout URI registered for every client (optional): turns on
+//                      features.backchannelLogout, so ending a session at the provider POSTs a logout token there
 // Prints "listening <issuer>" on stdout once it serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -26,6 +28,7 @@ const redirectUris = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean
 const postLogoutUris = (process.env.POST_LOGOUT_URIS || '').split(',').filter(Boolean);
 const idTokenTtl = Number(process.env.ID_TOKEN_TTL || 3600);
 const keysFile = process.env.KEYS_FILE;
+const backchannelUri = process.env.BACKCHANNEL_URI || '';
 const encKeys = process.env.ENC_KEYS_FILE ? JSON.parse(fs.readFileSync(process.env.ENC_KEYS_FILE, 'utf8')) : null;
 
 function newKeys() {
@@ -59,6 +62,7 @@ const client = (id, alg) => ({
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: alg,
+  ...(backchannelUri ? { backchannel_logout_uri: backchannelUri } : {}),
 });
 
 // A client whose ID tokens the provider encrypts to `jwk` (the public half of idgate's decryption key).
@@ -113,6 +117,7 @@ const provider = new Provider(issuer, {
     rpInitiatedLogout: { enabled: true },
     revocation: { enabled: true },
     encryption: { enabled: true },
+    backchannelLogout: { enabled: Boolean(backchannelUri) },
   },
   pkce: { required: () => true },
   ttl: { IdToken: idTokenTtl, AccessToken: idTokenTtl, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600 },

@@ -32,6 +32,8 @@ pub struct Op {
     post_logout: String,
     ttl: u64,
     keys: tempfile::TempDir,
+    /// The back-channel logout URI registered for every client (empty: none).
+    backchannel: String,
 }
 
 impl Op {
@@ -45,6 +47,7 @@ impl Op {
             post_logout: post_logout.join(","),
             ttl,
             keys: tempfile::tempdir().unwrap(),
+            backchannel: String::new(),
         };
         // idgate's ID-token decryption keys: the public halves registered at the provider, the private ones kept.
         let (rsa, ec) = (GeneratedKey::rsa(), GeneratedKey::p256());
@@ -59,6 +62,13 @@ impl Op {
     /// The private half of the decryption key registered for `idgate-enc-rsa` / `idgate-enc-ec`.
     pub fn decryption_key(&self, client: &str) -> PathBuf {
         self.keys.path().join(if client.ends_with("rsa") { "enc-rsa.pem" } else { "enc-ec.pem" })
+    }
+
+    /// Restarts the provider (same keys) with `uri` registered as every client's back-channel logout URI.
+    pub async fn with_backchannel(mut self, uri: String) -> Op {
+        self.backchannel = uri;
+        self.restart().await;
+        self
     }
 
     pub fn keys_file(&self) -> PathBuf {
@@ -83,6 +93,7 @@ impl Op {
             .env("ID_TOKEN_TTL", self.ttl.to_string())
             .env("KEYS_FILE", self.keys_file())
             .env("ENC_KEYS_FILE", self.keys.path().join("enc-public.json"))
+            .env("BACKCHANNEL_URI", &self.backchannel)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -529,6 +529,11 @@ async fn check_loads_every_provider_and_names_the_one_that_fails() {
 /// A gate with providers `north` (`/north-area`) and `south` (`/south-area`), both the client `idgate-rs256`, in front
 /// of the demo upstream (it lists the headers it received). `south_up`: start the second provider at all.
 async fn two_ops(south_up: bool) -> (TestGate, crate::interop::Op, crate::interop::Op) {
+    two_ops_with(south_up, false).await
+}
+
+/// [`two_ops`]; `backchannel`: both providers POST back-channel logout tokens to the gate.
+async fn two_ops_with(south_up: bool, backchannel: bool) -> (TestGate, crate::interop::Op, crate::interop::Op) {
     use crate::interop::Op;
     harness::trace_init();
     let clock = Arc::new(TestClock::default());
@@ -537,8 +542,13 @@ async fn two_ops(south_up: bool) -> (TestGate, crate::interop::Op, crate::intero
     let base = format!("http://{}", public.local_addr().unwrap());
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (callback, signed_out) = ([format!("{base}/oauth2/callback")], [format!("{base}/signed-out")]);
-    let north = Op::start(&callback, &signed_out, 3600).await;
+    let mut north = Op::start(&callback, &signed_out, 3600).await;
     let mut south = Op::start(&callback, &signed_out, 3600).await;
+    if backchannel {
+        let uri = format!("{base}/oauth2/backchannel_logout");
+        north = north.with_backchannel(uri.clone()).await;
+        south = south.with_backchannel(uri).await;
+    }
     if !south_up {
         south.stop();
     }
@@ -546,6 +556,8 @@ async fn two_ops(south_up: bool) -> (TestGate, crate::interop::Op, crate::intero
     let mut s = harness::settings(&base, &north.issuer, upstream);
     s.oidc.client_id = "idgate-rs256".into();
     s.oidc.client_secret = Some(idgate::config::Secret::new("idgate-rs256-secret-that-is-long-enough-for-hs256-keys"));
+    s.oidc.post_logout_redirect_url = Some(signed_out[0].parse().unwrap());
+    s.session.store = StoreKind::Memory;
     s.providers = vec![
         provider("north", "North Corp", &[], &s.oidc, &north.issuer),
         provider("south", "South Partners", &[], &s.oidc, &south.issuer),
@@ -680,6 +692,50 @@ async fn a_real_browser_chooses_between_two_issuers() {
         let meta = std::fs::metadata(out_dir.join(shot)).unwrap_or_else(|_| panic!("{shot} missing"));
         assert!(meta.len() > 1000, "{shot} is a real picture");
     }
+    drop((north, south));
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn back_channel_logout_from_a_real_issuer_ends_only_its_own_alice() {
+    let (gate, north, south) = two_ops_with(true, true).await;
+    let base = gate.base.clone();
+    let log_in = |provider: &'static str, area: &'static str| {
+        let (gate, base) = (&gate, base.clone());
+        let op = if provider == "north" { &north } else { &south };
+        async move {
+            let b = Browser::new();
+            let start = b.get(&format!("{base}/oauth2/start?provider={provider}&rd=%2F{area}%2F")).await;
+            let landed = through_op(gate, op, &b, start, "alice").await;
+            assert_eq!(landed.status, StatusCode::OK, "{}", landed.text());
+            b
+        }
+    };
+    let (north_alice, north_alice_elsewhere, south_alice) =
+        (log_in("north", "north-area").await, log_in("north", "north-area").await, log_in("south", "south-area").await);
+    let status = |b: &Browser, path: &str| {
+        let (b, url) = (b.api(), format!("{base}{path}"));
+        async move { b.get(&url).await.status }
+    };
+    assert_eq!(status(&north_alice_elsewhere, "/north-area/").await, StatusCode::OK);
+    assert_eq!(status(&south_alice, "/south-area/").await, StatusCode::OK);
+    // North alice signs out; north ends its session and POSTs a logout token naming her sub to the gate.
+    let page = north_alice.get(&format!("{base}/oauth2/sign_out")).await;
+    let csrf = page.text().split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let out =
+        north_alice.post_form(&format!("{base}/oauth2/sign_out"), &format!("csrf={}", harness::urlencode(&csrf))).await;
+    assert!(out.location().starts_with(&north.issuer), "RP-initiated logout at north: {}", out.location());
+    let end = north_alice.get(out.location()).await;
+    let back = crate::interop::through_provider(&north_alice, &north, end, "alice").await;
+    assert!(back.location().contains("/signed-out"), "{}", back.location());
+    let ended = gate.state().metrics.render();
+    assert!(ended.contains("idgate_sign_outs_total{provider=\"north\",kind=\"backchannel\"} 1"), "{ended}");
+    assert_eq!(
+        status(&north_alice_elsewhere, "/north-area/").await,
+        StatusCode::UNAUTHORIZED,
+        "north's alice everywhere"
+    );
+    assert_eq!(status(&south_alice, "/south-area/").await, StatusCode::OK, "south's alice is someone else");
     drop((north, south));
     gate.shutdown().await;
 }
