@@ -31,8 +31,11 @@ pub struct Flow {
     /// Sent with `prompt=none`: a `login_required` answer restarts the login interactively.
     #[serde(rename = "q", default)]
     pub silent: bool,
+    /// A form post was kept for this login (`super::preserved_post`): the callback sends it on.
+    #[serde(rename = "p", default, skip_serializing_if = "std::ops::Not::not")]
+    pub post: bool,
     /// The `[[providers]]` name this login goes to (none with `[oidc]`): the callback expects that issuer's answer.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
 }
 

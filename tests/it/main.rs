@@ -13,6 +13,7 @@ mod interop;
 mod jwe;
 mod login;
 mod nginx;
+mod preserved_post;
 mod providers;
 mod redis;
 mod sessions;

@@ -506,6 +506,42 @@ async fn a_reload_removes_a_provider_and_keeps_the_others_sessions() {
 }
 
 #[tokio::test]
+async fn a_form_post_is_kept_over_a_login_at_the_one_provider_allowed_for_it() {
+    let t = two(|_| {}).await;
+    let base = t.gate.base.clone();
+    let submit = |path: &'static str| {
+        let base = base.clone();
+        async move {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in [
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-dest", "document"),
+                ("origin", base.as_str()),
+            ] {
+                h.insert(k, http::HeaderValue::from_str(v).unwrap());
+            }
+            let b = Browser::new();
+            let r = b.send(http::Method::POST, &format!("{base}{path}"), h, bytes::Bytes::from_static(b"a=1")).await;
+            (b, r)
+        }
+    };
+    // Only staff is allowed on /admin: the post is kept and the login goes there, and comes back with the post.
+    let (b, kept) = submit("/admin/form").await;
+    assert_eq!(kept.status, StatusCode::SEE_OTHER, "{}", kept.text());
+    assert!(kept.location().starts_with(t.staff().issuer()), "{}", kept.location());
+    let cb = b.authorize_and_callback(&base, kept.location(), "alice").await;
+    assert_eq!(cb.status, StatusCode::OK, "the resume page: {}", cb.text());
+    // Both are allowed on /home: the browser must choose first, so the post is not kept (a post without a session
+    // gets its 401, as without preserved posts).
+    let (_, refused) = submit("/home").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert!(refused.set_cookies().iter().all(|c| !c.contains("_flow_")), "no login flow started");
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn check_loads_every_provider_and_names_the_one_that_fails() {
     let t = two(|_| {}).await;
     let settings = t.gate.state().settings.clone();
