@@ -130,7 +130,7 @@ async fn redeem(
         "login succeeded"
     );
     if flow.post {
-        return Ok(super::preserved_post::resume_page(state, req, &flow, cookies).await);
+        return Ok(super::preserved_post::resume_page(state, req, flow, cookies).await);
     }
     let mut resp = Response::builder()
         .status(StatusCode::FOUND)
