@@ -82,7 +82,7 @@ impl State {
         let multi = !settings.providers.is_empty();
         let providers = Arc::new(Registry::new(&settings, |name, oidc| {
             let sink = if multi { metrics.for_provider(name) } else { Arc::clone(&metrics) };
-            Registry::loaded(Provider::new(oidc.clone(), http.clone(), sink))
+            Registry::loaded(Provider::new(oidc.clone(), http.clone(), sink).with_clock(Arc::clone(&clock)))
         }));
         let forwarder = Forwarder::new(
             http,
@@ -256,6 +256,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         forward_access_token,
         userinfo_claims,
         id_token_decryption,
+        client_key,
+        client_assertion_audience,
+        par,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -277,6 +280,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.require_encrypted_id_token", d.required != nd.required);
     check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    check("oidc.client_key_file", *client_key != n.client_key);
+    check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
+    check("oidc.par", *par != n.par);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,

@@ -1,6 +1,8 @@
 //! `idgate check`: what would be served, and whether the deployment can work — issuer reachable and matching,
 //! keys usable, redirect URL and cookie settings plausible. Each finding says what to fix.
 
+pub mod capabilities;
+
 use std::sync::Arc;
 
 use crate::{
@@ -90,7 +92,8 @@ pub async fn run(settings: &Settings) -> Report {
     r
 }
 
-/// Loads one issuer's discovery and keys, as the server would, and reports what it found.
+/// Loads one issuer's discovery and keys, as the server would, and reports what it found (each line prefixed with
+/// `label`, the provider's name with `[[providers]]`).
 async fn check_issuer(r: &mut Report, s: &Settings, label: &str, oidc: &crate::config::settings::OidcSettings) {
     let warn = |r: &mut Report, fatal: bool, msg: String| {
         if fatal {
@@ -109,6 +112,21 @@ async fn check_issuer(r: &mut Report, s: &Settings, label: &str, oidc: &crate::c
             if let Ok(m) = provider.metadata() {
                 if m.code_challenge_methods_supported.as_ref().is_some_and(|v| !v.iter().any(|x| x == "S256")) {
                     warn(r, false, "the issuer does not list S256 in code_challenge_methods_supported".into());
+                }
+                let origin = oidc.redirect_url.origin().ascii_serialization();
+                let jwks_url = format!("{origin}{}/jwks", s.server.prefix);
+                for f in capabilities::findings(oidc, &m, &jwks_url) {
+                    use capabilities::Level;
+                    let tag = match f.level {
+                        Level::Ok => "ok   ",
+                        Level::Note => "note ",
+                        Level::Warn => "WARN ",
+                        Level::Error => "ERROR",
+                    };
+                    if f.level == Level::Error {
+                        r.ok = false;
+                    }
+                    r.lines.push(format!("{tag} {label}{}", f.text));
                 }
                 if m.end_session_endpoint.is_none() {
                     r.lines.push(format!(

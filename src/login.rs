@@ -53,6 +53,8 @@ pub enum LoginError {
     /// A login step at one of several providers (`[[providers]]`): the page names it, the metric is labelled.
     #[error("{source}")]
     AtProvider { title: String, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>, source: Box<LoginError> },
+    #[error("pushed authorization request failed: {0}")]
+    Pushed(#[from] crate::oidc::par::ParError),
 }
 
 impl From<crate::session::SessionError> for LoginError {
@@ -84,6 +86,11 @@ impl LoginError {
             LoginError::IdpError { .. } => "idp_error",
             LoginError::NoIdToken => "no_id_token",
             LoginError::Token(TokenError::Rejected(r)) => r.reason(),
+            LoginError::Token(TokenError::Provider(ProviderError::Refused { error, .. }))
+                if error == "invalid_client" =>
+            {
+                "client_auth_refused"
+            }
             LoginError::Token(TokenError::Provider(_)) => "issuer_unavailable",
             LoginError::UserinfoMismatch => "userinfo_mismatch",
             LoginError::SessionTooLarge => "session_too_large",
@@ -93,6 +100,7 @@ impl LoginError {
             LoginError::ProviderNotAllowed => "provider_not_allowed",
             LoginError::ChooseProvider => "choose_provider",
             LoginError::AtProvider { source, .. } => source.reason(),
+            LoginError::Pushed(e) => e.reason(),
         }
     }
 

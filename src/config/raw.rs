@@ -86,6 +86,12 @@ pub struct RawOidc {
     pub require_encrypted_id_token: Option<bool>,
     pub id_token_encryption_algs: Option<Vec<String>>,
     pub id_token_encryption_encs: Option<Vec<String>>,
+    /// `private_key_jwt`: the client's private key (PEM) and its algorithm; what the assertion's `aud` names.
+    pub client_key_file: Option<String>,
+    pub client_key_alg: Option<String>,
+    pub client_assertion_audience: Option<String>,
+    /// Pushed authorization requests (RFC 9126).
+    pub par: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -164,8 +164,9 @@ pub struct PreservedPosts {
     flow_path: String,
     attrs: Attributes,
     max_bytes: usize,
-    /// Our origin (`scheme://host[:port]` of `oidc.redirect_url`), for browsers that send no `Sec-Fetch-Site`.
-    origin: String,
+    /// Our origins (`scheme://host[:port]` of `oidc.redirect_url`, or of every `[[providers]]` entry's), for
+    /// browsers that send no `Sec-Fetch-Site`.
+    origins: Vec<String>,
 }
 
 impl PreservedPosts {
@@ -179,7 +180,10 @@ impl PreservedPosts {
             flow_path: flow_path.to_owned(),
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
             max_bytes: s.preserve_post_max_bytes,
-            origin: settings.oidc.redirect_url.origin().ascii_serialization(),
+            origins: std::iter::once(&settings.oidc)
+                .chain(settings.providers.iter().map(|p| &p.oidc))
+                .map(|o| o.redirect_url.origin().ascii_serialization())
+                .collect(),
         }
     }
 
@@ -209,8 +213,10 @@ impl PreservedPosts {
         }
         // The browser's own word on who made the request; a page's script cannot set these headers.
         let same_origin = match (h("sec-fetch-site"), h("origin")) {
-            (Some(site), origin) => site.eq_ignore_ascii_case("same-origin") && origin.is_none_or(|o| o == self.origin),
-            (None, Some(origin)) => origin == self.origin,
+            (Some(site), origin) => {
+                site.eq_ignore_ascii_case("same-origin") && origin.is_none_or(|o| self.origins.iter().any(|x| x == o))
+            }
+            (None, Some(origin)) => self.origins.iter().any(|x| x == origin),
             (None, None) => false,
         };
         if !same_origin {

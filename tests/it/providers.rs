@@ -64,6 +64,8 @@ async fn two(f: impl FnOnce(&mut Settings)) -> Two {
         redirect_uris: vec![format!("{base}/oauth2/callback")],
         token_auth_method: TokenAuthMethod::ClientSecretBasic,
         post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: None,
     };
     let issuer = |c: DevClient| {
         let clock = Arc::clone(&clock) as Arc<dyn Clock>;
@@ -614,6 +616,8 @@ async fn two_ops_with(south_up: bool, backchannel: bool) -> (TestGate, crate::in
             redirect_uris: vec![],
             token_auth_method: TokenAuthMethod::ClientSecretBasic,
             post_logout_redirect_uris: vec![],
+            jwks: None,
+            jwks_uri: None,
         },
         Arc::clone(&clock) as Arc<dyn Clock>,
     )
