@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Sentinel tests (tests/it/redis_ha.rs) run Debian's redis-sentinel (its own package) and create the cluster with
+# redis-cli (redis-tools, which redis-server depends on).
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 # The differential path suite (tests/it/differential.rs): Debian's own python3 with Flask, Caddy, Tomcat 10 (its JRE

@@ -575,10 +575,11 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         "cookie" => StoreKind::Cookie,
         "memory" => StoreKind::Memory,
         "redis" => match raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                StoreKind::Redis { url: Secret(url) }
-            }
-            Some(_) => p.bad("session.redis_url", "must start with redis:// or rediss://").unwrap_or(StoreKind::Cookie),
+            // Sentinel and Cluster forms too: config/redis_url.rs (its reasons never repeat the URL).
+            Some(url) => match super::redis_url::parse(&url) {
+                Ok(_) => StoreKind::Redis { url: Secret(url) },
+                Err(e) => p.bad("session.redis_url", &e.to_string()).unwrap_or(StoreKind::Cookie),
+            },
             None => p.bad("session.redis_url", "missing: session.store is \"redis\"").unwrap_or(StoreKind::Cookie),
         },
         other => p

@@ -368,6 +368,26 @@ fn header_bound_values_are_refused_at_load() {
     }
 }
 
+// === session.redis_url: Sentinel and Cluster forms (issue 16) ===
+
+#[test]
+fn redis_url_sentinel_and_cluster_forms_load_and_bad_ones_name_the_key_not_the_password() {
+    let f = file(".toml", GOOD);
+    for url in ["redis+sentinel://:pw@s1:26379,s2:26379,s3:26379/mymaster", "rediss+cluster://n1:7000,n2:7001"] {
+        let vars = env(&[("IDGATE_SESSION__STORE", "redis"), ("IDGATE_SESSION__REDIS_URL", url)]);
+        let s = load(f.path(), &vars).unwrap();
+        assert_eq!(s.session.store, StoreKind::Redis { url: Secret::new(url) });
+        assert!(!format!("{s:?}").contains(":pw@"), "Debug redacts the URL");
+    }
+    let vars =
+        env(&[("IDGATE_SESSION__STORE", "redis"), ("IDGATE_SESSION__REDIS_URL", "redis+sentinel://:hunter2@s1,s2")]);
+    let e = load(f.path(), &vars).unwrap_err();
+    assert_eq!(keys(&e), ["session.redis_url"]);
+    let text = e.to_string();
+    assert!(text.contains("names no service"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
 #[test]
 fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
     let f = file(".toml", GOOD);

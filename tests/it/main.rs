@@ -17,5 +17,6 @@ mod nginx;
 mod preserved_post;
 mod providers;
 mod redis;
+mod redis_ha;
 mod sessions;
 mod server;
