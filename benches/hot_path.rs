@@ -46,6 +46,7 @@ fn session_open(c: &mut Criterion) {
         access_token: None,
         nonce: None,
         userinfo: None,
+        provider: None,
     };
     // A request as a browser sends it: the session cookie among others.
     let request = || {

@@ -65,8 +65,15 @@ async fn memory_per_session(n: usize, key: &SigningKey) {
     let before = rss_kib();
     let mut cookies = Vec::with_capacity(n);
     for (t, c) in &tokens {
-        let new =
-            NewSession { id_token: t, claims: c, refresh_token: None, access_token: None, nonce: None, userinfo: None };
+        let new = NewSession {
+            id_token: t,
+            claims: c,
+            refresh_token: None,
+            access_token: None,
+            nonce: None,
+            userinfo: None,
+            provider: None,
+        };
         cookies.push(sessions.save(&HeaderMap::new(), &new, NOW).await.expect("saved"));
     }
     let after = rss_kib();
@@ -126,6 +133,7 @@ fn main() {
             access_token: None,
             nonce: None,
             userinfo: None,
+            provider: None,
         };
         let cookie = Sessions::new(&settings(StoreKind::Cookie)).expect("cookie");
         let h = cookie_header(&cookie.save(&HeaderMap::new(), &new, NOW).await.expect("saved"));

@@ -20,6 +20,7 @@ use crate::{
     own_keys::OwnKeys,
     pipeline::{self, Failure},
     policy::Rules,
+    providers::Registry,
     route::{self, Endpoint, Route, RouteTable},
     server::{self, Limits},
     session::{
@@ -38,7 +39,10 @@ pub struct State {
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The first provider (with `[oidc]`, the only one). A request picks its own from `providers`.
     pub provider: Arc<Provider>,
+    /// Every provider, by name, and which a request may use.
+    pub providers: Arc<Registry>,
     pub sessions: Sessions,
     pub flows: Flows,
     pub routes: RouteTable,
@@ -61,7 +65,7 @@ pub struct State {
 struct Kept {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    provider: Arc<Provider>,
+    providers: Arc<Registry>,
     forwarder: Arc<Forwarder>,
     store: crate::session::Shared,
     used_states: moka::sync::Cache<String, ()>,
@@ -75,9 +79,11 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let provider = Arc::new(
-            Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)).with_clock(Arc::clone(&clock)),
-        );
+        let multi = !settings.providers.is_empty();
+        let providers = Arc::new(Registry::new(&settings, |name, oidc| {
+            let sink = if multi { metrics.for_provider(name) } else { Arc::clone(&metrics) };
+            Registry::loaded(Provider::new(oidc.clone(), http.clone(), sink).with_clock(Arc::clone(&clock)))
+        }));
         let forwarder = Forwarder::new(
             http,
             &settings.upstream.url,
@@ -91,7 +97,7 @@ impl State {
         let kept = Kept {
             clock,
             metrics,
-            provider,
+            providers,
             forwarder: Arc::new(forwarder),
             store,
             used_states: moka::sync::Cache::builder()
@@ -131,7 +137,8 @@ impl State {
             logout_jtis: kept.logout_jtis,
             refreshes: kept.refreshes,
             own_keys: kept.own_keys,
-            provider: kept.provider,
+            provider: Arc::clone(kept.providers.first().provider()),
+            providers: kept.providers,
             metrics: kept.metrics,
             clock: kept.clock,
             settings,
@@ -143,19 +150,41 @@ impl State {
     /// were not applied ([`needs_restart`]).
     pub fn reloaded(&self, mut new: Settings) -> (State, Vec<&'static str>) {
         let old = &self.settings;
-        let ignored = needs_restart(old, &new);
+        let mut ignored = needs_restart(old, &new);
+        // With [[providers]] before and after, providers are added, removed and changed by the reload.
+        let providers_reload = !old.providers.is_empty() && !new.providers.is_empty();
+        if providers_reload {
+            ignored.retain(|k| !k.starts_with("oidc."));
+        } else {
+            if old.providers.is_empty() != new.providers.is_empty() {
+                ignored.push("providers");
+            }
+            new.oidc = old.oidc.clone();
+            new.providers = old.providers.clone();
+        }
         new.server = old.server.clone();
         new.admin = old.admin.clone();
         new.upstream = old.upstream.clone();
-        new.oidc = old.oidc.clone();
         new.session.store = old.session.store.clone();
         new.session.memory_capacity = old.session.memory_capacity;
         new.log = old.log.clone();
         new.ext_authz = old.ext_authz.clone();
+        let providers = if providers_reload {
+            let http = client::build(new.upstream.connect_timeout);
+            let registry = Registry::new(&new, |name, oidc| {
+                self.providers.reusable(name, oidc).unwrap_or_else(|| {
+                    Registry::loaded(Provider::new(oidc.clone(), http.clone(), self.metrics.for_provider(name)))
+                })
+            });
+            registry.start_loaders();
+            Arc::new(registry)
+        } else {
+            Arc::clone(&self.providers)
+        };
         let kept = Kept {
             clock: Arc::clone(&self.clock),
             metrics: Arc::clone(&self.metrics),
-            provider: Arc::clone(&self.provider),
+            providers,
             forwarder: Arc::clone(&self.forwarder),
             store: self.sessions.shared_store(),
             used_states: self.used_states.clone(),
@@ -386,14 +415,14 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
     match route {
         Route::Proxy { auth, rule } => pipeline::proxy(state, req, peer, auth, rule).await,
         Route::Endpoint(Endpoint::Start) => {
-            let params = login::query_params(req.uri().query(), &["rd"])?;
-            let interactive = login::param(&params, "interactive").is_some();
-            Ok(login::start::start(state, req.headers(), login::param(&params, "rd"), interactive).await?)
+            let host = request_host(state, &req, &peer);
+            let kind = route::kind(req.method(), req.headers());
+            Ok(login::choose::start(state, req.headers(), host.as_deref(), kind, req.uri().query()).await?)
         }
         Route::Endpoint(Endpoint::Callback) => {
             let result = login::callback::callback(state, req.headers(), req.uri().query()).await;
             if let Err(e) = &result {
-                state.metrics.event(crate::telemetry::metrics::Event::Login(e.reason()));
+                e.metrics(&state.metrics).event(crate::telemetry::metrics::Event::Login(e.reason()));
             }
             Ok(result?)
         }
@@ -416,9 +445,18 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             Ok(login::backchannel::backchannel_logout(state, &parts.method, &parts.headers, &form).await)
         }
         Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer).await,
-        Route::Endpoint(Endpoint::Userinfo) => pipeline::userinfo(state, req.headers()).await,
+        Route::Endpoint(Endpoint::Userinfo) => {
+            let host = request_host(state, &req, &peer);
+            pipeline::userinfo(state, req.headers(), host.as_deref()).await
+        }
         Route::Endpoint(Endpoint::Jwks) => Ok(state.own_keys.response()),
     }
+}
+
+/// The request's host as the application sees it (with `[[providers]]`; `X-Forwarded-Host` from trusted proxies).
+pub fn request_host<B>(state: &State, req: &Request<B>, peer: &Peer) -> Option<String> {
+    let authority = req.uri().authority().map(|a| a.as_str());
+    state.providers.host(req.headers(), authority, state.forwarder.is_trusted(peer.ip))
 }
 
 /// A running idgate: its bound addresses and a handle to stop it.
@@ -552,7 +590,7 @@ pub async fn start_on(
     };
     let grpc_addr = grpc.as_ref().map(|(_, bound, _)| *bound);
     let state = State::new(settings, clock)?;
-    let loader = state.provider.spawn_loader();
+    state.providers.start_loaders();
     let shared = Arc::new(Shared(std::sync::RwLock::new(Arc::clone(&state))));
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
@@ -595,9 +633,10 @@ pub async fn start_on(
         }
     };
     tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %state.settings.upstream.url, issuer = %state.settings.oidc.issuer, "idgate serving");
+    let stopping = Arc::clone(&shared);
     let done = tokio::spawn(async move {
         tokio::join!(public_server, admin_server, grpc_server);
-        loader.abort();
+        stopping.current().providers.stop_loaders();
     });
     Ok(Running { public_addr, admin_addr, grpc_addr, shared, stop, done })
 }

@@ -72,24 +72,50 @@ pub async fn run(settings: &Settings) -> Report {
     if redirect.scheme() == "http" && s.session.cookie_secure && !loopback {
         warn(&mut r, true, "session.cookie_secure is true but oidc.redirect_url is http: the browser will drop the cookies (use https, or cookie_secure = false for local tests)".into());
     }
-    let provider = Arc::new(Provider::new(
-        s.oidc.clone(),
-        client::build(s.upstream.connect_timeout),
-        Arc::new(Metrics::default()),
-    ));
+    // Every issuer: `[oidc]`, or each `[[providers]]` entry (named in its lines).
+    let issuers: Vec<(String, &crate::config::settings::OidcSettings)> = if s.providers.is_empty() {
+        vec![(String::new(), &s.oidc)]
+    } else {
+        s.providers.iter().map(|p| (format!("provider {:?}: ", p.name), &p.oidc)).collect()
+    };
+    for (label, oidc) in issuers {
+        if !label.is_empty() {
+            r.lines.push(format!("provider         {label}{} (callback {})", oidc.issuer, oidc.redirect_url));
+        }
+        check_issuer(&mut r, s, &label, oidc).await;
+    }
+    r.lines.push(if r.ok {
+        "configuration OK".into()
+    } else {
+        "configuration NOT usable: fix the ERROR lines above".into()
+    });
+    r
+}
+
+/// Loads one issuer's discovery and keys, as the server would, and reports what it found (each line prefixed with
+/// `label`, the provider's name with `[[providers]]`).
+async fn check_issuer(r: &mut Report, s: &Settings, label: &str, oidc: &crate::config::settings::OidcSettings) {
+    let warn = |r: &mut Report, fatal: bool, msg: String| {
+        if fatal {
+            r.ok = false;
+        }
+        r.lines.push(format!("{} {label}{msg}", if fatal { "ERROR" } else { "WARN " }));
+    };
+    let provider =
+        Arc::new(Provider::new(oidc.clone(), client::build(s.upstream.connect_timeout), Arc::new(Metrics::default())));
     match provider.load().await {
         Ok(()) => {
             r.lines.push(format!(
-                "ok    discovery reachable, issuer matches, {} signing key(s) loaded",
+                "ok    {label}discovery reachable, issuer matches, {} signing key(s) loaded",
                 provider.keys().len()
             ));
             if let Ok(m) = provider.metadata() {
                 if m.code_challenge_methods_supported.as_ref().is_some_and(|v| !v.iter().any(|x| x == "S256")) {
-                    warn(&mut r, false, "the issuer does not list S256 in code_challenge_methods_supported".into());
+                    warn(r, false, "the issuer does not list S256 in code_challenge_methods_supported".into());
                 }
-                let origin = s.oidc.redirect_url.origin().ascii_serialization();
+                let origin = oidc.redirect_url.origin().ascii_serialization();
                 let jwks_url = format!("{origin}{}/jwks", s.server.prefix);
-                for f in capabilities::findings(&s.oidc, &m, &jwks_url) {
+                for f in capabilities::findings(oidc, &m, &jwks_url) {
                     use capabilities::Level;
                     let tag = match f.level {
                         Level::Ok => "ok   ",
@@ -100,23 +126,17 @@ pub async fn run(settings: &Settings) -> Report {
                     if f.level == Level::Error {
                         r.ok = false;
                     }
-                    r.lines.push(format!("{tag} {}", f.text));
+                    r.lines.push(format!("{tag} {label}{}", f.text));
                 }
                 if m.end_session_endpoint.is_none() {
-                    r.lines.push(
-                        "note  the issuer has no end_session_endpoint: sign-out ends the local session only".into(),
-                    );
+                    r.lines.push(format!(
+                        "note  {label}the issuer has no end_session_endpoint: sign-out ends the local session only"
+                    ));
                 }
             }
         }
-        Err(e) => warn(&mut r, true, format!("issuer: {e}")),
+        Err(e) => warn(r, true, format!("issuer: {e}")),
     }
-    r.lines.push(if r.ok {
-        "configuration OK".into()
-    } else {
-        "configuration NOT usable: fix the ERROR lines above".into()
-    });
-    r
 }
 
 /// The store for a report line; a Redis URL with its password hidden.

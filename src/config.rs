@@ -2,6 +2,7 @@
 //! never panics: every problem is collected into one [`ConfigError`] that names the key, the value where it is not
 //! a secret, and why.
 
+pub mod providers;
 pub mod raw;
 pub mod redis_url;
 pub mod settings;
@@ -164,6 +165,15 @@ fn resolve_secret_files(raw: &mut raw::RawConfig, p: &mut Problems) {
             p.add("oidc.client_secret_file", "set either client_secret or client_secret_file, not both");
         }
         raw.oidc.client_secret = read(p, "oidc.client_secret_file", &path);
+    }
+    for (i, provider) in raw.providers.iter_mut().enumerate() {
+        if let Some(path) = provider.oidc.client_secret_file.take() {
+            let key = format!("providers[{i}].client_secret_file");
+            if provider.oidc.client_secret.is_some() {
+                p.add(&key, "set either client_secret or client_secret_file, not both");
+            }
+            provider.oidc.client_secret = read(p, &key, &path);
+        }
     }
     if let Some(path) = raw.session.secret_file.take() {
         if raw.session.secret.is_some() {

@@ -172,6 +172,7 @@ fn demo_settings(
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
         ext_authz: Default::default(),
+        providers: vec![],
     })
 }
 

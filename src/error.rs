@@ -38,6 +38,9 @@ pub enum RequestError {
     BadRequest(&'static str),
     #[error(transparent)]
     Store(#[from] crate::session::store::StoreError),
+    /// The session's provider is not allowed for this route or host (`[[providers]]`).
+    #[error(transparent)]
+    WrongProvider(#[from] crate::providers::Mismatch),
     /// A form post kept over a re-login (`login::preserved_post`) was not kept, or could not be sent on.
     #[error(transparent)]
     PreservedPost(#[from] PostError),
@@ -121,6 +124,16 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
             )
         }
         RequestError::Login(e) => login_error(e, &ctx, &retry),
+        RequestError::WrongProvider(m) => {
+            tracing::info!(request_id = id, cause = %m, "session refused: its provider is not allowed here");
+            if ctx.may_redirect && ctx.kind == RequestKind::Navigation {
+                // A login with a provider allowed here replaces the session.
+                let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
+                redirect(&format!("{}/start?rd={rd}", ctx.prefix))
+            } else {
+                json(StatusCode::FORBIDDEN, "wrong_provider", "This session's identity provider is not accepted here.")
+            }
+        }
         RequestError::PreservedPost(e) => preserved_post_error(e, &ctx, &retry),
     };
     for c in ctx.clear {
@@ -156,6 +169,16 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             let msg = format!("The identity provider did not log you in ({error}).");
             answer(ctx, StatusCode::BAD_REQUEST, "idp_error", &msg, again)
         }
+        LoginError::UnknownProvider | LoginError::ProviderNotAllowed => {
+            tracing::info!(request_id = id, reason = e.reason(), error = %e, "login refused");
+            let msg = "This sign-in option is not available here.";
+            answer(ctx, StatusCode::BAD_REQUEST, e.reason(), msg, again)
+        }
+        LoginError::ChooseProvider => {
+            tracing::debug!(request_id = id, "login start without a provider where several are allowed");
+            let msg = "Several identity providers are available here: start the login with ?provider=NAME.";
+            answer(ctx, StatusCode::UNAUTHORIZED, e.reason(), msg, again)
+        }
         LoginError::BadCsrf => {
             tracing::info!(request_id = id, reason = e.reason(), "sign-out refused");
             answer(ctx, StatusCode::FORBIDDEN, "bad_csrf", "Sign-out must be confirmed from the sign-out page.", None)
@@ -170,6 +193,14 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 again,
             )
         }
+        LoginError::AtProvider { title, source, .. } => match source.as_ref() {
+            LoginError::Token(TokenError::Provider(p)) => {
+                tracing::warn!(request_id = id, provider = %title, error = %p, "issuer unavailable");
+                let msg = format!("{title} is not available. Try again shortly.");
+                answer(ctx, issuer_status(p), "issuer_unavailable", &msg, again)
+            }
+            other => login_error(other, ctx, retry),
+        },
         LoginError::Pushed(p) => pushed_error(p, ctx, retry),
         LoginError::Token(TokenError::Provider(ProviderError::Refused { status, error, .. }))
             if error == "invalid_client" =>
@@ -244,6 +275,15 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 None,
             )
         }
+    }
+}
+
+/// The status for an issuer that failed: a refusal (invalid_grant, invalid_client) is a broken exchange (502); a 5xx
+/// answer or no answer is an outage (503).
+fn issuer_status(p: &ProviderError) -> StatusCode {
+    match p {
+        ProviderError::Refused { status, .. } if *status < 500 => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

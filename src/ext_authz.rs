@@ -70,7 +70,9 @@ pub async fn check(state: &State, c: Check<'_>) -> Verdict {
     let result = async {
         let (mode, rule) = pipeline::check_target(state, c.peer, c.target)?.unwrap_or((AuthMode::Login, None));
         auth = Some(mode);
-        pipeline::grant(state, c.headers, mode, rule).await
+        // As forward-auth: the host the application sees, X-Forwarded-Host believed from trusted callers only.
+        let host = state.providers.host(c.headers, None, state.forwarder.is_trusted(c.peer.ip));
+        pipeline::grant(state, c.headers, mode, rule, host.as_deref()).await
     }
     .await;
     match result {

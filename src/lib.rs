@@ -16,6 +16,7 @@ pub mod server;
 pub mod route;
 pub mod login;
 pub mod oidc;
+pub mod providers;
 pub mod id_token;
 pub mod session;
 pub mod policy;

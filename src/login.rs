@@ -3,6 +3,7 @@
 
 pub mod backchannel;
 pub mod callback;
+pub mod choose;
 pub mod flow;
 pub mod preserved_post;
 pub mod redirect;
@@ -43,6 +44,15 @@ pub enum LoginError {
     Store(#[from] crate::session::store::StoreError),
     #[error("sign-out form token missing or invalid")]
     BadCsrf,
+    #[error("no such provider")]
+    UnknownProvider,
+    #[error("this provider is not allowed for the return path's route or host")]
+    ProviderNotAllowed,
+    #[error("several providers are allowed here: choose one with ?provider=NAME")]
+    ChooseProvider,
+    /// A login step at one of several providers (`[[providers]]`): the page names it, the metric is labelled.
+    #[error("{source}")]
+    AtProvider { title: String, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>, source: Box<LoginError> },
     #[error("pushed authorization request failed: {0}")]
     Pushed(#[from] crate::oidc::par::ParError),
 }
@@ -86,7 +96,34 @@ impl LoginError {
             LoginError::SessionTooLarge => "session_too_large",
             LoginError::Store(_) => "session_store_unavailable",
             LoginError::BadCsrf => "bad_csrf",
+            LoginError::UnknownProvider => "unknown_provider",
+            LoginError::ProviderNotAllowed => "provider_not_allowed",
+            LoginError::ChooseProvider => "choose_provider",
+            LoginError::AtProvider { source, .. } => source.reason(),
             LoginError::Pushed(e) => e.reason(),
+        }
+    }
+
+    /// This error, attributed to provider `entry` when there are several (with `[oidc]` it stays as it is).
+    pub fn at(self, providers: &crate::providers::Registry, entry: &crate::providers::Entry) -> Self {
+        if !providers.is_multi() || matches!(self, LoginError::AtProvider { .. }) {
+            return self;
+        }
+        LoginError::AtProvider {
+            title: entry.title.clone(),
+            metrics: std::sync::Arc::clone(entry.provider().metrics_sink()),
+            source: Box::new(self),
+        }
+    }
+
+    /// Where this login outcome is counted: its provider's metrics, or `fallback`.
+    pub fn metrics<'a>(
+        &'a self,
+        fallback: &'a crate::telemetry::metrics::Metrics,
+    ) -> &'a crate::telemetry::metrics::Metrics {
+        match self {
+            LoginError::AtProvider { metrics, .. } => metrics,
+            _ => fallback,
         }
     }
 }

@@ -283,6 +283,11 @@ impl Provider {
         &self.metrics
     }
 
+    /// The metrics sink, shared.
+    pub fn metrics_sink(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The keys currently in use.
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.current()

@@ -38,9 +38,15 @@ impl std::fmt::Debug for OwnKeys {
 impl OwnKeys {
     /// Collects the keys the settings name (already read and checked at config load).
     pub fn new(settings: &Settings) -> Self {
-        // The client key of `private_key_jwt`: an issuer registered with this `jwks_uri` verifies assertions here.
-        let signing: Vec<Arc<SigningKey>> = settings.oidc.client_key.iter().map(|k| Arc::clone(&k.0)).collect();
-        let encryption = settings.oidc.id_token_decryption.keys.as_ref().map(|k| k.public_jwks()).unwrap_or_default();
+        // `[oidc]`, or every `[[providers]]` entry (`settings.oidc` is then the first's; duplicates are dropped): the
+        // client keys of `private_key_jwt` (an issuer registered with this `jwks_uri` verifies assertions here) and
+        // the ID-token decryption keys.
+        let issuers = || std::iter::once(&settings.oidc).chain(settings.providers.iter().map(|p| &p.oidc));
+        let signing: Vec<Arc<SigningKey>> =
+            issuers().flat_map(|o| o.client_key.iter().map(|k| Arc::clone(&k.0))).collect();
+        let encryption = issuers()
+            .flat_map(|o| o.id_token_decryption.keys.as_ref().map(|k| k.public_jwks()).unwrap_or_default())
+            .collect();
         Self::from_parts(signing, encryption)
     }
 

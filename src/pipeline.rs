@@ -16,6 +16,7 @@ use crate::{
         refresh::{self, Renewal},
     },
     policy::Permit,
+    providers::Allowed,
     route::{BadPath, Route},
     session::{Session, SessionError},
 };
@@ -46,19 +47,29 @@ struct User {
     session: Session,
     permit: Permit,
     cookies: Vec<HeaderValue>,
+    /// The session's provider (registry index): allowed for this route and host.
+    provider: usize,
 }
 
 /// The one authentication step of every sink (proxy, forward-auth, userinfo), in one order: an ID token presented
 /// as a credential is refused (whatever the route), a public route needs nothing more, otherwise the session is
-/// opened (and renewed when due) and the route's rule decides.
-async fn authenticate(state: &State, headers: &HeaderMap, auth: AuthMode, rule: Option<usize>) -> Result<Access> {
+/// opened, its provider must be allowed for this route on this `host`, it is renewed when due, and the route's rule
+/// decides.
+async fn authenticate(
+    state: &State,
+    headers: &HeaderMap,
+    auth: AuthMode,
+    rule: Option<usize>,
+    host: Option<&str>,
+) -> Result<Access> {
     refuse_id_token_bearer(state, headers)?;
     if auth == AuthMode::Public {
         return Ok(Access::Public);
     }
-    let (session, cookies) = open(state, headers).await?;
+    let allowed = state.providers.allowed(rule, host);
+    let (session, cookies, provider) = open(state, headers, allowed).await?;
     let permit = state.rules.authorize(rule, session.claims())?;
-    Ok(Access::User(User { session, permit, cookies }))
+    Ok(Access::User(User { session, permit, cookies, provider }))
 }
 
 /// A proxied path: public routes skip the session but not the stripping.
@@ -69,11 +80,12 @@ pub async fn proxy(
     auth: AuthMode,
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
+    let host = crate::app::request_host(state, &req, &peer);
     let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
     crate::telemetry::trace::propagate(req.headers_mut(), state.forwarder.is_trusted(peer.ip));
-    let access = match authenticate(state, req.headers(), auth, rule).await {
+    let access = match authenticate(state, req.headers(), auth, rule, host.as_deref()).await {
         Err(Failure { err: RequestError::NoSession(cause), clear }) if auth == AuthMode::Login => {
-            return keep_post(state, req, cause, clear).await;
+            return keep_post(state, req, cause, clear, state.providers.allowed(rule, host.as_deref())).await;
         }
         other => other?,
     };
@@ -84,7 +96,7 @@ pub async fn proxy(
         }
         Access::User(user) => user,
     };
-    let User { session, permit, mut cookies } = user;
+    let User { session, permit, mut cookies, provider } = user;
     if state.posts.is_resume(req.method(), req.headers()) {
         match preserved_post::resume(state, &mut req, state.clock.now()).await {
             Ok(clear) => cookies.extend(clear),
@@ -94,6 +106,7 @@ pub async fn proxy(
     let headers = req.headers_mut();
     state.headers.strip(headers);
     state.headers.apply(headers, session.claims(), &permit, session.identity_memo());
+    state.providers.apply_issuer_header(headers, provider);
     if let Some(at) = session.access_token()
         && let Ok(v) = HeaderValue::from_str(at)
     {
@@ -115,6 +128,7 @@ async fn keep_post(
     req: Inbound,
     cause: SessionError,
     clear: Vec<HeaderValue>,
+    allowed: Allowed,
 ) -> Result<Response<Body>> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     match state.posts.intake(req.method(), target, req.headers()) {
@@ -127,7 +141,15 @@ async fn keep_post(
         Intake::TooLarge(len) => {
             Err(refused_post(state, PostError::TooLarge { len: Some(len), max: state.posts.max_bytes() }, clear))
         }
-        Intake::Preserve => match preserved_post::preserve(state, req.into_request()).await {
+        // Several providers allowed here: the browser must choose first (the chooser page), so the post is not kept.
+        Intake::Preserve if allowed.only().is_none() => Err(Failure { err: RequestError::NoSession(cause), clear }),
+        Intake::Preserve => match preserved_post::preserve(
+            state,
+            req.into_request(),
+            allowed.only().and_then(|i| state.providers.record(i)),
+        )
+        .await
+        {
             Ok(resp) => Ok(with_cookies(resp, clear)),
             Err(e) => Err(refused_post(state, e, clear)),
         },
@@ -146,15 +168,17 @@ fn refused_post(state: &State, e: PostError, clear: Vec<HeaderValue>) -> Failure
 pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Result<Response<Body>> {
     // No route rules: every path has the default rule, so the URI does not matter.
     let (auth, rule) = forward_auth_target(state, headers, &peer)?.unwrap_or((AuthMode::Login, None));
+    let host = state.providers.host(headers, None, state.forwarder.is_trusted(peer.ip));
     let mut resp = empty(StatusCode::OK);
     // The proxy in front forwards the request itself: it replaces `Cookie` with this, so idgate's sealed session
     // never reaches the application (empty: no cookie is left).
     let app_cookies = state.headers.app_cookies(headers).unwrap_or(HeaderValue::from_static(""));
     resp.headers_mut().insert(APP_COOKIE_HEADER, app_cookies);
-    let cookies = match authenticate(state, headers, auth, rule).await? {
+    let cookies = match authenticate(state, headers, auth, rule, host.as_deref()).await? {
         Access::Public => Vec::new(),
-        Access::User(User { session, permit, cookies }) => {
+        Access::User(User { session, permit, cookies, provider }) => {
             state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
+            state.providers.apply_issuer_header(resp.headers_mut(), provider);
             cookies
         }
     };
@@ -256,14 +280,22 @@ pub struct Grant {
     pub cookies: Vec<HeaderValue>,
 }
 
-/// The ext_authz sink (Envoy, gRPC or HTTP): the proxy sink's decision and headers, without forwarding.
-pub async fn grant(state: &State, headers: &HeaderMap, auth: AuthMode, rule: Option<usize>) -> Result<Grant> {
-    let User { session, permit, cookies } = match authenticate(state, headers, auth, rule).await? {
+/// The ext_authz sink (Envoy, gRPC or HTTP): the proxy sink's decision and headers, without forwarding. `host`: the
+/// request's host as the application sees it (it picks the provider with `[[providers]]`).
+pub async fn grant(
+    state: &State,
+    headers: &HeaderMap,
+    auth: AuthMode,
+    rule: Option<usize>,
+    host: Option<&str>,
+) -> Result<Grant> {
+    let User { session, permit, cookies, provider } = match authenticate(state, headers, auth, rule, host).await? {
         Access::Public => return Ok(Grant::default()),
         Access::User(user) => user,
     };
     let mut out = HeaderMap::new();
     state.headers.apply(&mut out, session.claims(), &permit, session.identity_memo());
+    state.providers.apply_issuer_header(&mut out, provider);
     if let Some(at) = session.access_token()
         && let Ok(v) = HeaderValue::from_str(at)
     {
@@ -272,9 +304,10 @@ pub async fn grant(state: &State, headers: &HeaderMap, auth: AuthMode, rule: Opt
     Ok(Grant { headers: out, cookies })
 }
 
-/// `{prefix}/userinfo`: the session's claims as JSON, never a token.
-pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Body>> {
-    let Access::User(User { session, cookies, .. }) = authenticate(state, headers, AuthMode::Api, None).await? else {
+/// `{prefix}/userinfo`: the session's claims as JSON, never a token. `host`: as the application sees it.
+pub async fn userinfo(state: &State, headers: &HeaderMap, host: Option<&str>) -> Result<Response<Body>> {
+    let Access::User(User { session, cookies, .. }) = authenticate(state, headers, AuthMode::Api, None, host).await?
+    else {
         return Err(RequestError::BadRequest("userinfo needs a session").into());
     };
     let text = serde_json::to_string(session.claims().as_map()).unwrap_or_else(|_| "{}".into());
@@ -287,8 +320,9 @@ pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Bod
     Ok(with_cookies(resp, cookies))
 }
 
-/// Opens the session and renews it when due. Returns the session and any `Set-Cookie` values the renewal made.
-async fn open(state: &State, headers: &HeaderMap) -> Result<(Session, Vec<HeaderValue>)> {
+/// Opens the session, checks that its provider is `allowed`, and renews it when due. Returns the session, any
+/// `Set-Cookie` values the renewal made, and the session's provider.
+async fn open(state: &State, headers: &HeaderMap, allowed: Allowed) -> Result<(Session, Vec<HeaderValue>, usize)> {
     let now = state.clock.now();
     let session = match state.sessions.open(headers, now).await {
         Ok(s) => s,
@@ -301,9 +335,11 @@ async fn open(state: &State, headers: &HeaderMap) -> Result<(Session, Vec<Header
             return Err(Failure { err: RequestError::NoSession(cause), clear });
         }
     };
+    // A session counts only where its issuer is allowed (checked before any refresh at that issuer).
+    let provider = state.providers.check_session(session.provider(), allowed).map_err(RequestError::from)?;
     match refresh::renew_if_due(state, headers, session, now).await {
-        Renewal::Keep(s) => Ok((s, Vec::new())),
-        Renewal::Renewed(s, cookies) => Ok((s, cookies)),
+        Renewal::Keep(s) => Ok((s, Vec::new(), provider)),
+        Renewal::Renewed(s, cookies) => Ok((s, cookies, provider)),
         Renewal::Ended(SessionError::Store(e)) => Err(RequestError::Store(e).into()),
         Renewal::Ended(cause) => {
             let clear = state.sessions.end(headers).await.unwrap_or_else(|_| state.sessions.clear(headers));
@@ -328,11 +364,12 @@ fn empty(status: StatusCode) -> Response<Body> {
 /// (a Basic password): a JWT in it whose claims say it is an ID token of this client (our issuer, our client id in
 /// `aud`, not typed as an access token) is refused before anything is forwarded.
 fn refuse_id_token_bearer(state: &State, headers: &HeaderMap) -> Result<()> {
-    let settings = state.provider.settings();
-    let presented = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .any(|value| holds_our_id_token(value.as_bytes(), &settings.issuer, &settings.client_id, 2));
+    let presented = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+        state.providers.entries().iter().any(|e| {
+            let settings = e.provider().settings();
+            holds_our_id_token(value.as_bytes(), &settings.issuer, &settings.client_id, 2)
+        })
+    });
     if presented {
         return Err(RequestError::IdTokenAsBearer.into());
     }

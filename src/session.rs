@@ -42,6 +42,8 @@ struct Contents {
     /// The server-side key, when a store holds the session.
     key: Option<Key>,
     identity: crate::identity::Memo,
+    /// The `[[providers]]` name that made the session (none with `[oidc]`).
+    provider: Option<String>,
 }
 
 impl Session {
@@ -80,6 +82,10 @@ impl Session {
     /// The claim headers of this session, kept by the header plan after the first request.
     pub fn identity_memo(&self) -> &crate::identity::Memo {
         &self.0.identity
+    }
+    /// The `[[providers]]` name whose login made this session (`None` with `[oidc]`).
+    pub fn provider(&self) -> Option<&str> {
+        self.0.provider.as_deref()
     }
     /// The server-side key, when a store holds the session.
     fn key(&self) -> Option<&Key> {
@@ -128,6 +134,8 @@ pub struct NewSession<'a> {
     pub nonce: Option<&'a str>,
     /// Claims from the userinfo endpoint (same `sub`, checked by the caller) that the ID token lacks.
     pub userinfo: Option<&'a Map<String, Value>>,
+    /// The `[[providers]]` name whose login this is (`None` with `[oidc]`).
+    pub provider: Option<&'a str>,
 }
 
 impl std::fmt::Debug for NewSession<'_> {
@@ -175,6 +183,9 @@ struct Sealed<'a> {
     login_id: Option<&'a str>,
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     login_at: Option<i64>,
+    /// The `[[providers]]` name (absent with `[oidc]`).
+    #[serde(borrow, rename = "p", default, skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
 }
 
 /// Seals, opens, saves and ends sessions; built once at start.
@@ -340,8 +351,8 @@ impl Sessions {
     fn stored_form(&self, key: &Key, new: &NewSession<'_>, login: &Login, plain: &[u8]) -> (Vec<u8>, Owner) {
         let sealed = self.ring.seal_raw(&store::hex(key), plain);
         let owner = Owner {
-            sid: new.claims.get("sid").and_then(|v| v.as_str()).map(str::to_owned),
-            sub: new.claims.sub().to_owned(),
+            sid: new.claims.get("sid").and_then(|v| v.as_str()).map(|sid| scoped(new.provider, sid).into_owned()),
+            sub: scoped(new.provider, new.claims.sub()).into_owned(),
             created: login.at,
         };
         (sealed, owner)
@@ -386,6 +397,7 @@ impl Sessions {
             userinfo: new.userinfo.cloned(),
             key: old.key().copied(),
             identity: Default::default(),
+            provider: new.provider.map(str::to_owned),
         }));
         Ok((renewed, cookies))
     }
@@ -421,6 +433,7 @@ fn pack(new: &NewSession<'_>, login: &Login) -> Vec<u8> {
         userinfo: new.userinfo.cloned(),
         login_id: Some(&login.id),
         login_at: Some(login.at),
+        provider: new.provider,
     };
     serde_json::to_vec(&sealed).unwrap_or_default()
 }
@@ -449,7 +462,18 @@ fn unpack(plain: &[u8], key: Option<Key>) -> Result<Session, SessionError> {
         userinfo: sealed.userinfo,
         key,
         identity: Default::default(),
+        provider: sealed.provider.map(str::to_owned),
     })))
+}
+
+/// A `sid` or `sub` as the server-side store indexes it: within its provider's namespace with `[[providers]]` (the
+/// same `sub` from two issuers is two people), as it is with `[oidc]`. Provider names hold no space, so the
+/// scoped form is unambiguous.
+pub fn scoped<'a>(provider: Option<&str>, value: &'a str) -> std::borrow::Cow<'a, str> {
+    match provider {
+        Some(p) => std::borrow::Cow::Owned(format!("{p} {value}")),
+        None => std::borrow::Cow::Borrowed(value),
+    }
 }
 
 /// The claims of a token this process validated and sealed: the payload segment, decoded.

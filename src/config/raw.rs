@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub ext_authz: RawExtAuthz,
+    /// `[[providers]]`: several issuers, instead of `[oidc]`.
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -125,6 +128,8 @@ pub struct RawRoute {
     pub all_of: Option<BTreeMap<String, Vec<String>>>,
     /// `%2F` may stand in a path segment under this route (kept encoded).
     pub allow_encoded_slashes: Option<bool>,
+    /// `[[providers]]` names allowed on this route.
+    pub providers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -141,4 +146,15 @@ pub struct RawExtAuthz {
     pub grpc_listen: Option<String>,
     pub grpc_tls_cert_file: Option<String>,
     pub grpc_tls_key_file: Option<String>,
+}
+
+/// One `[[providers]]` entry: its name, title and hosts, and every `[oidc]` key (parsed by the same code).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub oidc: RawOidc,
 }

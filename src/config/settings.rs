@@ -49,6 +49,9 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     pub log: LogSettings,
     pub ext_authz: ExtAuthzSettings,
+    /// `[[providers]]`, in the order written; empty with `[oidc]` (then `oidc` is the one issuer; with
+    /// `[[providers]]`, `oidc` is the first provider's, for what all providers share: the callback path).
+    pub providers: Vec<super::providers::ProviderSettings>,
 }
 
 /// The public listener.
@@ -225,6 +228,8 @@ pub struct RouteSettings {
     /// `%2F` may stand in a path segment under this route (forwarded encoded), when the path read with `/` for
     /// it falls under the same route.
     pub allow_encoded_slashes: bool,
+    /// `[[providers]]` names allowed here; empty: chosen by host, else all.
+    pub providers: Vec<String>,
 }
 
 impl RouteSettings {
@@ -238,6 +243,7 @@ impl RouteSettings {
             any_of: BTreeMap::new(),
             all_of: BTreeMap::new(),
             allow_encoded_slashes: false,
+            providers: Vec::new(),
         }
     }
 }
@@ -319,7 +325,7 @@ impl Settings {
             allowed_upgrades: upgrades(p, raw.upstream.allowed_upgrades),
             strip_headers: strip_headers(p, raw.upstream.strip_headers.unwrap_or_default()),
         };
-        let oidc = oidc(p, raw.oidc);
+        let (oidc, providers) = super::providers::from_raw(p, raw.oidc, raw.providers);
         let session = session(p, raw.session);
         let headers = match raw.headers {
             None => DEFAULT_HEADERS.iter().map(|(h, c)| (HeaderName::from_static(h), (*c).to_owned())).collect(),
@@ -340,7 +346,9 @@ impl Settings {
                 })
                 .collect(),
         };
-        let routes = raw.routes.into_iter().enumerate().filter_map(|(i, r)| route(p, i, r)).collect();
+        let routes: Vec<RouteSettings> =
+            raw.routes.into_iter().enumerate().filter_map(|(i, r)| route(p, i, r)).collect();
+        super::providers::check_routes(p, &routes, &providers);
         let log = LogSettings {
             format: match raw.log.format.as_deref().unwrap_or("json") {
                 "json" => LogFormat::Json,
@@ -357,7 +365,7 @@ impl Settings {
         if !p.is_empty() {
             return None;
         }
-        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, ext_authz })
+        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, ext_authz, providers })
     }
 
     /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
@@ -373,7 +381,7 @@ impl Settings {
     }
 }
 
-fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
+pub(super) fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
     let issuer = match raw.issuer {
         Some(i) => {
             // The issuer is compared exactly, so it is kept as written; it must still be an https (or loopback
@@ -657,6 +665,7 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
         any_of,
         all_of,
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
+        providers: raw.providers.unwrap_or_default(),
     })
 }
 

@@ -183,6 +183,13 @@ async fn decide(state: &State, request: CheckRequest, peer: &Peer) -> (Verdict, 
             _ => return (malformed(state, "a header in the CheckRequest is invalid"), http.method, http.path),
         }
     }
+    // HTTP/2 clients send `:authority`, not `Host`; Envoy names it in `host`: the host the application sees.
+    if !headers.contains_key(http::header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&http.host)
+        && !http.host.is_empty()
+    {
+        headers.insert(http::header::HOST, v);
+    }
     let verdict = super::check(state, Check { method: &method, target: &http.path, headers: &headers, peer }).await;
     (verdict, http.method, http.path)
 }

@@ -50,8 +50,26 @@ pub async fn backchannel_logout(state: &State, method: &Method, headers: &Header
         return answer(StatusCode::BAD_REQUEST, "invalid_request", "logout_token missing");
     };
     let now = state.clock.now();
-    let claims = match state.provider.validate_logout_token(token, now).await {
-        Ok(c) => c,
+    // The token's `iss` picks the provider (several may share an issuer: the first whose checks pass, `aud`
+    // among them); the token is then validated by that provider's keys and rules like any other.
+    let iss = unverified_iss(token);
+    let candidates: Vec<usize> = match &iss {
+        Some(iss) => state.providers.by_issuer(iss).collect(),
+        None => (0..state.providers.entries().len()).collect(),
+    };
+    let mut outcome = Err(TokenError::Rejected(crate::id_token::Rejection::WrongIssuer));
+    let mut chosen = None;
+    for i in candidates {
+        let Some(entry) = state.providers.entry(i) else { continue };
+        outcome = entry.provider().validate_logout_token(token, now).await;
+        if outcome.is_ok() {
+            chosen = Some(i);
+            break;
+        }
+    }
+    let (claims, chosen) = match outcome.map(|c| (c, chosen)) {
+        Ok((c, Some(i))) => (c, i),
+        Ok((_, None)) => return answer(StatusCode::BAD_REQUEST, "invalid_request", "logout token rejected"),
         Err(TokenError::Rejected(r)) => {
             tracing::info!(reason = r.reason(), error = %r, "logout token rejected");
             return answer(StatusCode::BAD_REQUEST, "invalid_request", "logout token rejected");
@@ -61,7 +79,10 @@ pub async fn backchannel_logout(state: &State, method: &Method, headers: &Header
             return answer(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "issuer keys unavailable");
         }
     };
-    let leeway = state.provider.settings().leeway.as_secs() as i64;
+    let Some(entry) = state.providers.entry(chosen) else {
+        return answer(StatusCode::BAD_REQUEST, "invalid_request", "logout token rejected");
+    };
+    let leeway = entry.provider().settings().leeway.as_secs() as i64;
     let remember_secs = match acceptable_for(&claims, now, leeway) {
         Ok(secs) => secs,
         Err(why) => {
@@ -90,12 +111,16 @@ pub async fn backchannel_logout(state: &State, method: &Method, headers: &Header
             return answer(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "session store unavailable");
         }
     }
+    // Sessions are indexed within their provider: the same `sub` at another issuer is someone else.
+    let scope = state.providers.record(chosen);
     let sid = claims.get("sid").and_then(|v| v.as_str());
     let sub = claims.get("sub").and_then(|v| v.as_str());
+    let (sid_key, sub_key) =
+        (sid.map(|v| crate::session::scoped(scope, v)), sub.map(|v| crate::session::scoped(scope, v)));
     let iat = claims.get("iat").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
-    match store.delete_owned(sid, sub, iat).await {
+    match store.delete_owned(sid_key.as_deref(), sub_key.as_deref(), iat).await {
         Ok(done) => {
-            state.metrics.event(Event::SignOut("backchannel"));
+            entry.provider().metrics().event(Event::SignOut("backchannel"));
             if done.kept_newer > 0 {
                 tracing::info!(
                     jti = %jti,
@@ -115,6 +140,15 @@ pub async fn backchannel_logout(state: &State, method: &Method, headers: &Header
             answer(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "session store unavailable")
         }
     }
+}
+
+/// The `iss` a logout token claims, read before validation only to pick the provider that validates it (a JWE's
+/// protected header has none: then the one provider with `[oidc]`, or every provider, is tried).
+fn unverified_iss(token: &str) -> Option<String> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 fn jti_hash(jti: &str) -> [u8; 32] {

@@ -33,7 +33,11 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
                 });
             }
             let rd = url::form_urlencoded::byte_serialize(flow.return_to.as_bytes()).collect::<String>();
-            let location = format!("{}/start?interactive=1&rd={rd}", state.routes.prefix());
+            let mut location = format!("{}/start?interactive=1&rd={rd}", state.routes.prefix());
+            if let Some(name) = &flow.provider {
+                location.push_str("&provider=");
+                location.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+            }
             return Ok(Response::builder()
                 .status(StatusCode::FOUND)
                 .header(header::LOCATION, location)
@@ -61,19 +65,37 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
     if !first_use {
         return Err(LoginError::Replayed);
     }
-    let metadata = state.provider.metadata()?;
-    check_iss(param(&params, "iss"), &metadata)?;
-    let code = param(&params, "code").ok_or(LoginError::MissingParameter("code"))?;
-    let tokens = state.provider.redeem(code, flow.verifier.expose()).await?;
+    // The provider is the one this login went to, as its flow recorded: never taken from the answer (mix-up).
+    let chosen = state.providers.recorded(flow.provider.as_deref()).ok_or(LoginError::UnknownState)?;
+    let entry = state.providers.entry(chosen).ok_or(LoginError::UnknownState)?;
+    redeem(state, req, &params, &flow, chosen, now).await.map_err(|e| e.at(&state.providers, entry))
+}
+
+/// The rest of the callback, at the flow's provider `chosen`: the answer's `iss`, the code, the ID token, userinfo,
+/// and the new session.
+async fn redeem(
+    state: &State,
+    req: &HeaderMap,
+    params: &[(String, String)],
+    flow: &super::flow::Flow,
+    chosen: usize,
+    now: i64,
+) -> Result<Response<Body>, LoginError> {
+    let entry = state.providers.entry(chosen).ok_or(LoginError::UnknownState)?;
+    let provider = entry.provider();
+    let metadata = provider.metadata()?;
+    check_iss(param(params, "iss"), &metadata)?;
+    let code = param(params, "code").ok_or(LoginError::MissingParameter("code"))?;
+    let tokens = provider.redeem(code, flow.verifier.expose()).await?;
     let id_token = tokens.id_token.as_ref().map(Secret::expose).ok_or(LoginError::NoIdToken)?;
     // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
-    let (claims, id_token) = state.provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
+    let (claims, id_token) = provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
     let id_token = id_token.as_str();
-    let oidc = state.provider.settings();
+    let oidc = provider.settings();
     let access_token = tokens.access_token.as_ref().map(Secret::expose);
     let userinfo = match (oidc.userinfo_claims, access_token) {
         (true, Some(at)) => {
-            let mut info = state.provider.userinfo(at).await?;
+            let mut info = provider.userinfo(at).await?;
             // R15: the profile must be the same user's (OpenID Connect Core §5.3.2).
             if info.get("sub").and_then(|s| s.as_str()) != Some(claims.sub()) {
                 return Err(LoginError::UserinfoMismatch);
@@ -90,23 +112,25 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
         access_token: if oidc.forward_access_token { access_token } else { None },
         nonce: Some(&flow.nonce),
         userinfo: userinfo.as_ref(),
+        provider: state.providers.record(chosen),
     };
     let cookies = state.sessions.save(req, &new, now).await.map_err(|e| match e {
         SessionError::Store(e) => LoginError::Store(e),
         _ => LoginError::SessionTooLarge,
     })?;
-    state.provider.metrics().event(Event::Login("success"));
+    provider.metrics().event(Event::Login("success"));
     tracing::info!(
         target: "idgate::audit",
         event = "login",
         sub = claims.sub(),
         iss = %metadata.issuer,
+        provider = %entry.name,
         session = %session_ref(id_token),
         expires_at = claims.exp(),
         "login succeeded"
     );
     if flow.post {
-        return Ok(super::preserved_post::resume_page(state, req, &flow, cookies).await);
+        return Ok(super::preserved_post::resume_page(state, req, flow, cookies).await);
     }
     let mut resp = Response::builder()
         .status(StatusCode::FOUND)

@@ -34,6 +34,9 @@ pub struct Flow {
     /// A form post was kept for this login (`super::preserved_post`): the callback sends it on.
     #[serde(rename = "p", default, skip_serializing_if = "std::ops::Not::not")]
     pub post: bool,
+    /// The `[[providers]]` name this login goes to (none with `[oidc]`): the callback expects that issuer's answer.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// Seals, opens and names flow cookies.

@@ -174,8 +174,9 @@ pub struct PreservedPosts {
     flow_path: String,
     attrs: Attributes,
     max_bytes: usize,
-    /// Our origin (`scheme://host[:port]` of `oidc.redirect_url`), for browsers that send no `Sec-Fetch-Site`.
-    origin: String,
+    /// Our origins (`scheme://host[:port]` of `oidc.redirect_url`, or of every `[[providers]]` entry's), for
+    /// browsers that send no `Sec-Fetch-Site`.
+    origins: Vec<String>,
     /// The browser cookie: a random value the kept post is bound to, so that only the browser that sent the post
     /// gets it back after the callback. `__Host-` when the cookies are `Secure` and host-only: then no other host
     /// (a sibling of the same site, or a network attacker answering for `http://` of this one) can set it, as it
@@ -205,7 +206,10 @@ impl PreservedPosts {
             flow_path: flow_path.to_owned(),
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
             max_bytes: s.preserve_post_max_bytes,
-            origin: settings.oidc.redirect_url.origin().ascii_serialization(),
+            origins: std::iter::once(&settings.oidc)
+                .chain(settings.providers.iter().map(|p| &p.oidc))
+                .map(|o| o.redirect_url.origin().ascii_serialization())
+                .collect(),
             browser_name: if s.cookie_secure && s.cookie_domain.is_none() {
                 format!("__Host-{}_pb", s.cookie_name)
             } else {
@@ -244,8 +248,10 @@ impl PreservedPosts {
     fn sent_by_us(&self, headers: &HeaderMap) -> bool {
         let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match (h("sec-fetch-site"), h("origin")) {
-            (Some(site), origin) => site.eq_ignore_ascii_case("same-origin") && origin.is_none_or(|o| o == self.origin),
-            (None, Some(origin)) => origin == self.origin,
+            (Some(site), origin) => {
+                site.eq_ignore_ascii_case("same-origin") && origin.is_none_or(|o| self.origins.iter().any(|x| x == o))
+            }
+            (None, Some(origin)) => self.origins.iter().any(|x| x == origin),
             (None, None) => false,
         }
     }
@@ -321,8 +327,9 @@ impl PreservedPosts {
     }
 }
 
-/// Keeps the post `req` (already judged [`Intake::Preserve`]) and answers the redirect to the issuer.
-pub async fn preserve(state: &State, req: Request<Body>) -> Result<Response<Body>, PostError> {
+/// Keeps the post `req` (already judged [`Intake::Preserve`]) and answers the redirect to the issuer: the one
+/// provider allowed for it, `provider` (its recorded name with `[[providers]]`, `None` with `[oidc]`).
+pub async fn preserve(state: &State, req: Request<Body>, provider: Option<&str>) -> Result<Response<Body>, PostError> {
     let posts = &state.posts;
     let (parts, incoming) = req.into_parts();
     let max = posts.max_bytes;
@@ -338,6 +345,7 @@ pub async fn preserve(state: &State, req: Request<Body>) -> Result<Response<Body
     flow.post = true;
     // A browser keeps its value while it has one (other tabs' posts are bound to it); HttpOnly, and random.
     let browser = posts.browser_value(&parts.headers).map_or_else(|| crate::random::token(16), str::to_owned);
+    flow.provider = provider.map(str::to_owned);
     let post = Post {
         bound: flow.state.clone(),
         browser: browser.clone(),
@@ -423,6 +431,7 @@ pub async fn restart(state: &State, req: &HeaderMap, old: &Flow) -> Result<Respo
     let mut cookies = vec![state.flows.end(&old.state)];
     cookies.extend(clear_post_cookies(state, req, &old.state));
     let mut flow = start::new_flow(state, Some(&old.return_to), true);
+    flow.provider = old.provider.clone();
     match take(state, req, old, now).await {
         Some(mut post) => {
             flow.post = true;

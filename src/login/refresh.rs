@@ -13,7 +13,7 @@ use crate::{
     app::State,
     config::Secret,
     id_token::Claims,
-    oidc::{ProviderError, TokenError},
+    oidc::{Provider, ProviderError, TokenError},
     session::{NewSession, Session, SessionError},
     telemetry::metrics::Event,
 };
@@ -69,6 +69,11 @@ pub fn flights() -> Flights {
 /// Refreshes `session` when it is due.
 pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, now: i64) -> Renewal {
     let Some(refresh_token) = session.refresh_token() else { return Renewal::Keep(session) };
+    // The session's own provider refreshes it (the pipeline has checked that it is allowed here).
+    let Some(provider) = state.providers.recorded(session.provider()).and_then(|i| state.providers.entry(i)) else {
+        return Renewal::Keep(session);
+    };
+    let provider = Arc::clone(provider.provider());
     let exp = session.expires_at();
     let iat = session.claims().get("iat").and_then(|v| v.as_i64()).unwrap_or(exp);
     let margin = (state.settings.session.refresh_margin.as_secs() as i64).min((exp - iat) / 2);
@@ -80,7 +85,7 @@ pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, 
     let rt = refresh_token.to_owned();
     let outcome = state
         .refreshes
-        .get_with(flight, async { Arc::new(refresh(state, headers, &session, &rt, flight, now).await) })
+        .get_with(flight, async { Arc::new(refresh(state, &provider, headers, &session, &rt, flight, now).await) })
         .await;
     match outcome.as_ref() {
         Ok(r) => match state.sessions.renew(headers, &session, &as_new(r, &session), now).await {
@@ -102,16 +107,17 @@ pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, 
 /// lock second finds the session already renewed in the store and uses that.
 async fn refresh(
     state: &State,
+    provider: &Provider,
     headers: &HeaderMap,
     session: &Session,
     rt: &str,
     flight: [u8; 32],
     now: i64,
 ) -> Result<Refreshed, RefreshFailure> {
-    let Some(store) = state.sessions.store() else { return redeem(state, session, rt, now).await };
+    let Some(store) = state.sessions.store() else { return redeem(provider, session, rt, now).await };
     let lock = crate::session::store::hex(&flight);
     // A holder keeps the lock for at most one token request (plus the store write): wait a little longer.
-    let patience = state.provider.settings().http_timeout + Duration::from_secs(5);
+    let patience = provider.settings().http_timeout + Duration::from_secs(5);
     let mut waited = Duration::ZERO;
     let lease = loop {
         match store.try_lock(&lock, LOCK_LEASE_MS).await.map_err(|e| RefreshFailure::Unavailable(e.to_string()))? {
@@ -133,7 +139,7 @@ async fn refresh(
                 refresh_token: current.refresh_token().map(Secret::new),
                 access_token: current.access_token().map(Secret::new),
             }),
-            _ => match redeem(state, session, rt, now).await {
+            _ => match redeem(provider, session, rt, now).await {
                 // Store the renewed session before the lock is released: the next holder must find it.
                 Ok(r) => state
                     .sessions
@@ -187,12 +193,13 @@ fn as_new<'a>(r: &'a Refreshed, session: &'a Session) -> NewSession<'a> {
         access_token: r.access_token.as_ref().map(Secret::expose),
         nonce: session.nonce(),
         userinfo: session.userinfo(),
+        provider: session.provider(),
     }
 }
 
-async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<Refreshed, RefreshFailure> {
-    let metrics = state.provider.metrics();
-    let tokens = match state.provider.refresh(rt).await {
+async fn redeem(provider: &Provider, session: &Session, rt: &str, now: i64) -> Result<Refreshed, RefreshFailure> {
+    let metrics = provider.metrics();
+    let tokens = match provider.refresh(rt).await {
         Ok(t) => t,
         Err(ProviderError::Refused { status, error, .. }) if status < 500 => {
             metrics.event(Event::Refresh("refused"));
@@ -208,7 +215,7 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
         return Err(RefreshFailure::Unavailable("the issuer returned no ID token on refresh".into()));
     };
     // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
-    let (claims, id_token) = match state.provider.validate_id_token(id_token.expose(), None, now).await {
+    let (claims, id_token) = match provider.validate_id_token(id_token.expose(), None, now).await {
         Ok(valid) => valid,
         Err(TokenError::Provider(e)) => return Err(RefreshFailure::Unavailable(e.to_string())),
         Err(TokenError::Rejected(r)) => {
@@ -232,6 +239,6 @@ async fn redeem(state: &State, session: &Session, rt: &str, now: i64) -> Result<
         claims,
         // Issuers that do not rotate refresh tokens return none: keep using the old one.
         refresh_token: tokens.refresh_token.or_else(|| Some(Secret::new(rt))),
-        access_token: if state.provider.settings().forward_access_token { tokens.access_token } else { None },
+        access_token: if provider.settings().forward_access_token { tokens.access_token } else { None },
     })
 }

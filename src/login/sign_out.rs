@@ -58,15 +58,22 @@ pub async fn sign_out(
         return Err(LoginError::BadCsrf);
     }
     let mut location = rd.clone();
-    if let (Some(s), Ok(m)) = (&session, state.provider.metadata())
+    // The session's own provider ends it at the issuer (RP-initiated logout, revocation).
+    let provider = session
+        .as_ref()
+        .and_then(|s| state.providers.recorded(s.provider()))
+        .and_then(|i| state.providers.entry(i))
+        .map(|e| std::sync::Arc::clone(e.provider()));
+    if let (Some(s), Some(p)) = (&session, &provider)
+        && let Ok(m) = p.metadata()
         && let Some(end) = m.end_session_endpoint.as_deref().and_then(|e| url::Url::parse(e).ok())
     {
         let mut end = end;
         {
             let mut q = end.query_pairs_mut();
             q.append_pair("id_token_hint", s.id_token_hint());
-            q.append_pair("client_id", &state.provider.settings().client_id);
-            if let Some(post) = &state.provider.settings().post_logout_redirect_url {
+            q.append_pair("client_id", &p.settings().client_id);
+            if let Some(post) = &p.settings().post_logout_redirect_url {
                 q.append_pair("post_logout_redirect_uri", post.as_str());
             }
             q.append_pair("state", &random::token(16));
@@ -74,9 +81,12 @@ pub async fn sign_out(
         location = end.into();
     }
     if let Some(s) = &session {
-        let revoked = revoke(state, s).await;
+        let revoked = match &provider {
+            Some(p) => revoke(p, s).await,
+            None => false,
+        };
         state.sessions.sign_out(s, now);
-        state.provider.metrics().event(Event::SignOut("rp_initiated"));
+        provider.as_ref().map_or(&*state.metrics, |p| p.metrics()).event(Event::SignOut("rp_initiated"));
         tracing::info!(target: "idgate::audit", event = "logout", sub = s.claims().sub(), session = %binding, refresh_token_revoked = revoked, "signed out");
     }
     let mut resp = Response::builder()
@@ -92,9 +102,9 @@ pub async fn sign_out(
 
 /// Revokes the session's refresh token at the issuer. Returns whether it is known to be revoked. A failure does not
 /// stop the sign-out; it is logged, since a copy of a cookie session could then still be refreshed elsewhere.
-async fn revoke(state: &State, session: &crate::session::Session) -> bool {
+async fn revoke(provider: &crate::oidc::Provider, session: &crate::session::Session) -> bool {
     let Some(rt) = session.refresh_token() else { return false };
-    match state.provider.revoke_refresh_token(rt).await {
+    match provider.revoke_refresh_token(rt).await {
         Ok(true) => true,
         Ok(false) => {
             tracing::info!("the issuer has no revocation_endpoint: the refresh token stays valid at the issuer");

@@ -12,15 +12,18 @@ use crate::{
     random,
 };
 
-/// `GET {prefix}/start?rd=PATH`: begins a login that returns to `rd` (same-origin paths only). With
-/// `session.silent_reauth`, the first attempt asks the issuer with `prompt=none`; `interactive` skips that.
+/// `GET {prefix}/start?rd=PATH`, once its provider is chosen ([`super::choose`]): begins a login at provider
+/// `chosen` that returns to `rd` (same-origin paths only). With `session.silent_reauth`, the first attempt asks the
+/// issuer with `prompt=none`; `interactive` skips that.
 pub async fn start(
     state: &State,
     req: &HeaderMap,
+    chosen: usize,
     rd: Option<&str>,
     interactive: bool,
 ) -> Result<Response<Body>, LoginError> {
-    let flow = new_flow(state, rd, interactive);
+    let mut flow = new_flow(state, rd, interactive);
+    flow.provider = state.providers.record(chosen).map(str::to_owned);
     to_issuer(state, req, &flow, StatusCode::FOUND, Vec::new()).await
 }
 
@@ -34,6 +37,7 @@ pub fn new_flow(state: &State, rd: Option<&str>, interactive: bool) -> Flow {
         created: state.clock.now(),
         silent: state.settings.session.silent_reauth && !interactive,
         post: false,
+        provider: None,
     }
 }
 
@@ -46,9 +50,12 @@ pub async fn to_issuer(
     status: StatusCode,
     extra: Vec<HeaderValue>,
 ) -> Result<Response<Body>, LoginError> {
-    let metadata = state.provider.metadata()?;
-    state.provider.check_reachable().await?;
-    let oidc = state.provider.settings();
+    // The flow's provider (with `[[providers]]` the caller records one; with `[oidc]` there is only one).
+    let chosen = state.providers.recorded(flow.provider.as_deref()).ok_or(LoginError::UnknownProvider)?;
+    let provider = state.providers.entry(chosen).ok_or(LoginError::UnknownProvider)?.provider();
+    let metadata = provider.metadata()?;
+    provider.check_reachable().await?;
+    let oidc = provider.settings();
     let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, flow.verifier.expose().as_bytes()));
     let mut url = url::Url::parse(&metadata.authorization_endpoint)
         .map_err(|e| crate::oidc::ProviderError::BadDocument { what: "discovery", why: e.to_string() })?;
@@ -69,9 +76,9 @@ pub async fn to_issuer(
         // Some issuers (oidc-provider among them) issue a refresh token only with explicit consent.
         params.push(("prompt", "consent"));
     }
-    if state.provider.uses_par(&metadata) {
+    if provider.uses_par(&metadata) {
         // RFC 9126 §4: the browser carries only the client and the reference to the pushed request.
-        let pushed = state.provider.push_authorization_request(&params).await?;
+        let pushed = provider.push_authorization_request(&params).await?;
         url.query_pairs_mut().append_pair("client_id", &oidc.client_id).append_pair("request_uri", &pushed.request_uri);
     } else {
         url.query_pairs_mut().extend_pairs(&params);

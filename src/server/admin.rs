@@ -23,12 +23,13 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
                 Some(s) => s.ping().await.err(),
                 None => None,
             };
-            if !state.provider.is_ready() {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: issuer discovery and keys not loaded\n".to_owned(),
-                )
+            if !state.providers.all_ready() {
+                let why = if state.providers.is_multi() {
+                    format!("not ready: discovery and keys not loaded for {}\n", state.providers.not_ready().join(", "))
+                } else {
+                    "not ready: issuer discovery and keys not loaded\n".to_owned()
+                };
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why)
             } else if let Some(e) = store {
                 (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {e}\n"))
             } else {

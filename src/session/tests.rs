@@ -26,8 +26,15 @@ fn token(extra: usize) -> (String, Claims) {
 
 /// Saves a session for token `t` with no other tokens; returns the `Set-Cookie` values.
 async fn save(s: &Sessions, t: &str, c: &Claims) -> Vec<HeaderValue> {
-    let new =
-        NewSession { id_token: t, claims: c, refresh_token: None, access_token: None, nonce: None, userinfo: None };
+    let new = NewSession {
+        id_token: t,
+        claims: c,
+        refresh_token: None,
+        access_token: None,
+        nonce: None,
+        userinfo: None,
+        provider: None,
+    };
     s.save(&HeaderMap::new(), &new, NOW).await.unwrap()
 }
 
@@ -56,6 +63,7 @@ async fn seal_then_open_until_exp() {
                 access_token: None,
                 nonce: Some("n"),
                 userinfo: None,
+                provider: None,
             },
             NOW,
         )
@@ -180,6 +188,7 @@ async fn a_signed_out_cookie_session_and_its_renewals_are_refused_and_debug_show
         access_token: Some("at-secret"),
         nonce: None,
         userinfo: None,
+        provider: None,
     };
     let req = request_with(&s.save(&HeaderMap::new(), &new, NOW).await.unwrap());
     let session = s.open(&req, NOW).await.unwrap();

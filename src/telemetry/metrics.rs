@@ -63,6 +63,9 @@ pub struct Metrics {
     open_connections: AtomicI64,
     kept_upstream: Arc<AtomicUsize>,
     events: Mutex<BTreeMap<Event, u64>>,
+    /// `[[providers]]`: each provider's own events, rendered with a `provider` label (names come from the
+    /// configuration, never from a request).
+    providers: Mutex<Vec<(String, Arc<Metrics>)>>,
 }
 
 impl Metrics {
@@ -101,6 +104,40 @@ impl Metrics {
         }
     }
 
+    /// The metrics of provider `name` (made once; a reload that keeps or re-adds the name gets the same): its
+    /// events are rendered here with `provider="name"`.
+    pub fn for_provider(&self, name: &str) -> Arc<Metrics> {
+        let Ok(mut list) = self.providers.lock() else { return Arc::new(Metrics::default()) };
+        if let Some((_, m)) = list.iter().find(|(n, _)| n == name) {
+            return Arc::clone(m);
+        }
+        let m = Arc::new(Metrics::default());
+        list.push((name.to_owned(), Arc::clone(&m)));
+        m
+    }
+
+    /// Every event counter: this sink's (no provider label) and each provider's, ordered by metric name.
+    fn event_rows(&self) -> Vec<(&'static str, Option<String>, &'static str, &'static str, u64)> {
+        let mut rows = Vec::new();
+        if let Ok(map) = self.events.lock() {
+            for (e, v) in map.iter() {
+                let (name, label, value) = e.name_and_label();
+                rows.push((name, None, label, value, *v));
+            }
+        }
+        let providers: Vec<(String, Arc<Metrics>)> = self.providers.lock().map(|l| l.clone()).unwrap_or_default();
+        for (provider, m) in providers {
+            if let Ok(map) = m.events.lock() {
+                for (e, v) in map.iter() {
+                    let (name, label, value) = e.name_and_label();
+                    rows.push((name, Some(provider.clone()), label, value, *v));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
@@ -133,15 +170,19 @@ impl Metrics {
         out.push_str("# HELP idgate_upstream_kept_connections Upstream connections kept by client connections.\n");
         out.push_str("# TYPE idgate_upstream_kept_connections gauge\n");
         let _ = writeln!(out, "idgate_upstream_kept_connections {}", self.kept_upstream.load(Relaxed));
-        if let Ok(map) = self.events.lock() {
-            let mut last = "";
-            for (e, v) in map.iter() {
-                let (name, label, value) = e.name_and_label();
-                if name != last {
-                    let _ = writeln!(out, "# TYPE {name} counter");
-                    last = name;
+        let mut last = "";
+        for (name, provider, label, value, v) in self.event_rows() {
+            if name != last {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last = name;
+            }
+            match provider {
+                Some(p) => {
+                    let _ = writeln!(out, "{name}{{provider=\"{p}\",{label}=\"{value}\"}} {v}");
                 }
-                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {v}");
+                None => {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {v}");
+                }
             }
         }
         out
@@ -165,5 +206,19 @@ mod tests {
         assert!(text.contains("idgate_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("idgate_request_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("idgate_logins_total{result=\"success\"} 2"));
+    }
+
+    #[test]
+    fn provider_events_carry_the_provider_label() {
+        let m = Metrics::default();
+        m.event(Event::Login("unknown_state"));
+        m.for_provider("staff").event(Event::Login("success"));
+        m.for_provider("partners").event(Event::JwksFetch("failure"));
+        m.for_provider("staff").event(Event::Login("success"));
+        let text = m.render();
+        assert!(text.contains("idgate_logins_total{provider=\"staff\",result=\"success\"} 2"), "{text}");
+        assert!(text.contains("idgate_jwks_fetches_total{provider=\"partners\",result=\"failure\"} 1"), "{text}");
+        assert!(text.contains("idgate_logins_total{result=\"unknown_state\"} 1"), "{text}");
+        assert_eq!(text.matches("# TYPE idgate_logins_total counter").count(), 1, "{text}");
     }
 }

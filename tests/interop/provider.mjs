@@ -10,6 +10,8 @@
 //   ENC_KEYS_FILE      JSON {"rsa": JWK, "ec": JWK} of public encryption keys (optional): registers the clients
 //                      idgate-enc-rsa (RSA-OAEP-256 + A256GCM) and idgate-enc-ec (ECDH-ES + A128CBC-HS256), whose
 //                      ID tokens the provider encrypts (features.encryption)
+//   BACKCHANNEL_URI    a back-channel logout URI registered for every client (optional): turns on
+//                      features.backchannelLogout, so ending a session at the provider POSTs a logout token there
 //   CLIENT_JWKS_URI    idgate's {prefix}/jwks (optional): registers idgate-pkjwt, which authenticates with
 //                      private_key_jwt signed by the key published there; idgate-par (client_secret_basic) must push
 //                      its authorization requests (require_pushed_authorization_requests) and is always registered
@@ -30,6 +32,7 @@ const redirectUris = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean
 const postLogoutUris = (process.env.POST_LOGOUT_URIS || '').split(',').filter(Boolean);
 const idTokenTtl = Number(process.env.ID_TOKEN_TTL || 3600);
 const keysFile = process.env.KEYS_FILE;
+const backchannelUri = process.env.BACKCHANNEL_URI || '';
 const clientJwksUri = process.env.CLIENT_JWKS_URI;
 const requirePar = process.env.REQUIRE_PAR === '1';
 const encKeys = process.env.ENC_KEYS_FILE ? JSON.parse(fs.readFileSync(process.env.ENC_KEYS_FILE, 'utf8')) : null;
@@ -65,6 +68,7 @@ const client = (id, alg) => ({
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: alg,
+  ...(backchannelUri ? { backchannel_logout_uri: backchannelUri } : {}),
 });
 
 // A client without a secret that signs its client assertions with the key idgate publishes at `jwks_uri`.
@@ -127,6 +131,7 @@ const provider = new Provider(issuer, {
     rpInitiatedLogout: { enabled: true },
     revocation: { enabled: true },
     encryption: { enabled: true },
+    backchannelLogout: { enabled: Boolean(backchannelUri) },
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: requirePar },
   },
   pkce: { required: () => true },

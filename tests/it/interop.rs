@@ -17,7 +17,7 @@ use tokio::{
 
 use crate::harness::{Browser, Resp, TestGate};
 
-fn interop_dir() -> PathBuf {
+pub(crate) fn interop_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     assert!(dir.join("node_modules/oidc-provider").exists(), "run `npm ci` in tests/interop (scripts/deps.sh does)");
     dir
@@ -32,6 +32,8 @@ pub struct Op {
     post_logout: String,
     ttl: u64,
     keys: tempfile::TempDir,
+    /// The back-channel logout URI registered for every client (empty: none).
+    backchannel: String,
     /// idgate's `{prefix}/jwks`, where `idgate-pkjwt`'s keys are registered.
     client_jwks_uri: String,
     /// PAR required of every client (discovery says so).
@@ -54,6 +56,7 @@ impl Op {
             post_logout: post_logout.join(","),
             ttl,
             keys: tempfile::tempdir().unwrap(),
+            backchannel: String::new(),
             client_jwks_uri: redirect_uris[0].replace("/oauth2/callback", "/oauth2/jwks"),
             require_par,
         };
@@ -70,6 +73,13 @@ impl Op {
     /// The private half of the decryption key registered for `idgate-enc-rsa` / `idgate-enc-ec`.
     pub fn decryption_key(&self, client: &str) -> PathBuf {
         self.keys.path().join(if client.ends_with("rsa") { "enc-rsa.pem" } else { "enc-ec.pem" })
+    }
+
+    /// Restarts the provider (same keys) with `uri` registered as every client's back-channel logout URI.
+    pub async fn with_backchannel(mut self, uri: String) -> Op {
+        self.backchannel = uri;
+        self.restart().await;
+        self
     }
 
     pub fn keys_file(&self) -> PathBuf {
@@ -94,6 +104,7 @@ impl Op {
             .env("ID_TOKEN_TTL", self.ttl.to_string())
             .env("KEYS_FILE", self.keys_file())
             .env("ENC_KEYS_FILE", self.keys.path().join("enc-public.json"))
+            .env("BACKCHANNEL_URI", &self.backchannel)
             .env("CLIENT_JWKS_URI", &self.client_jwks_uri)
             .env("REQUIRE_PAR", if self.require_par { "1" } else { "0" })
             .stdout(Stdio::piped())
@@ -163,7 +174,7 @@ async fn gate_for_op(
 }
 
 /// Walks the provider's own pages (login form, consent form) until it sends the browser back to idgate.
-async fn through_provider(b: &Browser, op: &Op, mut resp: Resp, user: &str) -> Resp {
+pub(crate) async fn through_provider(b: &Browser, op: &Op, mut resp: Resp, user: &str) -> Resp {
     for _ in 0..12 {
         if resp.status.is_redirection() {
             let next = Browser::resolve(&op.issuer, resp.location());

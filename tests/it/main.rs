@@ -17,6 +17,7 @@ mod jwe;
 mod login;
 mod nginx;
 mod preserved_post;
+mod providers;
 mod redis;
 mod redis_ha;
 mod sessions;
