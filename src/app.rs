@@ -73,7 +73,9 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
+        let provider = Arc::new(
+            Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)).with_clock(Arc::clone(&clock)),
+        );
         let forwarder = Forwarder::new(
             http,
             &settings.upstream.url,
@@ -222,6 +224,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         forward_access_token,
         userinfo_claims,
         id_token_decryption,
+        dpop,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -243,6 +246,8 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.require_encrypted_id_token", d.required != nd.required);
     check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    check("oidc.dpop", dpop.mode != n.dpop.mode);
+    check("oidc.dpop_key_file", dpop.key != n.dpop.key);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,

@@ -124,6 +124,7 @@ fn demo_settings(
             forward_access_token: false,
             userinfo_claims: false,
             id_token_decryption: Default::default(),
+            dpop: Default::default(),
         },
         session: SessionSettings {
             cookie_secure: false,

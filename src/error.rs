@@ -166,6 +166,11 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 again,
             )
         }
+        LoginError::Token(TokenError::Provider(ProviderError::Dpop(d))) => {
+            tracing::warn!(request_id = id, reason = e.reason(), error = %d, "DPoP failed at the issuer");
+            let msg = format!("The identity provider and this site could not agree on DPoP: {d}.");
+            answer(ctx, StatusCode::BAD_GATEWAY, "dpop_failed", &msg, again)
+        }
         LoginError::Token(TokenError::Provider(p)) => {
             tracing::warn!(request_id = id, error = %p, "issuer unavailable");
             let status = match p {

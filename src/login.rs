@@ -73,6 +73,7 @@ impl LoginError {
             LoginError::IdpError { .. } => "idp_error",
             LoginError::NoIdToken => "no_id_token",
             LoginError::Token(TokenError::Rejected(r)) => r.reason(),
+            LoginError::Token(TokenError::Provider(ProviderError::Dpop(_))) => "dpop",
             LoginError::Token(TokenError::Provider(_)) => "issuer_unavailable",
             LoginError::UserinfoMismatch => "userinfo_mismatch",
             LoginError::SessionTooLarge => "session_too_large",

@@ -2,6 +2,7 @@
 //! the issuer lives here; validation itself is the pure [`crate::id_token`].
 
 pub mod discovery;
+pub mod dpop;
 pub mod jwks;
 pub mod token;
 
@@ -38,6 +39,9 @@ pub enum ProviderError {
     IssuerMismatch { expected: String, got: String },
     #[error("token endpoint refused with HTTP {status}: {error}")]
     Refused { status: u16, error: String, description: Option<String> },
+    /// DPoP (RFC 9449) could not be used with this issuer.
+    #[error(transparent)]
+    Dpop(#[from] dpop::DpopError),
 }
 
 /// Discovery metadata and keys once loaded.
@@ -57,6 +61,10 @@ pub struct Provider {
     /// When the issuer last answered (tokio clock, ms since `started`); starts of logins re-check it when stale.
     last_answer_ms: std::sync::atomic::AtomicU64,
     started: tokio::time::Instant,
+    /// DPoP proofs, nonces and the key (RFC 9449).
+    dpop: dpop::Dpop,
+    /// The time proofs are dated with.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// A login start re-checks an issuer it has not heard from for this long.
@@ -72,7 +80,10 @@ impl Provider {
     /// A provider not yet loaded.
     pub fn new(settings: OidcSettings, http: HttpClient, metrics: Arc<Metrics>) -> Self {
         let keys = jwks::KeyCache::new(settings.jwks_refetch_interval);
+        let dpop = dpop::Dpop::new(&settings.dpop, settings.forward_access_token);
         Self {
+            dpop,
+            clock: Arc::new(crate::clock::SystemClock),
             settings,
             http,
             loaded: RwLock::new(None),
@@ -81,6 +92,17 @@ impl Provider {
             last_answer_ms: std::sync::atomic::AtomicU64::new(0),
             started: tokio::time::Instant::now(),
         }
+    }
+
+    /// Dates DPoP proofs with `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The DPoP state (RFC 9449).
+    pub fn dpop(&self) -> &dpop::Dpop {
+        &self.dpop
     }
 
     /// The configured settings.
@@ -236,10 +258,10 @@ impl Provider {
             }
             let cache_control =
                 resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let body = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            Ok(Answer { status, cache_control, body })
+            let (parts, incoming) = resp.into_parts();
+            let body =
+                body::collect_limited(incoming, MAX_RESPONSE_BYTES).await.map_err(|e| unreachable(e.to_string()))?;
+            Ok(Answer { status, cache_control, headers: parts.headers, body })
         };
         let answer = tokio::time::timeout(self.settings.http_timeout, exchange)
             .await
@@ -280,7 +302,21 @@ impl Provider {
 struct Answer {
     status: StatusCode,
     cache_control: Option<String>,
+    /// The whole head (DPoP reads `DPoP-Nonce` and `WWW-Authenticate`).
+    headers: http::HeaderMap,
     body: Bytes,
+}
+
+impl dpop::Answered for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// A token that could not be accepted: the issuer was not usable, or the token was refused.

@@ -43,6 +43,10 @@ pub async fn start(
         .append_pair("nonce", &flow.nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
+    // RFC 9449 §10: the code is bound to idgate's DPoP key (a configured one: every replica holds it).
+    if let Some(jkt) = state.provider.dpop().authorization_jkt() {
+        url.query_pairs_mut().append_pair("dpop_jkt", jkt);
+    }
     if flow.silent {
         url.query_pairs_mut().append_pair("prompt", "none");
     } else if oidc.scopes.iter().any(|s| s == "offline_access") {

@@ -24,6 +24,9 @@ pub struct Metadata {
     /// RFC 9207: the issuer sends `iss` with every authorization response, so one without it is refused.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 9449 §5.1: the algorithms the issuer verifies DPoP proofs with.
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// The discovery URL for an issuer.
