@@ -7,6 +7,7 @@ mod attacks;
 mod cli;
 mod deploy;
 mod differential;
+mod dpop;
 mod forward;
 mod identity;
 mod interop;
