@@ -2,11 +2,14 @@
 //! binds to that key (`token_type: DPoP`) are worthless to whoever copies them. This module builds the proofs and
 //! owns the retry policy; the token and userinfo requests call [`Dpop::exchange`].
 //!
-//! - **When.** `oidc.dpop = true`: every token request (code, refresh) carries a proof. Unset (auto): none, until
-//!   the issuer demands DPoP for this client — a proofless token request refused with `invalid_dpop_proof` or
-//!   `use_dpop_nonce` (RFC 9449 §7.1, §8), or with `invalid_grant`/`invalid_request` whose description names DPoP
-//!   (oidc-provider: "DPoP proof JWT not provided") — then DPoP is on for the rest of the process and that request
-//!   is sent once more with a proof. `oidc.dpop = false`: never; such a demand is a readable error.
+//! - **When.** `oidc.dpop = true`: every token request (code, refresh) carries a proof. `false`: never. Unset
+//!   (auto): none, until the issuer shows it requires DPoP for this client. Discovery cannot say so
+//!   (`dpop_signing_alg_values_supported` means the issuer *can* bind tokens), so a refusal of a proofless token
+//!   request is read: `invalid_dpop_proof` or `use_dpop_nonce` (RFC 9449 §7.1, §8), or an error whose description
+//!   names DPoP, is a demand; `invalid_grant`/`invalid_request` from an issuer advertising DPoP may be one
+//!   (oidc-provider says only "grant request is invalid"). Either way that request is sent once more with a proof,
+//!   and DPoP stays on for the process only when that retry succeeds — an unrelated refusal changes nothing. With
+//!   `false`, or with `oidc.forward_access_token`, an explicit demand is a readable error instead.
 //! - **Key.** `oidc.dpop_key_file` (RSA ≥ 2048 or EC P-256 PEM), else a P-256 key generated at start and kept for
 //!   the process only: a refresh token the issuer bound to it (public clients, RFC 9449 §5; some issuers for every
 //!   client) is refused after a restart or on another replica, and that session ends (the user logs in again).
@@ -155,7 +158,7 @@ impl Challenge {
             .next()
     }
 
-    /// The issuer says this client must use DPoP.
+    /// The issuer says in so many words that this client must use DPoP.
     fn demands_dpop(&self) -> bool {
         matches!(self.error.as_str(), "invalid_dpop_proof" | "use_dpop_nonce")
             || (matches!(self.error.as_str(), "invalid_grant" | "invalid_request")
@@ -197,7 +200,7 @@ pub struct Dpop {
     key: Result<DpopKey, SigningKeyError>,
     configured_key: bool,
     forward_access_token: bool,
-    /// Auto mode: the issuer demanded DPoP (sticky for the process).
+    /// Auto mode: a request retried with a proof succeeded (sticky for the process).
     demanded: AtomicBool,
     /// Endpoint origin → the latest `DPoP-Nonce` it sent.
     nonces: Mutex<HashMap<String, String>>,
@@ -286,8 +289,8 @@ impl Dpop {
 
     /// Sends a request through `send` (given the proof to attach, if any) under the DPoP policy: at most one retry
     /// with the nonce a `use_dpop_nonce` refusal sent, and in auto mode at most one retry with a proof when the
-    /// issuer demands DPoP. Returns the final answer (success or the issuer's refusal, for the caller to read) and
-    /// whether it was answered to a request with a proof.
+    /// issuer's refusal is or may be a DPoP demand. Returns the final answer (success or the issuer's refusal, for
+    /// the caller to read) and whether it answered a request with a proof. At most three requests in all.
     pub async fn exchange<A, F, Fut, E>(
         &self,
         endpoint: &'static str,
@@ -300,18 +303,24 @@ impl Dpop {
         Fut: std::future::Future<Output = Result<A, E>>,
         E: From<DpopError>,
     {
-        let (mut nonce_retried, mut demand_retried) = (false, false);
+        let (mut nonce_retried, mut trial) = (false, false);
         loop {
-            let proof = match self.active() || request.access_token.is_some() {
+            let with_proof = self.active() || trial || request.access_token.is_some();
+            let proof = match with_proof {
                 true => {
                     Some(self.proof(request.supported, request.htm, request.htu, request.access_token, request.now)?)
                 }
                 false => None,
             };
-            let with_proof = proof.is_some();
             let answer = send(proof).await?;
             self.remember_nonce(request.htu, answer.headers());
             if answer.status().is_success() {
+                if trial && !self.demanded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        endpoint,
+                        "the issuer requires DPoP for this client: proofs are sent from now on (set oidc.dpop = true)"
+                    );
+                }
                 return Ok((answer, with_proof));
             }
             let Some(challenge) = Challenge::of(answer.headers(), answer.body()) else {
@@ -324,20 +333,26 @@ impl Dpop {
                 nonce_retried = true;
                 continue;
             }
-            if !with_proof && !demand_retried && challenge.demands_dpop() {
+            if !with_proof {
+                let said = challenge.demands_dpop();
+                let maybe = request.supported.is_some()
+                    && matches!(challenge.error.as_str(), "invalid_grant" | "invalid_request");
                 match self.mode {
-                    DpopMode::Off => return Err(DpopError::RequiredButOff.into()),
-                    _ if self.forward_access_token => return Err(DpopError::RequiredButForwarding.into()),
-                    _ => {
-                        if !self.demanded.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                endpoint,
-                                "the issuer requires DPoP for this client: proofs are sent from now on (set oidc.dpop = true)"
-                            );
-                        }
-                        demand_retried = true;
+                    DpopMode::Off if said => return Err(DpopError::RequiredButOff.into()),
+                    DpopMode::Off if maybe => {
+                        tracing::info!(
+                            endpoint,
+                            "refused; the issuer supports DPoP: if this client requires it, set oidc.dpop = true"
+                        );
+                    }
+                    DpopMode::Auto if said && self.forward_access_token => {
+                        return Err(DpopError::RequiredButForwarding.into());
+                    }
+                    DpopMode::Auto if (said || maybe) && !self.forward_access_token => {
+                        trial = true;
                         continue;
                     }
+                    _ => {}
                 }
             }
             return Ok((answer, with_proof));

@@ -10,6 +10,8 @@
 //   ENC_KEYS_FILE      JSON {"rsa": JWK, "ec": JWK} of public encryption keys (optional): registers the clients
 //                      idgate-enc-rsa (RSA-OAEP-256 + A256GCM) and idgate-enc-ec (ECDH-ES + A128CBC-HS256), whose
 //                      ID tokens the provider encrypts (features.encryption)
+// DPoP (features.dPoP, RFC 9449) is on, with server nonces required in every proof; the client idgate-dpop is
+// registered with dpop_bound_access_tokens (a token request without a proof is refused).
 // Prints "listening <issuer>" on stdout once it serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -75,6 +77,7 @@ const provider = new Provider(issuer, {
     client('idgate-es256', 'ES256'),
     client('idgate-ps256', 'PS256'),
     client('idgate-hs256', 'HS256'),
+    { ...client('idgate-dpop', 'ES256'), dpop_bound_access_tokens: true },
     ...(encKeys ? [
       encrypting('idgate-enc-rsa', encKeys.rsa, 'RSA-OAEP-256', 'A256GCM'),
       encrypting('idgate-enc-ec', encKeys.ec, 'ECDH-ES', 'A128CBC-HS256'),
@@ -106,13 +109,18 @@ const provider = new Provider(issuer, {
     email: ['email', 'email_verified'],
   },
   scopes: ['openid', 'offline_access', 'profile', 'email'],
-  enabledJWA: { idTokenSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256'] },
+  enabledJWA: {
+    idTokenSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256'],
+    // Not RS256: an RSA DPoP key must pick PS256 from this list.
+    dPoPSigningAlgValues: ['ES256', 'PS256'],
+  },
   conformIdTokenClaims: false,
   features: {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     revocation: { enabled: true },
     encryption: { enabled: true },
+    dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
   },
   pkce: { required: () => true },
   ttl: { IdToken: idTokenTtl, AccessToken: idTokenTtl, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600 },

@@ -111,7 +111,7 @@ fn challenges_are_read_from_json_and_www_authenticate() {
     let demands = |e: &str, d: &str| Challenge { error: e.into(), description: d.into() }.demands_dpop();
     assert!(demands("invalid_dpop_proof", ""));
     assert!(demands("use_dpop_nonce", ""));
-    assert!(demands("invalid_grant", "DPoP proof JWT not provided"), "oidc-provider's wording");
+    assert!(demands("invalid_grant", "DPoP proof is missing"), "a description naming DPoP");
     assert!(!demands("invalid_grant", "authorization code not found"));
     assert!(!demands("invalid_client", "DPoP"), "a client authentication failure is not a DPoP demand");
 }
@@ -152,10 +152,19 @@ async fn run(
     d: &Dpop,
     answer: impl Fn(usize, Option<&str>) -> Fake,
 ) -> (Result<(StatusCode, bool), DpopError>, Vec<Option<Value>>) {
+    run_with(d, None, answer).await
+}
+
+/// [`run`] against an issuer advertising `supported` in `dpop_signing_alg_values_supported`.
+async fn run_with(
+    d: &Dpop,
+    supported: Option<&[String]>,
+    answer: impl Fn(usize, Option<&str>) -> Fake,
+) -> (Result<(StatusCode, bool), DpopError>, Vec<Option<Value>>) {
     let sent = Mutex::new(Vec::new());
     let n = AtomicUsize::new(0);
     let target =
-        Target { supported: None, htm: &Method::POST, htu: "https://op.example.com/token", access_token: None, now: 0 };
+        Target { supported, htm: &Method::POST, htu: "https://op.example.com/token", access_token: None, now: 0 };
     let out = d
         .exchange("token endpoint", target, |proof: Option<String>| {
             let i = n.fetch_add(1, Ordering::SeqCst);
@@ -202,7 +211,7 @@ async fn auto_mode_switches_dpop_on_when_the_issuer_demands_it() {
     let d = Dpop::new(&DpopSettings::default(), false);
     assert!(!d.active());
     let demand = |i: usize, proof: Option<&str>| match (i, proof) {
-        (0, None) => refusal("invalid_grant", "DPoP proof JWT not provided", None),
+        (0, None) => refusal("invalid_dpop_proof", "DPoP proof is missing", None),
         (_, Some(_)) => ok(),
         _ => refusal("invalid_grant", "unexpected", None),
     };
@@ -239,4 +248,47 @@ async fn a_configured_key_is_named_in_dpop_jkt_once_active() {
     assert_eq!(d.authorization_jkt(), Some(jkt.as_str()));
     let auto = Dpop::new(&DpopSettings { mode: DpopMode::Auto, key: Some(key) }, false);
     assert_eq!(auto.authorization_jkt(), None, "not before the issuer demanded DPoP");
+}
+
+#[tokio::test]
+async fn an_invalid_grant_from_an_issuer_advertising_dpop_is_tried_once_with_a_proof() {
+    let algs = ["ES256".to_owned()];
+    // oidc-provider's refusal of a proofless request says only this.
+    let vague = |proof: Option<&str>| match proof {
+        None => refusal("invalid_grant", "grant request is invalid", None),
+        Some(_) => ok(),
+    };
+    let d = Dpop::new(&DpopSettings::default(), false);
+    let (out, sent) = run_with(&d, Some(&algs), |_, p| vague(p)).await;
+    assert_eq!((out, sent.len()), (Ok((StatusCode::OK, true)), 2));
+    assert!(d.active(), "the proof made the difference: DPoP stays on");
+    // The same refusal when a proof does not help either (a bad code): the refusal stands, DPoP stays off.
+    let d = Dpop::new(&DpopSettings::default(), false);
+    let (out, sent) =
+        run_with(&d, Some(&algs), |_, _| refusal("invalid_grant", "grant request is invalid", None)).await;
+    assert_eq!((out, sent.len()), (Ok((StatusCode::BAD_REQUEST, true)), 2));
+    assert!(!d.active(), "an unrelated refusal does not turn DPoP on");
+    // An issuer not advertising DPoP: no trial. Off, or forwarding tokens: no trial, the refusal stands.
+    let d = Dpop::new(&DpopSettings::default(), false);
+    let (out, sent) = run(&d, |_, p| vague(p)).await;
+    assert_eq!((out, sent.len()), (Ok((StatusCode::BAD_REQUEST, false)), 1));
+    for (mode, forward) in [(DpopMode::Off, false), (DpopMode::Auto, true)] {
+        let d = Dpop::new(&DpopSettings { mode, key: None }, forward);
+        let (out, sent) = run_with(&d, Some(&algs), |_, p| vague(p)).await;
+        assert_eq!((out, sent.len()), (Ok((StatusCode::BAD_REQUEST, false)), 1), "{mode:?} forward={forward}");
+    }
+}
+
+#[tokio::test]
+async fn a_trial_and_a_nonce_retry_make_three_requests_at_most() {
+    let algs = ["ES256".to_owned()];
+    let d = Dpop::new(&DpopSettings::default(), false);
+    let (out, sent) = run_with(&d, Some(&algs), |i, proof| match proof {
+        None => refusal("invalid_grant", "grant request is invalid", None),
+        Some(_) => refusal("use_dpop_nonce", "", Some(&format!("n-{i}"))),
+    })
+    .await;
+    assert_eq!(out, Err(DpopError::NonceLoop { endpoint: "token endpoint" }));
+    assert_eq!(sent.len(), 3);
+    assert!(!d.active());
 }
