@@ -32,7 +32,8 @@ pub enum DemoEncryption {
 }
 
 /// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
-pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), String> {
+/// With `dpop`, the tokens are bound to a DPoP key and the issuer demands proofs with nonces.
+pub async fn run(port: u16, encryption: Option<DemoEncryption>, dpop: bool) -> Result<(), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let proxy_url = format!("http://127.0.0.1:{port}");
@@ -62,7 +63,17 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), St
         });
         eprintln!("  ID tokens are encrypted: {} + {}", alg.name(), enc.name());
     }
+    if dpop {
+        settings.oidc.dpop.mode = crate::oidc::dpop::DpopMode::On;
+        issuer.configure(|k| {
+            k.dpop.required = true;
+            k.dpop.nonce = crate::dev_issuer::NonceMode::Required;
+        });
+    }
     let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
+    if let Some(jkt) = running.state().provider.dpop().jkt().filter(|_| dpop) {
+        eprintln!("  Tokens are DPoP-bound to a generated P-256 key (jkt {jkt}); the issuer requires nonces.");
+    }
     eprintln!(
         "\n  idgate demo is running.\n\n    Open {proxy_url}/ in a browser and log in with any name.\n\n  \
          upstream (echoes the headers it receives): http://{upstream}\n  \

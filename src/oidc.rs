@@ -114,6 +114,15 @@ impl Provider {
     pub async fn load(&self) -> Result<(), ProviderError> {
         let metadata = discovery::fetch(self, &self.settings.issuer).await?;
         self.keys.refresh(self, &metadata.jwks_uri).await?;
+        if self.settings.dpop.mode == dpop::DpopMode::On {
+            match self.dpop.usable_with(metadata.dpop_signing_alg_values_supported.as_deref()) {
+                Err(e) => tracing::warn!(error = %e, "oidc.dpop = true, but DPoP cannot be used with this issuer"),
+                Ok(_) if metadata.dpop_signing_alg_values_supported.is_none() => tracing::warn!(
+                    "oidc.dpop = true, but discovery lists no dpop_signing_alg_values_supported: the issuer may not bind tokens"
+                ),
+                Ok(alg) => tracing::debug!(alg, "DPoP proofs will be signed with this algorithm"),
+            }
+        }
         let expectations = Expectations {
             issuer: metadata.issuer.clone(),
             audiences: std::iter::once(self.settings.client_id.clone())

@@ -230,6 +230,21 @@ impl Dpop {
         }
     }
 
+    /// The thumbprint of the key proofs are signed with.
+    pub fn jkt(&self) -> Option<&str> {
+        self.key.as_ref().ok().map(DpopKey::jkt)
+    }
+
+    /// Whether the key can sign an algorithm the issuer lists (`None`: it lists none); the algorithm it would use.
+    pub fn usable_with(&self, supported: Option<&[String]>) -> Result<&'static str, DpopError> {
+        let key = self.key.as_ref().map_err(|e| DpopError::Key(e.clone()))?;
+        let signer = key.for_issuer(supported).ok_or_else(|| DpopError::NoCommonAlg {
+            ours: key.algs().join(", "),
+            theirs: supported.unwrap_or_default().join(", "),
+        })?;
+        Ok(signer.alg().name())
+    }
+
     /// Whether token requests carry proofs now.
     pub fn active(&self) -> bool {
         match self.mode {
@@ -257,10 +272,8 @@ impl Dpop {
         now: i64,
     ) -> Result<String, DpopError> {
         let key = self.key.as_ref().map_err(|e| DpopError::Key(e.clone()))?;
-        let signer = key.for_issuer(supported).ok_or_else(|| DpopError::NoCommonAlg {
-            ours: key.algs().join(", "),
-            theirs: supported.unwrap_or_default().join(", "),
-        })?;
+        let alg = self.usable_with(supported)?;
+        let signer = key.0.iter().find(|k| k.alg().name() == alg).ok_or(DpopError::Sign)?;
         let (target, origin) = target_and_origin(htu);
         let mut claims = json!({ "jti": random::token(16), "htm": htm.as_str(), "htu": target, "iat": now });
         if let Some(nonce) = self.nonces.lock().ok().and_then(|n| n.get(&origin).cloned()) {
