@@ -275,3 +275,18 @@ async fn repeated_logins_and_refreshes_never_reuse_a_proof() {
     assert!(gate.issuer.refusals().is_empty(), "{:?}", gate.issuer.refusals());
     gate.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_nonce_loop_during_refresh_keeps_the_session_until_its_exp() {
+    let gate = spawn(dpop_on, |d| d.nonce = NonceMode::Required).await;
+    let b = gate.login_as("ida").await;
+    gate.issuer.configure(|k| k.dpop.nonce = NonceMode::EveryRequest);
+    let tokens = gate.issuer.request_count("token");
+    gate.clock.advance(280);
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK, "kept: the issuer is unusable");
+    assert_eq!(gate.issuer.request_count("token"), tokens + 2, "one nonce retry, no loop");
+    assert!(gate.state().metrics.render().contains("idgate_refreshes_total{result=\"unavailable\"} 1"));
+    gate.clock.advance(20);
+    assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED, "until its exp");
+    gate.shutdown().await;
+}
