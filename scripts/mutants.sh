@@ -27,6 +27,8 @@ MODULES=(
   src/policy.rs
   src/identity.rs
   src/session/seal.rs
+  src/signing.rs
+  src/own_keys.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"
