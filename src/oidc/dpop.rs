@@ -3,13 +3,15 @@
 //! owns the retry policy; the token and userinfo requests call [`Dpop::exchange`].
 //!
 //! - **When.** `oidc.dpop = true`: every token request (code, refresh) carries a proof. `false`: never. Unset
-//!   (auto): none, until the issuer shows it requires DPoP for this client. Discovery cannot say so
-//!   (`dpop_signing_alg_values_supported` means the issuer *can* bind tokens), so a refusal of a proofless token
+//!   (auto): none, until the issuer says it requires DPoP for this client. Discovery cannot say so
+//!   (`dpop_signing_alg_values_supported` means the issuer *can* bind tokens), so the refusal of a proofless token
 //!   request is read: `invalid_dpop_proof` or `use_dpop_nonce` (RFC 9449 §7.1, §8), or an error whose description
-//!   names DPoP, is a demand; `invalid_grant`/`invalid_request` from an issuer advertising DPoP may be one
-//!   (oidc-provider says only "grant request is invalid"). Either way that request is sent once more with a proof,
-//!   and DPoP stays on for the process only when that retry succeeds — an unrelated refusal changes nothing. With
-//!   `false`, or with `oidc.forward_access_token`, an explicit demand is a readable error instead.
+//!   names DPoP. That request is then sent once more with a proof, and DPoP stays on for the process when it
+//!   succeeds. A bare `invalid_grant` is not read as a demand (oidc-provider refuses a proofless request of a
+//!   `dpop_bound_access_tokens` client with only "grant request is invalid"): retrying every refused code or
+//!   refresh token with a proof would double every failure at every issuer that merely supports DPoP, so such an
+//!   issuer needs `oidc.dpop = true`. With `false`, or with `oidc.forward_access_token`, a demand is a readable
+//!   error instead.
 //! - **Key.** `oidc.dpop_key_file` (RSA ≥ 2048 or EC P-256 PEM), else a P-256 key generated at start and kept for
 //!   the process only: a refresh token the issuer bound to it (public clients, RFC 9449 §5; some issuers for every
 //!   client) is refused after a restart or on another replica, and that session ends (the user logs in again).
@@ -200,7 +202,7 @@ pub struct Dpop {
     key: Result<DpopKey, SigningKeyError>,
     configured_key: bool,
     forward_access_token: bool,
-    /// Auto mode: a request retried with a proof succeeded (sticky for the process).
+    /// Auto mode: a request the issuer refused for want of a proof succeeded with one (sticky for the process).
     demanded: AtomicBool,
     /// Endpoint origin → the latest `DPoP-Nonce` it sent.
     nonces: Mutex<HashMap<String, String>>,
@@ -240,7 +242,14 @@ impl Dpop {
         let key = self.key.as_ref().map_err(|e| DpopError::Key(e.clone()))?;
         let signer = key.for_issuer(supported).ok_or_else(|| DpopError::NoCommonAlg {
             ours: key.algs().join(", "),
-            theirs: supported.unwrap_or_default().join(", "),
+            // The issuer's words reach an error page: names only, a few of them.
+            theirs: supported
+                .unwrap_or_default()
+                .iter()
+                .take(12)
+                .map(|a| a.chars().filter(char::is_ascii_graphic).take(16).collect::<String>())
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
         Ok(signer.alg().name())
     }
@@ -302,7 +311,7 @@ impl Dpop {
 
     /// Sends a request through `send` (given the proof to attach, if any) under the DPoP policy: at most one retry
     /// with the nonce a `use_dpop_nonce` refusal sent, and in auto mode at most one retry with a proof when the
-    /// issuer's refusal is or may be a DPoP demand. Returns the final answer (success or the issuer's refusal, for
+    /// issuer's refusal demands DPoP. Returns the final answer (success or the issuer's refusal, for
     /// the caller to read) and whether it answered a request with a proof. At most three requests in all.
     pub async fn exchange<A, F, Fut, E>(
         &self,
@@ -346,26 +355,14 @@ impl Dpop {
                 nonce_retried = true;
                 continue;
             }
-            if !with_proof {
-                let said = challenge.demands_dpop();
-                let maybe = request.supported.is_some()
-                    && matches!(challenge.error.as_str(), "invalid_grant" | "invalid_request");
+            if !with_proof && challenge.demands_dpop() {
                 match self.mode {
-                    DpopMode::Off if said => return Err(DpopError::RequiredButOff.into()),
-                    DpopMode::Off if maybe => {
-                        tracing::info!(
-                            endpoint,
-                            "refused; the issuer supports DPoP: if this client requires it, set oidc.dpop = true"
-                        );
-                    }
-                    DpopMode::Auto if said && self.forward_access_token => {
-                        return Err(DpopError::RequiredButForwarding.into());
-                    }
-                    DpopMode::Auto if (said || maybe) && !self.forward_access_token => {
+                    DpopMode::Off => return Err(DpopError::RequiredButOff.into()),
+                    _ if self.forward_access_token => return Err(DpopError::RequiredButForwarding.into()),
+                    _ => {
                         trial = true;
                         continue;
                     }
-                    _ => {}
                 }
             }
             return Ok((answer, with_proof));
