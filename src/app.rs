@@ -53,6 +53,8 @@ pub struct State {
     pub refreshes: login::refresh::Flights,
     /// idgate's own keys and their published JWK set.
     pub own_keys: Arc<OwnKeys>,
+    /// Form posts kept over a re-login.
+    pub posts: login::preserved_post::PreservedPosts,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -112,6 +114,7 @@ impl State {
         let callback = settings.callback_path().to_owned();
         let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
         State {
+            posts: login::preserved_post::PreservedPosts::new(&settings, &flow_path),
             sessions: Sessions::with_store(s, kept.store),
             flows: Flows {
                 ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
@@ -260,6 +263,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         memory_capacity,
         refresh_margin: _,
         silent_reauth: _,
+        preserve_post_max_bytes: _,
     } = &old.session;
     let n = &new.session;
     match (store, &n.store) {

@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::{
     body::{self, Body},
     forward::{UpgradeRefused, UpstreamError},
-    login::LoginError,
+    login::{LoginError, preserved_post::PostError},
     oidc::{ProviderError, TokenError},
     policy::Denied,
     route::{BadPath, RequestKind},
@@ -38,6 +38,9 @@ pub enum RequestError {
     BadRequest(&'static str),
     #[error(transparent)]
     Store(#[from] crate::session::store::StoreError),
+    /// A form post kept over a re-login (`login::preserved_post`) was not kept, or could not be sent on.
+    #[error(transparent)]
+    PreservedPost(#[from] PostError),
 }
 
 /// What `respond` needs to know about the request.
@@ -118,6 +121,7 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
             )
         }
         RequestError::Login(e) => login_error(e, &ctx, &retry),
+        RequestError::PreservedPost(e) => preserved_post_error(e, &ctx, &retry),
     };
     for c in ctx.clear {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -225,6 +229,59 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 "The session is too large to keep.",
                 None,
             )
+        }
+    }
+}
+
+/// A kept form post's failures. Only form navigations get here: the answer is a page.
+fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Response<Body> {
+    let id = ctx.request_id;
+    let reason = e.reason();
+    let page = |status: StatusCode, message: &str, extra: &str| {
+        let extra = format!("{extra}<p><small>{}</small></p>", escape(reason));
+        html_page(status, status.canonical_reason().unwrap_or("Error"), message, &extra)
+    };
+    match e {
+        PostError::TooLarge { .. } | PostError::NoRoom { .. } => {
+            tracing::info!(request_id = id, reason, error = %e, "form post not kept over the re-login");
+            let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
+            let link = format!(
+                "<p><a href=\"{}\" target=\"_blank\" rel=\"noopener\">Sign in in a new tab</a>, then come back \
+                 here and send the form again.</p>",
+                escape(&format!("{}/start?rd={rd}", ctx.prefix))
+            );
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Your session has ended, and this form is too large to keep while you sign in again.",
+                &link,
+            )
+        }
+        PostError::Unreadable => {
+            tracing::info!(request_id = id, reason, "form post body unreadable");
+            page(StatusCode::BAD_REQUEST, "The form could not be read.", "")
+        }
+        PostError::Tampered | PostError::WrongTarget => {
+            tracing::warn!(request_id = id, reason, error = %e, "kept form post refused");
+            page(StatusCode::BAD_REQUEST, "The form you sent before signing in could not be restored.", "")
+        }
+        PostError::Expired => {
+            tracing::info!(request_id = id, reason, "kept form post expired");
+            page(StatusCode::BAD_REQUEST, "The form you sent before signing in waited too long. Send it again.", "")
+        }
+        PostError::OtherBrowser => {
+            tracing::warn!(request_id = id, reason, "kept form post sent from another browser");
+            page(StatusCode::FORBIDDEN, "This form can only be sent from the browser that started it.", "")
+        }
+        PostError::Replayed => {
+            tracing::warn!(request_id = id, reason, "kept form post sent again");
+            page(StatusCode::CONFLICT, "This form was already sent once.", "")
+        }
+        PostError::Login(e) => {
+            login_error(e, &Context { kind: RequestKind::Navigation, clear: Vec::new(), ..*ctx }, retry)
+        }
+        PostError::Store(e) => {
+            tracing::error!(request_id = id, error = %e, "session store unavailable");
+            page(StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable right now. Try again shortly.", "")
         }
     }
 }

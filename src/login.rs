@@ -4,6 +4,7 @@
 pub mod backchannel;
 pub mod callback;
 pub mod flow;
+pub mod preserved_post;
 pub mod redirect;
 pub mod refresh;
 pub mod sign_out;

@@ -80,7 +80,7 @@ mod tests {
             crate::id_token::jwe::GeneratedKey::p256().private_pem.as_bytes(),
         )
         .unwrap();
-        let keys = OwnKeys::from_parts(vec![Arc::clone(&a), b, a], dec.public_jwks());
+        let keys = OwnKeys::from_parts(vec![Arc::clone(&a), b, Arc::clone(&a)], dec.public_jwks());
         let doc: Value = serde_json::from_slice(keys.document()).unwrap();
         let list = doc["keys"].as_array().unwrap();
         let uses: Vec<&str> = list.iter().map(|k| k["use"].as_str().unwrap()).collect();
@@ -89,5 +89,7 @@ mod tests {
         let resp = keys.response();
         assert_eq!(resp.headers()[header::CACHE_CONTROL], "public, max-age=300");
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/jwk-set+json");
+        let debug = format!("{keys:?}");
+        assert!(debug.starts_with("OwnKeys { signing: [SigningKey") && debug.contains(a.kid()), "{debug}");
     }
 }

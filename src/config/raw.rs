@@ -104,6 +104,7 @@ pub struct RawSession {
     pub memory_capacity: Option<u64>,
     pub refresh_margin_secs: Option<u64>,
     pub silent_reauth: Option<bool>,
+    pub preserve_post_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

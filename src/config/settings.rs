@@ -145,6 +145,11 @@ pub enum StoreKind {
     },
 }
 
+/// Default of `session.preserve_post_max_bytes`: 64 KiB.
+pub const DEFAULT_PRESERVE_POST_MAX_BYTES: usize = 64 * 1024;
+/// The most `session.preserve_post_max_bytes` may be: the kept body travels back inside an HTML page.
+const MAX_PRESERVE_POST_BYTES: u64 = 1 << 20;
+
 /// Session sealing and cookies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
@@ -162,6 +167,8 @@ pub struct SessionSettings {
     pub refresh_margin: Duration,
     /// Try `prompt=none` before an interactive login for navigations.
     pub silent_reauth: bool,
+    /// Largest form post kept over a re-login (`login::preserved_post`); 0 turns the feature off.
+    pub preserve_post_max_bytes: usize,
 }
 
 impl SessionSettings {
@@ -178,6 +185,7 @@ impl SessionSettings {
             memory_capacity: 100_000,
             refresh_margin: Duration::from_secs(60),
             silent_reauth: false,
+            preserve_post_max_bytes: DEFAULT_PRESERVE_POST_MAX_BYTES,
         }
     }
 }
@@ -550,6 +558,14 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         memory_capacity: range(p, "session.memory_capacity", raw.memory_capacity, 100_000, 1, 100_000_000),
         refresh_margin: secs(p, "session.refresh_margin_secs", raw.refresh_margin_secs, 60),
         silent_reauth: raw.silent_reauth.unwrap_or(false),
+        preserve_post_max_bytes: range(
+            p,
+            "session.preserve_post_max_bytes",
+            raw.preserve_post_max_bytes,
+            DEFAULT_PRESERVE_POST_MAX_BYTES as u64,
+            0,
+            MAX_PRESERVE_POST_BYTES,
+        ) as usize,
     })
 }
 

@@ -395,3 +395,14 @@ fn dpop_settings_are_loaded_and_checked() {
         assert!(e.to_string().contains(why), "{line}: {e}");
     }
 }
+
+#[test]
+fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
+    let f = file(".toml", GOOD);
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.session.preserve_post_max_bytes, 64 * 1024);
+    let off = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_MAX_BYTES", "0")])).unwrap();
+    assert_eq!(off.session.preserve_post_max_bytes, 0, "0 turns it off");
+    let e = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_MAX_BYTES", "2000000")])).unwrap_err();
+    assert_eq!(keys(&e), ["session.preserve_post_max_bytes"]);
+}

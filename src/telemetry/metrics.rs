@@ -31,6 +31,9 @@ pub enum Event {
     Refresh(&'static str),
     /// `idgate_session_store_errors_total{op}`
     StoreError(&'static str),
+    /// `idgate_preserved_posts_total{result}`: form posts kept over a re-login (`kept`, `resumed`, `lost`, or the
+    /// refusal's reason).
+    PreservedPost(&'static str),
 }
 
 impl Event {
@@ -43,6 +46,7 @@ impl Event {
             Event::SignOut(v) => ("idgate_sign_outs_total", "kind", v),
             Event::Refresh(v) => ("idgate_refreshes_total", "result", v),
             Event::StoreError(v) => ("idgate_session_store_errors_total", "op", v),
+            Event::PreservedPost(v) => ("idgate_preserved_posts_total", "result", v),
         }
     }
 }

@@ -515,3 +515,113 @@ async fn the_providers_bare_refusal_is_not_taken_for_a_dpop_demand() {
     assert_eq!(gate.login_results().get("issuer_unavailable"), Some(&1));
     gate.shutdown().await;
 }
+
+/// Issue 16 in a real browser: a form filled while the session ends is submitted, the user logs in again at the
+/// provider, and the upstream receives the original post — urlencoded, and multipart with a binary file — once, at
+/// the original URL. The provider dates tokens by the real clock, so the session ends for real: the upstream's
+/// `/expire` waits out the token's lifetime, then brings the gate's clock to the real time.
+#[tokio::test]
+async fn a_real_browser_keeps_a_form_post_over_a_re_login() {
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use http_body_util::{BodyExt, Full};
+    use idgate::clock::{Clock, SystemClock, TestClock};
+
+    const TTL: u64 = 4;
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian's chromium is not installed: run scripts/deps.sh");
+    let clock: Arc<OnceLock<Arc<TestClock>>> = Arc::default();
+    let received: Arc<Mutex<Vec<(String, String, bytes::Bytes)>>> = Arc::default();
+    let (c, log) = (Arc::clone(&clock), Arc::clone(&received));
+    let upstream = crate::harness::spawn_upstream(move |req: http::Request<hyper::body::Incoming>| {
+        let (clock, log) = (Arc::clone(&c), Arc::clone(&log));
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let html = |s: String| {
+                http::Response::builder()
+                    .header("content-type", "text/html; charset=utf-8")
+                    .body(Full::new(bytes::Bytes::from(s)))
+                    .unwrap()
+            };
+            match (parts.method.as_str(), parts.uri.path()) {
+                ("GET", "/expire") => {
+                    tokio::time::sleep(Duration::from_secs(TTL + 1)).await;
+                    clock.get().unwrap().set(SystemClock.now());
+                    html("expired".into())
+                }
+                ("GET", "/forms") => html(
+                    "<!doctype html><meta charset=utf-8><title>forms</title>\
+                     <form id=orders method=post action=\"/orders?step=2\"><input name=title>\
+                     <textarea name=note></textarea><button type=submit>Order</button></form>\
+                     <form id=upload method=post action=/upload enctype=multipart/form-data><input name=title>\
+                     <input type=file name=file><button type=submit>Upload</button></form>"
+                        .into(),
+                ),
+                ("POST", _) => {
+                    let content_type = parts.headers.get("content-type").unwrap().to_str().unwrap().to_owned();
+                    let count = {
+                        let mut log = log.lock().unwrap();
+                        log.push((target.clone(), content_type.clone(), body.clone()));
+                        log.iter().filter(|(t, _, _)| *t == target).count()
+                    };
+                    let sha: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body)
+                        .as_ref()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    html(format!(
+                        "<!doctype html><meta charset=utf-8><h1 id=received>received</h1><p id=sha>{sha}</p>\
+                         <p id=len>{}</p><p id=count>{count}</p><p id=type>{}</p>",
+                        body.len(),
+                        idgate::error::escape(&content_type)
+                    ))
+                }
+                _ => html("<!doctype html><h1>ok</h1>".into()),
+            }
+        }
+    })
+    .await;
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let op = Op::start(&[format!("{base}/oauth2/callback")], &[], TTL).await;
+    let issuer = op.issuer.clone();
+    let gate = TestGate::builder()
+        .public(public)
+        .upstream(upstream)
+        .settings(move |s| {
+            s.oidc.issuer = issuer;
+            s.oidc.client_id = "idgate-rs256".into();
+            s.oidc.client_secret = Some(Secret::new("idgate-rs256-secret-that-is-long-enough-for-hs256-keys"));
+            s.session.store = idgate::config::StoreKind::Memory;
+        })
+        .spawn()
+        .await;
+    clock.set(Arc::clone(&gate.clock)).unwrap();
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let status = Command::new("node")
+        .arg(interop_dir().join("post.mjs"))
+        .env("BASE_URL", &gate.base)
+        .env("ISSUER", &op.issuer)
+        .env("UPSTREAM", format!("http://{upstream}"))
+        .env("CHROMIUM", chromium)
+        .env("OUT_DIR", &out_dir)
+        .env("USER_NAME", "zoe")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the preserved-post browser scenario failed (screenshots in {})", out_dir.display());
+    let log = received.lock().unwrap().clone();
+    let targets: Vec<&str> = log.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(targets, ["/orders?step=2", "/upload"], "each form reached the upstream once");
+    let (_, ty, body) = &log[1];
+    let boundary = ty.split("boundary=").nth(1).unwrap();
+    let file: Vec<u8> = (0..6000usize).map(|i| ((i * 7) % 256) as u8).collect();
+    assert!(body.windows(file.len()).any(|w| w == file.as_slice()), "the file's bytes arrive unchanged");
+    assert!(body.ends_with(format!("--{boundary}--\r\n").as_bytes()), "Chromium's own boundary, unchanged");
+    gate.shutdown().await;
+}

@@ -14,6 +14,7 @@ mod interop;
 mod jwe;
 mod login;
 mod nginx;
+mod preserved_post;
 mod redis;
 mod sessions;
 mod server;
