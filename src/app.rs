@@ -228,6 +228,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         userinfo_claims,
         id_token_decryption,
         dpop,
+        client_key,
+        client_assertion_audience,
+        par,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -251,6 +254,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
     check("oidc.dpop", dpop.mode != n.dpop.mode);
     check("oidc.dpop_key_file", dpop.key != n.dpop.key);
+    check("oidc.client_key_file", *client_key != n.client_key);
+    check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
+    check("oidc.par", *par != n.par);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,

@@ -40,6 +40,12 @@ pub enum Command {
         /// Bind the tokens to a DPoP key (RFC 9449): the development issuer requires proofs and nonces.
         #[arg(long)]
         dpop: bool,
+        /// Authenticate to the development issuer with `private_key_jwt` (a generated key, published at /oauth2/jwks).
+        #[arg(long)]
+        private_key_jwt: bool,
+        /// Send the authorization parameters by a pushed authorization request (RFC 9126).
+        #[arg(long)]
+        par: bool,
     },
     /// Print a fresh session secret (base64 of 32 random bytes) for `session.secret`.
     GenSecret,

@@ -31,9 +31,20 @@ pub enum DemoEncryption {
     EcdhEs,
 }
 
+/// The demo's client authentication and request modes (`idgate demo --private-key-jwt --par`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Modes {
+    /// `private_key_jwt` with a generated P-256 key, registered at the issuer by idgate's `/oauth2/jwks`.
+    pub private_key_jwt: bool,
+    /// Pushed authorization requests.
+    pub par: bool,
+    /// DPoP-bound tokens (RFC 9449), the issuer requiring proofs with nonces.
+    pub dpop: bool,
+}
+
 /// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
-/// With `dpop`, the tokens are bound to a DPoP key and the issuer demands proofs with nonces.
-pub async fn run(port: u16, encryption: Option<DemoEncryption>, dpop: bool) -> Result<(), String> {
+/// With `modes.dpop`, the tokens are bound to a DPoP key and the issuer demands proofs with nonces.
+pub async fn run(port: u16, encryption: Option<DemoEncryption>, modes: Modes) -> Result<(), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let proxy_url = format!("http://127.0.0.1:{port}");
@@ -41,8 +52,14 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>, dpop: bool) -> R
         client_id: "idgate-demo".into(),
         client_secret: crate::random::token(24),
         redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
-        token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        token_auth_method: if modes.private_key_jwt {
+            TokenAuthMethod::PrivateKeyJwt
+        } else {
+            TokenAuthMethod::ClientSecretBasic
+        },
         post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: modes.private_key_jwt.then(|| format!("{proxy_url}/oauth2/jwks")),
     };
     let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock))
         .await
@@ -63,7 +80,21 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>, dpop: bool) -> R
         });
         eprintln!("  ID tokens are encrypted: {} + {}", alg.name(), enc.name());
     }
-    if dpop {
+    if modes.private_key_jwt {
+        let key = crate::signing::SigningKey::generate_p256().map_err(|e| e.to_string())?;
+        eprintln!(
+            "  client authentication: private_key_jwt (ES256, kid {}), key at {proxy_url}/oauth2/jwks",
+            key.kid()
+        );
+        settings.oidc.token_auth_method = TokenAuthMethod::PrivateKeyJwt;
+        settings.oidc.client_secret = None;
+        settings.oidc.client_key = Some(crate::oidc::client_auth::ClientKey(Arc::new(key)));
+    }
+    if modes.par {
+        eprintln!("  authorization requests are pushed (PAR): the browser carries only a request_uri");
+        settings.oidc.par = true;
+    }
+    if modes.dpop {
         settings.oidc.dpop.mode = crate::oidc::dpop::DpopMode::On;
         issuer.configure(|k| {
             k.dpop.required = true;
@@ -71,7 +102,7 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>, dpop: bool) -> R
         });
     }
     let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
-    if let Some(jkt) = running.state().provider.dpop().jkt().filter(|_| dpop) {
+    if let Some(jkt) = running.state().provider.dpop().jkt().filter(|_| modes.dpop) {
         eprintln!("  Tokens are DPoP-bound to a generated P-256 key (jkt {jkt}); the issuer requires nonces.");
     }
     eprintln!(
@@ -136,6 +167,9 @@ fn demo_settings(
             userinfo_claims: false,
             id_token_decryption: Default::default(),
             dpop: Default::default(),
+            client_key: None,
+            client_assertion_audience: Default::default(),
+            par: false,
         },
         session: SessionSettings {
             cookie_secure: false,

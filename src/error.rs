@@ -175,6 +175,25 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             let msg = format!("The identity provider and this site could not agree on DPoP: {d}.");
             answer(ctx, StatusCode::BAD_GATEWAY, "dpop_failed", &msg, again)
         }
+        LoginError::Pushed(p) => pushed_error(p, ctx, retry),
+        LoginError::Token(TokenError::Provider(ProviderError::Refused { status, error, .. }))
+            if error == "invalid_client" =>
+        {
+            tracing::error!(
+                request_id = id,
+                status,
+                "the issuer refused idgate's client authentication (invalid_client): check oidc.client_id, \
+                 oidc.token_auth_method and the client secret or key registered at the issuer"
+            );
+            answer(
+                ctx,
+                StatusCode::BAD_GATEWAY,
+                "client_auth_refused",
+                "The identity provider did not accept the client credentials of this site (invalid_client). An \
+                 administrator must fix the client registration.",
+                again,
+            )
+        }
         LoginError::Token(TokenError::Provider(p)) => {
             tracing::warn!(request_id = id, error = %p, "issuer unavailable");
             let status = match p {
@@ -284,6 +303,26 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
             page(StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable right now. Try again shortly.", "")
         }
     }
+}
+
+/// A failed pushed authorization request (RFC 9126): an outage is a 503, a refusal or an unusable answer a 502; the
+/// page names the issuer's error code, never its description.
+fn pushed_error(e: &crate::oidc::par::ParError, ctx: &Context<'_>, retry: &str) -> Response<Body> {
+    use crate::oidc::par::ParError;
+    tracing::warn!(request_id = ctx.request_id, reason = e.reason(), error = %e, "pushed authorization request failed");
+    let again = Some(retry);
+    let (status, msg) = match e {
+        ParError::Provider(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "The identity provider is not available. Try again shortly.".to_owned())
+        }
+        ParError::Refused { error, .. } => {
+            (StatusCode::BAD_GATEWAY, format!("The identity provider refused the login request ({error})."))
+        }
+        ParError::BadAnswer(_) | ParError::NoEndpoint => {
+            (StatusCode::BAD_GATEWAY, "The identity provider's answer to the login request was not usable.".to_owned())
+        }
+    };
+    answer(ctx, status, e.reason(), &msg, again)
 }
 
 /// An HTML page for navigations, JSON otherwise.

@@ -1,9 +1,11 @@
 //! Everything idgate asks of the OpenID Provider: discovery, keys, the token and userinfo endpoints. All I/O with
 //! the issuer lives here; validation itself is the pure [`crate::id_token`].
 
+pub mod client_auth;
 pub mod discovery;
 pub mod dpop;
 pub mod jwks;
+pub mod par;
 pub mod token;
 
 use std::sync::{Arc, RwLock};
@@ -42,6 +44,8 @@ pub enum ProviderError {
     /// DPoP (RFC 9449) could not be used with this issuer.
     #[error(transparent)]
     Dpop(#[from] dpop::DpopError),
+    #[error("client authentication: {0}")]
+    ClientAuth(client_auth::ClientAuthError),
 }
 
 /// Discovery metadata and keys once loaded.
@@ -63,7 +67,7 @@ pub struct Provider {
     started: tokio::time::Instant,
     /// DPoP proofs, nonces and the key (RFC 9449).
     dpop: dpop::Dpop,
-    /// The time proofs are dated with.
+    /// Dates what idgate signs for the issuer (client assertions, DPoP proofs): the gate's clock, so tests can move it.
     clock: Arc<dyn crate::clock::Clock>,
 }
 
@@ -83,7 +87,6 @@ impl Provider {
         let dpop = dpop::Dpop::new(&settings.dpop, settings.forward_access_token);
         Self {
             dpop,
-            clock: Arc::new(crate::clock::SystemClock),
             settings,
             http,
             loaded: RwLock::new(None),
@@ -91,10 +94,12 @@ impl Provider {
             metrics,
             last_answer_ms: std::sync::atomic::AtomicU64::new(0),
             started: tokio::time::Instant::now(),
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 
-    /// Dates DPoP proofs with `clock` instead of the system clock.
+    /// Dates what idgate signs for the issuer (client assertions, DPoP proofs) with `clock` instead of the system
+    /// clock.
     pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = clock;
         self

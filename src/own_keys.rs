@@ -38,7 +38,8 @@ impl std::fmt::Debug for OwnKeys {
 impl OwnKeys {
     /// Collects the keys the settings name (already read and checked at config load).
     pub fn new(settings: &Settings) -> Self {
-        let signing: Vec<Arc<SigningKey>> = Vec::new();
+        // The client key of `private_key_jwt`: an issuer registered with this `jwks_uri` verifies assertions here.
+        let signing: Vec<Arc<SigningKey>> = settings.oidc.client_key.iter().map(|k| Arc::clone(&k.0)).collect();
         let encryption = settings.oidc.id_token_decryption.keys.as_ref().map(|k| k.public_jwks()).unwrap_or_default();
         Self::from_parts(signing, encryption)
     }

@@ -87,6 +87,12 @@ pub struct RawOidc {
     pub dpop: Option<bool>,
     /// The DPoP key (PEM); generated at start when unset.
     pub dpop_key_file: Option<String>,
+    /// `private_key_jwt`: the client's private key (PEM) and its algorithm; what the assertion's `aud` names.
+    pub client_key_file: Option<String>,
+    pub client_key_alg: Option<String>,
+    pub client_assertion_audience: Option<String>,
+    /// Pushed authorization requests (RFC 9126).
+    pub par: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

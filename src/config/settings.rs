@@ -107,6 +107,8 @@ impl UpstreamSettings {
 pub enum TokenAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the client's key (RFC 7523), `oidc.client_key_file`.
+    PrivateKeyJwt,
 }
 
 /// The OpenID Provider and this client's registration there.
@@ -132,6 +134,12 @@ pub struct OidcSettings {
     pub id_token_decryption: crate::id_token::Decryption,
     /// DPoP (RFC 9449): `oidc.dpop`, `oidc.dpop_key_file`.
     pub dpop: crate::oidc::dpop::DpopSettings,
+    /// `private_key_jwt`: the client's signing key (also published at `{prefix}/jwks`).
+    pub client_key: Option<crate::oidc::client_auth::ClientKey>,
+    /// What the client assertion's `aud` names.
+    pub client_assertion_audience: crate::oidc::client_auth::AssertionAudience,
+    /// Send the authorization parameters by PAR (RFC 9126); used anyway when discovery requires it.
+    pub par: bool,
 }
 
 /// Where sessions are kept.
@@ -384,8 +392,12 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
     let token_auth_method = match raw.token_auth_method.as_deref().unwrap_or("client_secret_basic") {
         "client_secret_basic" => TokenAuthMethod::ClientSecretBasic,
         "client_secret_post" => TokenAuthMethod::ClientSecretPost,
+        "private_key_jwt" => TokenAuthMethod::PrivateKeyJwt,
         other => {
-            p.add("oidc.token_auth_method", format!("{other:?}: expected client_secret_basic or client_secret_post"));
+            p.add(
+                "oidc.token_auth_method",
+                format!("{other:?}: expected client_secret_basic, client_secret_post or private_key_jwt"),
+            );
             TokenAuthMethod::ClientSecretBasic
         }
     };
@@ -395,6 +407,14 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
     if leeway > Duration::from_secs(300) {
         p.add("oidc.leeway_secs", "at most 300: a larger leeway keeps expired tokens alive");
     }
+    let (client_key, client_assertion_audience) = client_key(
+        p,
+        token_auth_method,
+        raw.client_secret.is_some(),
+        raw.client_key_file,
+        raw.client_key_alg,
+        raw.client_assertion_audience,
+    );
     Some(OidcSettings {
         issuer,
         client_id: client_id?,
@@ -418,6 +438,9 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
             raw.id_token_encryption_encs,
         ),
         dpop: dpop(p, raw.dpop, raw.dpop_key_file, raw.forward_access_token),
+        client_key,
+        client_assertion_audience,
+        par: raw.par.unwrap_or(false),
     })
 }
 
@@ -454,6 +477,51 @@ fn dpop(
         },
     });
     DpopSettings { mode, key }
+}
+
+/// `oidc.client_key_file` and its companions (`private_key_jwt`): the key is read and parsed here, so a bad key is
+/// a configuration error naming the key. A secret beside the key, or a key without the method, is refused: one
+/// client authenticates one way.
+fn client_key(
+    p: &mut Problems,
+    method: TokenAuthMethod,
+    has_secret: bool,
+    key_file: Option<String>,
+    alg: Option<String>,
+    audience: Option<String>,
+) -> (Option<crate::oidc::client_auth::ClientKey>, crate::oidc::client_auth::AssertionAudience) {
+    use crate::{
+        oidc::client_auth::{AssertionAudience, ClientKey},
+        signing::SigningAlg,
+    };
+    const KEY: &str = "oidc.client_key_file";
+    let jwt = method == TokenAuthMethod::PrivateKeyJwt;
+    let alg = alg.and_then(|a| {
+        SigningAlg::from_name(&a)
+            .or_else(|| p.bad("oidc.client_key_alg", &format!("{a:?}: expected RS256, PS256 or ES256")))
+    });
+    let key = match key_file {
+        None if jwt => p.bad(KEY, "missing: token_auth_method is private_key_jwt"),
+        None => None,
+        Some(_) if !jwt => p.bad(KEY, "set, but token_auth_method is not private_key_jwt (the key would sign nothing)"),
+        Some(path) => ClientKey::from_file(&path, alg).map_err(|why| p.add(KEY, why)).ok(),
+    };
+    if jwt && has_secret {
+        p.add(
+            "oidc.client_secret",
+            "must not be set with token_auth_method = private_key_jwt: the client authenticates with its key \
+             (remove client_secret / client_secret_file)",
+        );
+    }
+    let audience = match audience.as_deref() {
+        None | Some("issuer") => AssertionAudience::Issuer,
+        Some("token_endpoint") => AssertionAudience::TokenEndpoint,
+        Some(other) => {
+            p.add("oidc.client_assertion_audience", format!("{other:?}: expected \"issuer\" or \"token_endpoint\""));
+            AssertionAudience::Issuer
+        }
+    };
+    (key, audience)
 }
 
 /// `oidc.id_token_decryption_key_file` and its companions: the key file is read and parsed here, so a bad key is a

@@ -52,24 +52,34 @@ pub async fn to_issuer(
     let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, flow.verifier.expose().as_bytes()));
     let mut url = url::Url::parse(&metadata.authorization_endpoint)
         .map_err(|e| crate::oidc::ProviderError::BadDocument { what: "discovery", why: e.to_string() })?;
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &oidc.client_id)
-        .append_pair("redirect_uri", oidc.redirect_url.as_str())
-        .append_pair("scope", &oidc.scopes.join(" "))
-        .append_pair("state", &flow.state)
-        .append_pair("nonce", &flow.nonce)
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
-    // RFC 9449 §10: the code is bound to idgate's DPoP key (a configured one: every replica holds it).
+    let scope = oidc.scopes.join(" ");
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", &oidc.client_id),
+        ("redirect_uri", oidc.redirect_url.as_str()),
+        ("scope", &scope),
+        ("state", &flow.state),
+        ("nonce", &flow.nonce),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    // RFC 9449 §10: the code is bound to idgate's DPoP key (a configured one: every replica holds it); with PAR the
+    // parameter is pushed with the others.
     if let Some(jkt) = state.provider.dpop().authorization_jkt() {
-        url.query_pairs_mut().append_pair("dpop_jkt", jkt);
+        params.push(("dpop_jkt", jkt));
     }
     if flow.silent {
-        url.query_pairs_mut().append_pair("prompt", "none");
+        params.push(("prompt", "none"));
     } else if oidc.scopes.iter().any(|s| s == "offline_access") {
         // Some issuers (oidc-provider among them) issue a refresh token only with explicit consent.
-        url.query_pairs_mut().append_pair("prompt", "consent");
+        params.push(("prompt", "consent"));
+    }
+    if state.provider.uses_par(&metadata) {
+        // RFC 9126 §4: the browser carries only the client and the reference to the pushed request.
+        let pushed = state.provider.push_authorization_request(&params).await?;
+        url.query_pairs_mut().append_pair("client_id", &oidc.client_id).append_pair("request_uri", &pushed.request_uri);
+    } else {
+        url.query_pairs_mut().extend_pairs(&params);
     }
     let mut resp = Response::builder()
         .status(status)

@@ -32,10 +32,19 @@ pub struct Op {
     post_logout: String,
     ttl: u64,
     keys: tempfile::TempDir,
+    /// idgate's `{prefix}/jwks`, where `idgate-pkjwt`'s keys are registered.
+    client_jwks_uri: String,
+    /// PAR required of every client (discovery says so).
+    require_par: bool,
 }
 
 impl Op {
     pub async fn start(redirect_uris: &[String], post_logout: &[String], ttl: u64) -> Op {
+        Self::start_with(redirect_uris, post_logout, ttl, false).await
+    }
+
+    /// With `require_par`, the provider requires PAR of every client and its discovery says so.
+    pub async fn start_with(redirect_uris: &[String], post_logout: &[String], ttl: u64, require_par: bool) -> Op {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut op = Op {
             child: None,
@@ -45,6 +54,8 @@ impl Op {
             post_logout: post_logout.join(","),
             ttl,
             keys: tempfile::tempdir().unwrap(),
+            client_jwks_uri: redirect_uris[0].replace("/oauth2/callback", "/oauth2/jwks"),
+            require_par,
         };
         // idgate's ID-token decryption keys: the public halves registered at the provider, the private ones kept.
         let (rsa, ec) = (GeneratedKey::rsa(), GeneratedKey::p256());
@@ -83,6 +94,8 @@ impl Op {
             .env("ID_TOKEN_TTL", self.ttl.to_string())
             .env("KEYS_FILE", self.keys_file())
             .env("ENC_KEYS_FILE", self.keys.path().join("enc-public.json"))
+            .env("CLIENT_JWKS_URI", &self.client_jwks_uri)
+            .env("REQUIRE_PAR", if self.require_par { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -112,9 +125,20 @@ impl Drop for Op {
 
 /// A gate in front of the provider, for client `client` (`idgate-rs256`, …).
 async fn gate_for(client: &'static str, ttl: u64, f: impl FnOnce(&mut Settings) + 'static) -> (TestGate, Op) {
+    gate_for_op(client, ttl, false, f).await
+}
+
+/// [`gate_for`], with the provider requiring PAR of every client when `require_par`.
+async fn gate_for_op(
+    client: &'static str,
+    ttl: u64,
+    require_par: bool,
+    f: impl FnOnce(&mut Settings) + 'static,
+) -> (TestGate, Op) {
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", public.local_addr().unwrap());
-    let op = Op::start(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], ttl).await;
+    let op =
+        Op::start_with(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], ttl, require_par).await;
     let issuer = op.issuer.clone();
     // The encrypting clients' ID tokens open with the key registered for them at the provider.
     let decryption = client.starts_with("idgate-enc-").then(|| {
@@ -623,5 +647,102 @@ async fn a_real_browser_keeps_a_form_post_over_a_re_login() {
     let file: Vec<u8> = (0..6000usize).map(|i| ((i * 7) % 256) as u8).collect();
     assert!(body.windows(file.len()).any(|w| w == file.as_slice()), "the file's bytes arrive unchanged");
     assert!(body.ends_with(format!("--{boundary}--\r\n").as_bytes()), "Chromium's own boundary, unchanged");
+    gate.shutdown().await;
+}
+
+/// Issue 13: `private_key_jwt` against a real issuer. oidc-provider fetches the client's keys from idgate's own
+/// `{prefix}/jwks` (its registered `jwks_uri`) and verifies every assertion: at the token endpoint for the code and
+/// the refresh, at the revocation endpoint on sign-out (a copy of the session can then not be refreshed elsewhere), and
+/// at the PAR endpoint.
+#[tokio::test]
+async fn private_key_jwt_logs_in_refreshes_and_signs_out_at_the_provider() {
+    use idgate::{config::TokenAuthMethod, oidc::client_auth::ClientKey, signing::SigningKey};
+    let keyed = |par: bool| {
+        move |s: &mut Settings| {
+            s.oidc.token_auth_method = TokenAuthMethod::PrivateKeyJwt;
+            s.oidc.client_secret = None;
+            s.oidc.client_key = Some(ClientKey(std::sync::Arc::new(SigningKey::generate_p256().unwrap())));
+            s.oidc.scopes.push("offline_access".into());
+            s.oidc.par = par;
+        }
+    };
+    let (gate, op) = gate_for("idgate-pkjwt", 300, keyed(false)).await;
+    let b = Browser::new();
+    let page = login(&gate, &op, &b, "/app", "alice").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"));
+    // A second session, signed out (its refresh token revoked) before both near their end.
+    let other = gate.replica(|_| {}).await;
+    let leaving = Browser::new();
+    assert_eq!(login(&gate, &op, &leaving, "/", "bob").await.status, StatusCode::OK);
+    let copy = leaving.cookie("idgate").unwrap();
+    crate::sessions::sign_out(&gate, &leaving).await;
+    let before = b.cookie("idgate").unwrap();
+    gate.clock.advance(280);
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK);
+    assert_ne!(b.cookie("idgate").unwrap(), before, "refreshed with a client assertion");
+    assert!(gate.state().metrics.render().contains("idgate_refreshes_total{result=\"success\"} 1"));
+    let probe = Browser::new().api();
+    probe.set_cookie("idgate", &copy);
+    let r = probe.get(&format!("http://{}/", other.public_addr)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "revoked at sign-out: {}", r.text());
+    assert!(other.state().metrics.render().contains("idgate_refreshes_total{result=\"refused\"} 1"));
+    other.shutdown().await;
+    gate.shutdown().await;
+
+    // The assertion also authenticates the pushed authorization request.
+    let (gate, op) = gate_for("idgate-pkjwt", 300, keyed(true)).await;
+    let page = login(&gate, &op, &Browser::new(), "/", "bob").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    gate.shutdown().await;
+
+    // The same client authenticating with a secret is refused by the provider: a readable page, not a 500.
+    let (gate, op) = gate_for("idgate-pkjwt", 300, |_| {}).await;
+    let cb = login(&gate, &op, &Browser::new(), "/", "alice").await;
+    assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "{}", cb.text());
+    assert!(cb.text().contains("did not accept the client credentials of this site (invalid_client)"), "{}", cb.text());
+    gate.shutdown().await;
+}
+
+/// Issue 13: PAR against a real issuer, for a client registered with `require_pushed_authorization_requests`: the
+/// browser carries only `client_id` and `request_uri`; login, refresh and sign-out work. Without PAR the provider
+/// refuses the same client. When the provider requires PAR of everyone, discovery says so and idgate pushes unasked.
+#[tokio::test]
+async fn pushed_authorization_requests_log_in_at_the_provider() {
+    let (gate, op) = gate_for("idgate-par", 300, |s| {
+        s.oidc.par = true;
+        s.oidc.scopes.push("offline_access".into());
+    })
+    .await;
+    let b = Browser::new();
+    let start = b.get(&format!("{}/oauth2/start?rd=/app", gate.base)).await;
+    let names: Vec<String> =
+        url::Url::parse(start.location()).unwrap().query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert_eq!(names, ["client_id", "request_uri"], "{}", start.location());
+    let page = login(&gate, &op, &b, "/app", "alice").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"));
+    let before = b.cookie("idgate").unwrap();
+    gate.clock.advance(280);
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK);
+    assert_ne!(b.cookie("idgate").unwrap(), before, "refreshed");
+    crate::sessions::sign_out(&gate, &b).await;
+    assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    gate.shutdown().await;
+
+    // The provider refuses this client's unpushed requests (back at the callback with its error).
+    let (gate, op) = gate_for("idgate-par", 300, |_| {}).await;
+    let page = login(&gate, &op, &Browser::new(), "/", "alice").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.text());
+    assert!(page.text().contains("did not log you in (invalid_request)"), "{}", page.text());
+    gate.shutdown().await;
+
+    let (gate, op) = gate_for_op("idgate-rs256", 3600, true, |_| {}).await;
+    assert!(!gate.state().settings.oidc.par);
+    let b = Browser::new();
+    let start = b.get(&format!("{}/oauth2/start?rd=/", gate.base)).await;
+    assert!(start.location().contains("request_uri="), "{}", start.location());
+    assert!(!start.location().contains("state="), "{}", start.location());
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
     gate.shutdown().await;
 }

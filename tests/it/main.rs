@@ -5,6 +5,7 @@ mod harness;
 
 mod attacks;
 mod cli;
+mod client_auth;
 mod deploy;
 mod differential;
 mod dpop;

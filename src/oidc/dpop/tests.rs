@@ -108,6 +108,13 @@ fn challenges_are_read_from_json_and_www_authenticate() {
         Some(Challenge { error: "use_dpop_nonce".into(), description: "fresh nonce".into() })
     );
     assert_eq!(Challenge::of(&HeaderMap::new(), b"<html>"), None);
+    // A parameter whose name ends in "error", and the description before the error: only `error=` itself counts.
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"DPoP error_description="stale", xerror="nope", error=use_dpop_nonce"#),
+    );
+    assert_eq!(Challenge::of(&h, b""), Some(Challenge { error: "use_dpop_nonce".into(), description: "stale".into() }));
     let demands = |e: &str, d: &str| Challenge { error: e.into(), description: d.into() }.demands_dpop();
     assert!(demands("invalid_dpop_proof", ""));
     assert!(demands("use_dpop_nonce", ""));
