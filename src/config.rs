@@ -3,6 +3,7 @@
 //! a secret, and why.
 
 pub mod raw;
+pub mod redis_url;
 pub mod settings;
 
 use std::{collections::HashMap, fmt, path::Path};

@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub ext_authz: RawExtAuthz,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -133,4 +135,13 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+/// `[ext_authz]`: Envoy's external authorization over gRPC.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtAuthz {
+    pub grpc_listen: Option<String>,
+    pub grpc_tls_cert_file: Option<String>,
+    pub grpc_tls_key_file: Option<String>,
 }
