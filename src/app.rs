@@ -257,6 +257,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         forward_access_token,
         userinfo_claims,
         id_token_decryption,
+        dpop,
         client_key,
         client_assertion_audience,
         par,
@@ -281,6 +282,8 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.require_encrypted_id_token", d.required != nd.required);
     check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    check("oidc.dpop", dpop.mode != n.dpop.mode);
+    check("oidc.dpop_key_file", dpop.key != n.dpop.key);
     check("oidc.client_key_file", *client_key != n.client_key);
     check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
     check("oidc.par", *par != n.par);

@@ -37,6 +37,9 @@ pub enum Command {
         /// Have the development issuer encrypt ID tokens to idgate (R8), and require it.
         #[arg(long, value_enum)]
         encrypt_id_tokens: Option<crate::demo::DemoEncryption>,
+        /// Bind the tokens to a DPoP key (RFC 9449): the development issuer requires proofs and nonces.
+        #[arg(long)]
+        dpop: bool,
         /// Authenticate to the development issuer with `private_key_jwt` (a generated key, published at /oauth2/jwks).
         #[arg(long)]
         private_key_jwt: bool,

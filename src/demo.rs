@@ -38,9 +38,12 @@ pub struct Modes {
     pub private_key_jwt: bool,
     /// Pushed authorization requests.
     pub par: bool,
+    /// DPoP-bound tokens (RFC 9449), the issuer requiring proofs with nonces.
+    pub dpop: bool,
 }
 
 /// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
+/// With `modes.dpop`, the tokens are bound to a DPoP key and the issuer demands proofs with nonces.
 pub async fn run(port: u16, encryption: Option<DemoEncryption>, modes: Modes) -> Result<(), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -91,7 +94,17 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>, modes: Modes) ->
         eprintln!("  authorization requests are pushed (PAR): the browser carries only a request_uri");
         settings.oidc.par = true;
     }
+    if modes.dpop {
+        settings.oidc.dpop.mode = crate::oidc::dpop::DpopMode::On;
+        issuer.configure(|k| {
+            k.dpop.required = true;
+            k.dpop.nonce = crate::dev_issuer::NonceMode::Required;
+        });
+    }
     let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
+    if let Some(jkt) = running.state().provider.dpop().jkt().filter(|_| modes.dpop) {
+        eprintln!("  Tokens are DPoP-bound to a generated P-256 key (jkt {jkt}); the issuer requires nonces.");
+    }
     eprintln!(
         "\n  idgate demo is running.\n\n    Open {proxy_url}/ in a browser and log in with any name.\n\n  \
          upstream (echoes the headers it receives): http://{upstream}\n  \
@@ -153,6 +166,7 @@ fn demo_settings(
             forward_access_token: false,
             userinfo_claims: false,
             id_token_decryption: Default::default(),
+            dpop: Default::default(),
             client_key: None,
             client_assertion_audience: Default::default(),
             par: false,

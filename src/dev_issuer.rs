@@ -1,11 +1,13 @@
 //! The development OpenID Provider: discovery, JWKS, an authorize page whose form accepts any user name, a token
-//! endpoint with PKCE and client authentication, refresh, token revocation (RFC 7009), userinfo and end_session. Keys are real (generated at
+//! endpoint with PKCE and client authentication, refresh, token revocation (RFC 7009), userinfo and end_session, DPoP
+//! (RFC 9449: proofs checked, tokens bound to the key; [`dpop`]). Keys are real (generated at
 //! start), so `idgate demo` and the tests exercise the same validation code as production.
 //!
 //! **For local use only.** It authenticates nobody. It binds loopback addresses only.
 //!
 //! Tests turn its knobs ([`Knobs`]): token lifetime, algorithm, key rotation, and hooks that break tokens on purpose.
 
+pub mod dpop;
 pub mod keys;
 
 use std::{
@@ -32,6 +34,7 @@ use crate::{
     id_token::jwe::{self, ContentEnc, EncryptionKey, KeyAlg},
     random, server,
 };
+pub use dpop::{DpopKnobs, NonceMode};
 pub use keys::{DevAlg, SigningKey};
 
 /// Rewrites the claims of the next ID tokens (tests break tokens with it).
@@ -73,6 +76,8 @@ pub struct Knobs {
     pub revocation: bool,
     /// Encrypt ID tokens to the client (R8); `None`: signed only.
     pub id_token_encryption: Option<IdTokenEncryption>,
+    /// DPoP (RFC 9449): required for the client, nonces, a wrong `token_type`.
+    pub dpop: DpopKnobs,
     /// Advertise `require_pushed_authorization_requests` and refuse authorization requests that were not pushed.
     pub require_par: bool,
     /// The `pushed_authorization_request_endpoint` advertised instead of our own (tests: an endpoint that is down).
@@ -98,6 +103,7 @@ impl Default for Knobs {
             advertise_iss: true,
             revocation: true,
             id_token_encryption: None,
+            dpop: DpopKnobs::default(),
             require_par: false,
             par_endpoint: None,
             par_answer: None,
@@ -132,6 +138,8 @@ struct Grant {
     user: String,
     scope: String,
     sid: String,
+    /// RFC 9449 §10: the code may be redeemed only with a proof of this key.
+    dpop_jkt: Option<String>,
 }
 
 struct Inner {
@@ -147,6 +155,8 @@ struct Inner {
     requests: Mutex<HashMap<&'static str, u64>>,
     /// Why requests were refused, in order (tests assert the reason, not only the status).
     refusals: Mutex<Vec<&'static str>>,
+    /// DPoP nonces, seen proofs, token bindings.
+    dpop: dpop::DpopState,
     /// Pushed authorization requests: `request_uri` → (the pushed parameters as a query, expiry).
     pushed: Mutex<HashMap<String, (String, i64)>>,
     /// Client assertions received, in order, and the `jti`s already used (RFC 7523 §3 replay detection).
@@ -189,6 +199,7 @@ impl DevIssuer {
             access_tokens: Mutex::default(),
             requests: Mutex::default(),
             refusals: Mutex::default(),
+            dpop: dpop::DpopState::default(),
             pushed: Mutex::default(),
             assertions: Mutex::default(),
             used_jtis: Mutex::default(),
@@ -360,6 +371,7 @@ impl Inner {
             "require_pushed_authorization_requests": knobs.require_par,
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "authorization_response_iss_parameter_supported": knobs.advertise_iss,
+            "dpop_signing_alg_values_supported": dpop::ALGS,
         });
         if knobs.revocation {
             d["revocation_endpoint"] = json!(format!("{i}/revoke"));
@@ -454,6 +466,7 @@ impl Inner {
                     user: user.to_owned(),
                     scope: get("scope"),
                     sid: random::token(12),
+                    dpop_jkt: p.get("dpop_jkt").cloned(),
                 },
             );
         }
@@ -543,6 +556,19 @@ impl Inner {
             return oauth_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), e);
         }
         let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+        let token_url = format!("{}/token", self.issuer);
+        let jkt = match self.dpop.verify(&knobs.dpop, headers, &Method::POST, &token_url, self.clock.now(), None) {
+            Ok(jkt) => jkt,
+            Err(r) => {
+                self.refuse(r.why());
+                return r.token_response();
+            }
+        };
+        if jkt.is_none() && knobs.dpop.required {
+            let r = dpop::Refusal::Invalid("no DPoP proof, but the client is registered for DPoP-bound tokens");
+            self.refuse(r.why());
+            return r.token_response();
+        }
         let (user, nonce, scope, sid) = match get("grant_type") {
             "authorization_code" => {
                 // A code works once: it is removed whether or not the rest checks out.
@@ -557,6 +583,8 @@ impl Inner {
                     Some("the code was issued to another client")
                 } else if challenge != grant.challenge {
                     Some("code_verifier does not match the code_challenge (PKCE)")
+                } else if grant.dpop_jkt.is_some() && grant.dpop_jkt != jkt {
+                    Some("the DPoP proof's key is not the dpop_jkt of the authorization request")
                 } else {
                     None
                 };
@@ -567,6 +595,14 @@ impl Inner {
                 (grant.user, grant.nonce, grant.scope, grant.sid)
             }
             "refresh_token" => {
+                // A bound refresh token needs a proof of its key; refused, it stays valid (the key holder may
+                // still use it).
+                if let Some(bound) = self.dpop.refresh_binding(get("refresh_token"))
+                    && jkt.as_deref() != Some(bound.as_str())
+                {
+                    self.refuse("the refresh token is bound to another DPoP key");
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                }
                 // Rotating refresh tokens: the old one is spent.
                 let Some((user, scope, sid)) =
                     self.refresh_tokens.lock().ok().and_then(|mut r| r.remove(get("refresh_token")))
@@ -599,15 +635,21 @@ impl Inner {
         if let Ok(mut a) = self.access_tokens.lock() {
             a.insert(access_token.clone(), user.clone());
         }
+        let token_type = knobs.dpop.token_type.unwrap_or(if jkt.is_some() { "DPoP" } else { "Bearer" });
         let mut answer = json!({
-            "access_token": access_token, "token_type": "Bearer", "expires_in": knobs.id_token_lifetime_secs, "id_token": id_token,
+            "access_token": access_token, "token_type": token_type, "expires_in": knobs.id_token_lifetime_secs, "id_token": id_token,
         });
+        let mut refresh_token = None;
         if scope.split(' ').any(|s| s == "offline_access") {
             let rt = random::token(24);
             if let Ok(mut r) = self.refresh_tokens.lock() {
                 r.insert(rt.clone(), (user, scope, sid));
             }
             answer["refresh_token"] = json!(rt);
+            refresh_token = Some(rt);
+        }
+        if let Some(jkt) = &jkt {
+            self.dpop.bind(&access_token, refresh_token.as_deref(), jkt);
         }
         json_response(StatusCode::OK, &answer)
     }
@@ -772,9 +814,15 @@ impl Inner {
     }
 
     fn userinfo(&self, headers: &http::HeaderMap) -> Response<Body> {
-        let token =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let user = token.and_then(|t| self.access_tokens.lock().ok().and_then(|a| a.get(t).cloned()));
+        let url = format!("{}/userinfo", self.issuer);
+        let token = match self.dpop.resource_token(&self.knobs().dpop, headers, &url, self.clock.now()) {
+            Ok(t) => t,
+            Err(r) => {
+                self.refuse(r.why());
+                return r.resource_response();
+            }
+        };
+        let user = self.access_tokens.lock().ok().and_then(|a| a.get(&token).cloned());
         match user {
             Some(u) => {
                 let mut c = self.claims_for(&u, None, &self.client.client_id);

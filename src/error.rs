@@ -201,6 +201,11 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             }
             other => login_error(other, ctx, retry),
         },
+        LoginError::Token(TokenError::Provider(ProviderError::Dpop(d))) => {
+            tracing::warn!(request_id = id, reason = e.reason(), error = %d, "DPoP failed at the issuer");
+            let msg = format!("The identity provider and this site could not agree on DPoP: {d}.");
+            answer(ctx, StatusCode::BAD_GATEWAY, "dpop_failed", &msg, again)
+        }
         LoginError::Pushed(p) => pushed_error(p, ctx, retry),
         LoginError::Token(TokenError::Provider(ProviderError::Refused { status, error, .. }))
             if error == "invalid_client" =>

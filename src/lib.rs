@@ -8,7 +8,9 @@
 //!                                  session::open ─► policy::authorize ─► identity::strip + apply ─► forward | answer
 //!              any error ─► error::respond ─► one response, one log line
 //! ```
-
+// The gRPC ext_authz check (src/ext_authz/grpc.rs) awaits the whole request pipeline inside one async-trait future:
+// its layout nests deeper than rustc's default query depth of 128 (main fails a clean build without this).
+#![recursion_limit = "256"]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 // The data path, in the order a request meets it.

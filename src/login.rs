@@ -86,6 +86,7 @@ impl LoginError {
             LoginError::IdpError { .. } => "idp_error",
             LoginError::NoIdToken => "no_id_token",
             LoginError::Token(TokenError::Rejected(r)) => r.reason(),
+            LoginError::Token(TokenError::Provider(ProviderError::Dpop(_))) => "dpop",
             LoginError::Token(TokenError::Provider(ProviderError::Refused { error, .. }))
                 if error == "invalid_client" =>
             {

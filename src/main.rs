@@ -37,12 +37,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).await,
-            Command::Demo { port, encrypt_id_tokens, private_key_jwt, par } => {
+            Command::Demo { port, encrypt_id_tokens, private_key_jwt, par, dpop } => {
                 telemetry::init(&config::settings::LogSettings {
                     format: config::LogFormat::Text,
                     level: "info".into(),
                 });
-                let modes = demo::Modes { private_key_jwt, par };
+                let modes = demo::Modes { private_key_jwt, par, dpop };
                 match demo::run(port, encrypt_id_tokens, modes).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -3,6 +3,7 @@
 
 pub mod client_auth;
 pub mod discovery;
+pub mod dpop;
 pub mod jwks;
 pub mod par;
 pub mod token;
@@ -40,6 +41,9 @@ pub enum ProviderError {
     IssuerMismatch { expected: String, got: String },
     #[error("token endpoint refused with HTTP {status}: {error}")]
     Refused { status: u16, error: String, description: Option<String> },
+    /// DPoP (RFC 9449) could not be used with this issuer.
+    #[error(transparent)]
+    Dpop(#[from] dpop::DpopError),
     #[error("client authentication: {0}")]
     ClientAuth(client_auth::ClientAuthError),
 }
@@ -61,7 +65,9 @@ pub struct Provider {
     /// When the issuer last answered (tokio clock, ms since `started`); starts of logins re-check it when stale.
     last_answer_ms: std::sync::atomic::AtomicU64,
     started: tokio::time::Instant,
-    /// Dates client assertions (the gate's clock, so tests can move it).
+    /// DPoP proofs, nonces and the key (RFC 9449).
+    dpop: dpop::Dpop,
+    /// Dates what idgate signs for the issuer (client assertions, DPoP proofs): the gate's clock, so tests can move it.
     clock: Arc<dyn crate::clock::Clock>,
 }
 
@@ -78,7 +84,9 @@ impl Provider {
     /// A provider not yet loaded.
     pub fn new(settings: OidcSettings, http: HttpClient, metrics: Arc<Metrics>) -> Self {
         let keys = jwks::KeyCache::new(settings.jwks_refetch_interval);
+        let dpop = dpop::Dpop::new(&settings.dpop, settings.forward_access_token);
         Self {
+            dpop,
             settings,
             http,
             loaded: RwLock::new(None),
@@ -90,10 +98,16 @@ impl Provider {
         }
     }
 
-    /// Dates what idgate signs for the issuer (client assertions) with `clock` instead of the system clock.
+    /// Dates what idgate signs for the issuer (client assertions, DPoP proofs) with `clock` instead of the system
+    /// clock.
     pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The DPoP state (RFC 9449).
+    pub fn dpop(&self) -> &dpop::Dpop {
+        &self.dpop
     }
 
     /// The configured settings.
@@ -105,6 +119,15 @@ impl Provider {
     pub async fn load(&self) -> Result<(), ProviderError> {
         let metadata = discovery::fetch(self, &self.settings.issuer).await?;
         self.keys.refresh(self, &metadata.jwks_uri).await?;
+        if self.settings.dpop.mode == dpop::DpopMode::On {
+            match self.dpop.usable_with(metadata.dpop_signing_alg_values_supported.as_deref()) {
+                Err(e) => tracing::warn!(error = %e, "oidc.dpop = true, but DPoP cannot be used with this issuer"),
+                Ok(_) if metadata.dpop_signing_alg_values_supported.is_none() => tracing::warn!(
+                    "oidc.dpop = true, but discovery lists no dpop_signing_alg_values_supported: the issuer may not bind tokens"
+                ),
+                Ok(alg) => tracing::debug!(alg, "DPoP proofs will be signed with this algorithm"),
+            }
+        }
         let expectations = Expectations {
             issuer: metadata.issuer.clone(),
             audiences: std::iter::once(self.settings.client_id.clone())
@@ -249,10 +272,10 @@ impl Provider {
             }
             let cache_control =
                 resp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let body = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            Ok(Answer { status, cache_control, body })
+            let (parts, incoming) = resp.into_parts();
+            let body =
+                body::collect_limited(incoming, MAX_RESPONSE_BYTES).await.map_err(|e| unreachable(e.to_string()))?;
+            Ok(Answer { status, cache_control, headers: parts.headers, body })
         };
         let answer = tokio::time::timeout(self.settings.http_timeout, exchange)
             .await
@@ -298,7 +321,21 @@ impl Provider {
 struct Answer {
     status: StatusCode,
     cache_control: Option<String>,
+    /// The whole head (DPoP reads `DPoP-Nonce` and `WWW-Authenticate`).
+    headers: http::HeaderMap,
     body: Bytes,
+}
+
+impl dpop::Answered for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// A token that could not be accepted: the issuer was not usable, or the token was refused.

@@ -44,7 +44,7 @@ pub fn method_name(m: TokenAuthMethod) -> &'static str {
 
 /// The findings for `s` against `m`. `jwks_url` is where idgate publishes its keys (`{origin}{prefix}/jwks`).
 pub fn findings(s: &OidcSettings, m: &Metadata, jwks_url: &str) -> Vec<Finding> {
-    vec![client_auth(s, m, jwks_url), encryption(s, m, jwks_url), par(s, m), dpop(m)]
+    vec![client_auth(s, m, jwks_url), encryption(s, m, jwks_url), par(s, m), dpop(s, m)]
 }
 
 fn list(v: &[String]) -> String {
@@ -197,16 +197,50 @@ fn par(s: &OidcSettings, m: &Metadata) -> Finding {
     }
 }
 
-fn dpop(m: &Metadata) -> Finding {
-    match m.dpop_signing_alg_values_supported.as_deref() {
-        Some(algs) if !algs.is_empty() => Finding::new(
+/// DPoP (RFC 9449): what the issuer accepts against `oidc.dpop` and the key's algorithms.
+fn dpop(s: &OidcSettings, m: &Metadata) -> Finding {
+    use crate::oidc::dpop::DpopMode;
+    let offered = m.dpop_signing_alg_values_supported.as_deref().filter(|a| !a.is_empty());
+    match (s.dpop.mode, offered) {
+        (DpopMode::On, None) => Finding::new(
+            Level::Warn,
+            "DPoP: oidc.dpop = true, but the issuer lists no dpop_signing_alg_values_supported: if it answers Bearer \
+             tokens, logins fail; enable DPoP for the client at the issuer or set oidc.dpop = false",
+        ),
+        (DpopMode::On, Some(algs)) => {
+            // A generated key is P-256.
+            let ours = s.dpop.key.as_ref().map(|k| k.algs()).unwrap_or_else(|| vec!["ES256"]);
+            let key = if s.dpop.key.is_some() { "oidc.dpop_key_file" } else { "a P-256 key generated at start" };
+            match ours.iter().find(|a| algs.iter().any(|x| x == *a)) {
+                Some(alg) => Finding::new(Level::Ok, format!("DPoP: on, proofs signed {alg} with {key}")),
+                None => Finding::new(
+                    Level::Error,
+                    format!(
+                        "DPoP: {key} signs {}, the issuer accepts {}: give oidc.dpop_key_file a key of an accepted \
+                         type",
+                        ours.join(", "),
+                        list(algs)
+                    ),
+                ),
+            }
+        }
+        (DpopMode::Off, Some(algs)) => Finding::new(
             Level::Note,
             format!(
-                "DPoP: the issuer accepts proofs signed with {}: oidc.dpop = true binds its tokens to idgate's key",
+                "DPoP: off (oidc.dpop = false); the issuer accepts proofs signed with {}: oidc.dpop = true binds its \
+                 tokens to idgate's key",
                 list(algs)
             ),
         ),
-        _ => Finding::new(
+        (_, Some(algs)) => Finding::new(
+            Level::Note,
+            format!(
+                "DPoP: the issuer accepts proofs signed with {}: oidc.dpop = true binds its tokens to idgate's key \
+                 (unset: proofs only once the issuer demands them)",
+                list(algs)
+            ),
+        ),
+        (_, None) => Finding::new(
             Level::Note,
             "DPoP: not offered by the issuer (no dpop_signing_alg_values_supported): leave oidc.dpop off",
         ),

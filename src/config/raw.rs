@@ -88,6 +88,10 @@ pub struct RawOidc {
     pub require_encrypted_id_token: Option<bool>,
     pub id_token_encryption_algs: Option<Vec<String>>,
     pub id_token_encryption_encs: Option<Vec<String>>,
+    /// DPoP (RFC 9449): `true` always, `false` never, unset when the issuer demands it.
+    pub dpop: Option<bool>,
+    /// The DPoP key (PEM); generated at start when unset.
+    pub dpop_key_file: Option<String>,
     /// `private_key_jwt`: the client's private key (PEM) and its algorithm; what the assertion's `aud` names.
     pub client_key_file: Option<String>,
     pub client_key_alg: Option<String>,

@@ -136,6 +136,8 @@ pub struct OidcSettings {
     pub userinfo_claims: bool,
     /// Encrypted ID tokens (R8): decryption keys, allowed algorithms, and whether a plain JWS is refused.
     pub id_token_decryption: crate::id_token::Decryption,
+    /// DPoP (RFC 9449): `oidc.dpop`, `oidc.dpop_key_file`.
+    pub dpop: crate::oidc::dpop::DpopSettings,
     /// `private_key_jwt`: the client's signing key (also published at `{prefix}/jwks`).
     pub client_key: Option<crate::oidc::client_auth::ClientKey>,
     /// What the client assertion's `aud` names.
@@ -459,10 +461,46 @@ pub(super) fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSet
             raw.id_token_encryption_algs,
             raw.id_token_encryption_encs,
         ),
+        dpop: dpop(p, raw.dpop, raw.dpop_key_file, raw.forward_access_token),
         client_key,
         client_assertion_audience,
         par: raw.par.unwrap_or(false),
     })
+}
+
+/// `oidc.dpop` and `oidc.dpop_key_file`. The key is read here, so a bad key is a configuration error; DPoP with
+/// `oidc.forward_access_token` is refused: a DPoP-bound access token is useless to an upstream without the key.
+fn dpop(
+    p: &mut Problems,
+    mode: Option<bool>,
+    key_file: Option<String>,
+    forward_access_token: Option<bool>,
+) -> crate::oidc::dpop::DpopSettings {
+    use crate::oidc::dpop::{DpopKey, DpopMode, DpopSettings};
+    const KEY: &str = "oidc.dpop_key_file";
+    let mode = match mode {
+        None => DpopMode::Auto,
+        Some(true) => DpopMode::On,
+        Some(false) => DpopMode::Off,
+    };
+    if mode == DpopMode::On && forward_access_token == Some(true) {
+        p.add(
+            "oidc.dpop",
+            "cannot be combined with oidc.forward_access_token = true: a DPoP-bound access token is useless to the \
+             upstream without idgate's key",
+        );
+    }
+    if mode == DpopMode::Off && key_file.is_some() {
+        p.add(KEY, "is set, but oidc.dpop = false");
+    }
+    let key = key_file.and_then(|path| match std::fs::read(&path) {
+        Err(e) => p.bad(KEY, &format!("cannot read {path:?}: {e}")),
+        Ok(bytes) => match DpopKey::from_pem(&bytes) {
+            Ok(k) => Some(k),
+            Err(e) => p.bad(KEY, &format!("{path:?}: {e}")),
+        },
+    });
+    DpopSettings { mode, key }
 }
 
 /// `oidc.client_key_file` and its companions (`private_key_jwt`): the key is read and parsed here, so a bad key is

@@ -368,6 +368,37 @@ fn header_bound_values_are_refused_at_load() {
     }
 }
 
+/// Issue 13 (DPoP): `oidc.dpop` and `oidc.dpop_key_file`; a DPoP-bound access token cannot be forwarded.
+#[test]
+fn dpop_settings_are_loaded_and_checked() {
+    use crate::oidc::dpop::DpopMode;
+    let with = |extra: &str| GOOD.replace("[session]", &format!("{extra}\n[session]"));
+    let load_text = |t: &str| load(file(".toml", t).path(), &HashMap::new());
+    assert_eq!(load_text(GOOD).unwrap().oidc.dpop.mode, DpopMode::Auto);
+    assert_eq!(load_text(&with("dpop = false")).unwrap().oidc.dpop.mode, DpopMode::Off);
+    let pem = file(".pem", &crate::id_token::jwe::GeneratedKey::p256().private_pem);
+    let s = load_text(&with(&format!("dpop = true\ndpop_key_file = {:?}", pem.path()))).unwrap();
+    assert_eq!(s.oidc.dpop.mode, DpopMode::On);
+    assert_eq!(s.oidc.dpop.key.as_ref().map(|k| k.algs()), Some(vec!["ES256"]));
+    assert!(!format!("{s:?}").contains("PRIVATE"), "no key material in Debug");
+    let e = load_text(&with("dpop = true\nforward_access_token = true")).unwrap_err();
+    assert_eq!(keys(&e), ["oidc.dpop"]);
+    assert!(e.to_string().contains("oidc.forward_access_token"), "the error names both keys: {e}");
+    let env_too =
+        load(file(".toml", &with("forward_access_token = true")).path(), &env(&[("IDGATE_OIDC__DPOP", "true")]));
+    assert_eq!(keys(&env_too.unwrap_err()), ["oidc.dpop"], "the environment is checked the same way");
+    let not_a_key = file(".pem", "hello");
+    for (line, why) in [
+        (format!("dpop_key_file = {:?}", not_a_key.path()), "no private key"),
+        ("dpop_key_file = \"/nonexistent/dpop.pem\"".to_owned(), "/nonexistent/dpop.pem"),
+        (format!("dpop = false\ndpop_key_file = {:?}", pem.path()), "oidc.dpop = false"),
+    ] {
+        let e = load_text(&with(&line)).unwrap_err();
+        assert_eq!(keys(&e), ["oidc.dpop_key_file"], "{line}");
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+}
+
 // === session.redis_url: Sentinel and Cluster forms (issue 16) ===
 
 #[test]

@@ -95,7 +95,7 @@ async fn redeem(
     let access_token = tokens.access_token.as_ref().map(Secret::expose);
     let userinfo = match (oidc.userinfo_claims, access_token) {
         (true, Some(at)) => {
-            let mut info = provider.userinfo(at).await?;
+            let mut info = provider.userinfo(at, tokens.dpop_bound).await?;
             // R15: the profile must be the same user's (OpenID Connect Core §5.3.2).
             if info.get("sub").and_then(|s| s.as_str()) != Some(claims.sub()) {
                 return Err(LoginError::UserinfoMismatch);

@@ -70,6 +70,11 @@ pub async fn to_issuer(
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
+    // RFC 9449 §10: the code is bound to idgate's DPoP key (a configured one: every replica holds it); with PAR the
+    // parameter is pushed with the others.
+    if let Some(jkt) = provider.dpop().authorization_jkt() {
+        params.push(("dpop_jkt", jkt));
+    }
     if flow.silent {
         params.push(("prompt", "none"));
     } else if oidc.scopes.iter().any(|s| s == "offline_access") {

@@ -16,6 +16,8 @@
 //                      private_key_jwt signed by the key published there; idgate-par (client_secret_basic) must push
 //                      its authorization requests (require_pushed_authorization_requests) and is always registered
 //   REQUIRE_PAR        "1": PAR required of every client, as discovery's require_pushed_authorization_requests says
+// DPoP (features.dPoP, RFC 9449) is on, with server nonces required in every proof; the client idgate-dpop is
+// registered with dpop_bound_access_tokens (a token request without a proof is refused).
 // Prints "listening <issuer>" on stdout once it serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -91,6 +93,7 @@ const provider = new Provider(issuer, {
     client('idgate-es256', 'ES256'),
     client('idgate-ps256', 'PS256'),
     client('idgate-hs256', 'HS256'),
+    { ...client('idgate-dpop', 'ES256'), dpop_bound_access_tokens: true },
     { ...client('idgate-par', 'RS256'), require_pushed_authorization_requests: true },
     ...(clientJwksUri ? [keyed('idgate-pkjwt', clientJwksUri)] : []),
     ...(encKeys ? [
@@ -124,7 +127,11 @@ const provider = new Provider(issuer, {
     email: ['email', 'email_verified'],
   },
   scopes: ['openid', 'offline_access', 'profile', 'email'],
-  enabledJWA: { idTokenSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256'] },
+  enabledJWA: {
+    idTokenSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256'],
+    // Not RS256: an RSA DPoP key must pick PS256 from this list.
+    dPoPSigningAlgValues: ['ES256', 'PS256'],
+  },
   conformIdTokenClaims: false,
   features: {
     devInteractions: { enabled: true },
@@ -132,6 +139,7 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     encryption: { enabled: true },
     backchannelLogout: { enabled: Boolean(backchannelUri) },
+    dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: requirePar },
   },
   pkce: { required: () => true },

@@ -339,7 +339,12 @@ async fn check_reports_client_auth_par_encryption_and_dpop_against_the_issuer() 
     assert!(text.contains(&format!("register jwks_uri = {jwks}")), "{text}");
     assert!(text.contains(&format!("ok    PAR: on, parameters pushed to {}/par", gate.issuer.issuer())), "{text}");
     assert!(text.contains("note  encryption: the issuer can encrypt ID tokens"), "{text}");
-    assert!(text.contains("note  DPoP: not offered by the issuer"), "{text}");
+    assert!(text.contains("note  DPoP: the issuer accepts proofs signed with ES256, RS256, PS256"), "{text}");
+    // With oidc.dpop = true, the line says which algorithm the key signs.
+    let mut on = settings.clone();
+    on.oidc.dpop.mode = idgate::oidc::dpop::DpopMode::On;
+    let text = idgate::check::run(&on).await.lines.join("\n");
+    assert!(text.contains("ok    DPoP: on, proofs signed ES256 with a P-256 key generated at start"), "{text}");
     // A required encryption no advertised algorithm fits: an ERROR line with the fix, and the check fails.
     let ec = idgate::id_token::jwe::GeneratedKey::p256().private_pem;
     let d = &mut settings.oidc.id_token_decryption;

@@ -289,6 +289,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             forward_access_token: false,
             userinfo_claims: false,
             id_token_decryption: Default::default(),
+            dpop: Default::default(),
             client_key: None,
             client_assertion_audience: Default::default(),
             par: false,

@@ -8,6 +8,7 @@ mod cli;
 mod client_auth;
 mod deploy;
 mod differential;
+mod dpop;
 mod ext_authz;
 mod forward;
 mod gateways;

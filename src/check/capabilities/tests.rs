@@ -44,6 +44,7 @@ fn settings() -> OidcSettings {
         client_key: None,
         client_assertion_audience: Default::default(),
         par: false,
+        dpop: Default::default(),
     }
 }
 
@@ -136,4 +137,25 @@ fn dpop_support_is_reported() {
     let f = one(&settings(), &metadata(json!({"dpop_signing_alg_values_supported": ["ES256"]})), 3);
     assert!(f.text.contains("ES256") && f.text.contains("oidc.dpop = true"), "{f:?}");
     assert!(one(&settings(), &metadata(json!({})), 3).text.contains("not offered"));
+}
+
+#[test]
+fn dpop_on_is_checked_against_the_issuers_algorithms() {
+    use crate::oidc::dpop::{DpopKey, DpopMode, DpopSettings};
+    let es = metadata(json!({"dpop_signing_alg_values_supported": ["ES256"]}));
+    let on = |key: Option<DpopKey>| OidcSettings { dpop: DpopSettings { mode: DpopMode::On, key }, ..settings() };
+    let f = one(&on(None), &es, 3);
+    assert_eq!(f.level, Level::Ok, "{f:?}");
+    assert!(f.text.contains("ES256") && f.text.contains("generated"), "{f:?}");
+    let rsa = DpopKey::from_pem(crate::id_token::jwe::GeneratedKey::rsa().private_pem.as_bytes()).unwrap();
+    let f = one(&on(Some(rsa.clone())), &es, 3);
+    assert_eq!(f.level, Level::Error, "{f:?}");
+    assert!(f.text.contains("RS256, PS256") && f.text.contains("oidc.dpop_key_file"), "{f:?}");
+    let ps = metadata(json!({"dpop_signing_alg_values_supported": ["ES256", "PS256"]}));
+    assert!(one(&on(Some(rsa)), &ps, 3).text.contains("signed PS256"));
+    let f = one(&on(None), &metadata(json!({})), 3);
+    assert_eq!(f.level, Level::Warn, "{f:?}");
+    assert!(f.text.contains("set oidc.dpop = false"), "{f:?}");
+    let off = OidcSettings { dpop: DpopSettings { mode: DpopMode::Off, key: None }, ..settings() };
+    assert!(one(&off, &es, 3).text.contains("off (oidc.dpop = false)"));
 }

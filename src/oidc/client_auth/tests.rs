@@ -24,6 +24,7 @@ fn settings(method: TokenAuthMethod) -> OidcSettings {
         client_key: (method == TokenAuthMethod::PrivateKeyJwt).then_some(key),
         client_assertion_audience: AssertionAudience::Issuer,
         par: false,
+        dpop: Default::default(),
     }
 }
 
