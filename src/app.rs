@@ -53,6 +53,8 @@ pub struct State {
     pub refreshes: login::refresh::Flights,
     /// idgate's own keys and their published JWK set.
     pub own_keys: Arc<OwnKeys>,
+    /// The identity assertion signer and its cache, when `[assertion]` is on.
+    pub assertions: Option<Arc<crate::assertion::Assertions>>,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -66,6 +68,7 @@ struct Kept {
     logout_jtis: moka::sync::Cache<String, ()>,
     refreshes: login::refresh::Flights,
     own_keys: Arc<OwnKeys>,
+    assertions: Option<Arc<crate::assertion::Assertions>>,
 }
 
 impl State {
@@ -84,6 +87,9 @@ impl State {
             &settings.upstream.allowed_upgrades,
         );
         let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();
+        let own_keys = Arc::new(OwnKeys::new(&settings));
+        let assertions =
+            crate::assertion::Assertions::new(&settings, own_keys.assertion_key(), Arc::clone(&metrics)).map(Arc::new);
         let kept = Kept {
             clock,
             metrics,
@@ -99,7 +105,8 @@ impl State {
                 .time_to_live(Duration::from_secs(900))
                 .build(),
             refreshes: login::refresh::flights(),
-            own_keys: Arc::new(OwnKeys::new(&settings)),
+            own_keys,
+            assertions,
         };
         Ok(Arc::new(Self::assemble(settings, kept)))
     }
@@ -120,12 +127,18 @@ impl State {
             },
             routes: RouteTable::new(&prefix, &callback, &settings.routes),
             rules: Rules::new(&settings.routes),
-            headers: HeaderPlan::new(&settings.headers, &settings.upstream.strip_headers, &s.cookie_name),
+            headers: HeaderPlan::new(
+                &settings.headers,
+                &[settings.upstream.strip_headers.as_slice(), std::slice::from_ref(&settings.assertion.header)]
+                    .concat(),
+                &s.cookie_name,
+            ),
             forwarder: kept.forwarder,
             used_states: kept.used_states,
             logout_jtis: kept.logout_jtis,
             refreshes: kept.refreshes,
             own_keys: kept.own_keys,
+            assertions: kept.assertions,
             provider: kept.provider,
             metrics: kept.metrics,
             clock: kept.clock,
@@ -146,6 +159,7 @@ impl State {
         new.session.store = old.session.store.clone();
         new.session.memory_capacity = old.session.memory_capacity;
         new.log = old.log.clone();
+        new.assertion = old.assertion.clone();
         let kept = Kept {
             clock: Arc::clone(&self.clock),
             metrics: Arc::clone(&self.metrics),
@@ -156,6 +170,7 @@ impl State {
             logout_jtis: self.logout_jtis.clone(),
             refreshes: self.refreshes.clone(),
             own_keys: Arc::clone(&self.own_keys),
+            assertions: self.assertions.clone(),
         };
         (Self::assemble(new, kept), ignored)
     }
@@ -222,6 +237,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         forward_access_token,
         userinfo_claims,
         id_token_decryption,
+        bearer,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -243,6 +259,10 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.require_encrypted_id_token", d.required != nd.required);
     check("oidc.id_token_encryption_algs", d.allowed.algs != nd.allowed.algs);
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
+    check("oidc.api_audiences", bearer.api_audiences != n.bearer.api_audiences);
+    check("oidc.access_token_typ_required", bearer.typ_required != n.bearer.typ_required);
+    check("oidc.introspect_opaque_tokens", bearer.introspect != n.bearer.introspect);
+    check("oidc.introspection_cache_secs", bearer.introspection_cache != n.bearer.introspection_cache);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,
@@ -265,6 +285,26 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let LogSettings { format, level } = &old.log;
     check("log.format", *format != new.log.format);
     check("log.level", *level != new.log.level);
+    // The assertion's key lives across reloads, and its signer with it: the section needs a restart.
+    let crate::config::assertion::AssertionSettings {
+        enabled,
+        header,
+        key,
+        previous_keys,
+        lifetime,
+        issuer,
+        audience,
+        claims,
+    } = &old.assertion;
+    let n = &new.assertion;
+    check("assertion.enabled", *enabled != n.enabled);
+    check("assertion.header", *header != n.header);
+    check("assertion.key_file", *key != n.key);
+    check("assertion.previous_key_files", *previous_keys != n.previous_keys);
+    check("assertion.lifetime_secs", *lifetime != n.lifetime);
+    check("assertion.issuer", *issuer != n.issuer);
+    check("assertion.audience", *audience != n.audience);
+    check("assertion.claims", *claims != n.claims);
     out
 }
 

@@ -124,6 +124,7 @@ fn demo_settings(
             forward_access_token: false,
             userinfo_claims: false,
             id_token_decryption: Default::default(),
+            bearer: Default::default(),
         },
         session: SessionSettings {
             cookie_secure: false,
@@ -139,6 +140,7 @@ fn demo_settings(
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        assertion: Default::default(),
     })
 }
 

@@ -21,6 +21,7 @@ pub mod session;
 pub mod policy;
 pub mod identity;
 pub mod forward;
+pub mod assertion;
 pub mod pipeline;
 pub mod error;
 

@@ -75,9 +75,13 @@ pub async fn proxy(
         Access::User(user) => user,
     };
     let User { session, permit, cookies } = user;
+    let assertion = assertion_for(state, req.headers(), req.authority(), &peer, rule, &session);
     let headers = req.headers_mut();
     state.headers.strip(headers);
     state.headers.apply(headers, session.claims(), &permit, session.identity_memo());
+    if let Some((name, value)) = assertion {
+        headers.insert(name, value);
+    }
     if let Some(at) = session.access_token()
         && let Ok(v) = HeaderValue::from_str(at)
     {
@@ -107,10 +111,38 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
         Access::Public => Vec::new(),
         Access::User(User { session, permit, cookies }) => {
             state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
+            // The proxy in front copies it onto the request it forwards, as the claim headers.
+            if let Some((name, value)) = assertion_for(state, headers, None, &peer, rule, &session) {
+                resp.headers_mut().insert(name, value);
+            }
             cookies
         }
     };
     Ok(with_cookies(resp, cookies))
+}
+
+/// The identity assertion (`[assertion]`) for `session`, signed for the route's `audience`, else
+/// `assertion.audience`, else the host the application sees (`X-Forwarded-Host` from trusted proxies only). `None`
+/// when the assertion is off. `request` is read before any identity header is written.
+fn assertion_for(
+    state: &State,
+    request: &HeaderMap,
+    authority: Option<&str>,
+    peer: &Peer,
+    rule: Option<usize>,
+    session: &Session,
+) -> Option<(http::HeaderName, HeaderValue)> {
+    use crate::assertion::{Subject, app_host};
+    let signer = state.assertions.as_deref()?;
+    let route = rule.and_then(|i| state.settings.routes.get(i)).and_then(|r| r.audience.as_deref());
+    let host = match route {
+        Some(_) => None,
+        None => app_host(request, authority, state.forwarder.is_trusted(peer.ip)),
+    };
+    let audience = signer.audience(route, host.as_deref())?;
+    let who = Subject { claims: session.claims(), login_id: session.login().id(), expires_at: session.expires_at() };
+    let value = signer.value(who, audience, state.clock.now())?;
+    Some((signer.header().clone(), value))
 }
 
 /// The forward-auth answer's header with the request's cookies less idgate's.

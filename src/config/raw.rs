@@ -27,6 +27,9 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    /// The signed identity assertion for the upstream.
+    #[serde(default)]
+    pub assertion: RawAssertion,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -83,6 +86,11 @@ pub struct RawOidc {
     pub require_encrypted_id_token: Option<bool>,
     pub id_token_encryption_algs: Option<Vec<String>>,
     pub id_token_encryption_encs: Option<Vec<String>>,
+    /// Bearer access tokens on API routes: the audiences accepted (turns bearer access on).
+    pub api_audiences: Option<Vec<String>>,
+    pub access_token_typ_required: Option<bool>,
+    pub introspect_opaque_tokens: Option<bool>,
+    pub introspection_cache_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -115,6 +123,10 @@ pub struct RawRoute {
     pub all_of: Option<BTreeMap<String, Vec<String>>>,
     /// `%2F` may stand in a path segment under this route (kept encoded).
     pub allow_encoded_slashes: Option<bool>,
+    /// The identity assertion's `aud` for this route.
+    pub audience: Option<String>,
+    /// Scopes a bearer access token must all hold on this route.
+    pub scopes_all: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -122,4 +134,19 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    pub enabled: Option<bool>,
+    pub header: Option<String>,
+    pub key_file: Option<String>,
+    /// `RS256` or `PS256` for an RSA key; an EC P-256 key signs `ES256`.
+    pub alg: Option<String>,
+    pub previous_key_files: Option<Vec<String>>,
+    pub lifetime_secs: Option<u64>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub claims: Option<Vec<String>>,
 }

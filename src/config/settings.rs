@@ -48,6 +48,8 @@ pub struct Settings {
     pub headers: Vec<(HeaderName, String)>,
     pub routes: Vec<RouteSettings>,
     pub log: LogSettings,
+    /// The signed identity assertion for the upstream (`[assertion]`).
+    pub assertion: super::assertion::AssertionSettings,
 }
 
 /// The public listener.
@@ -130,6 +132,41 @@ pub struct OidcSettings {
     pub userinfo_claims: bool,
     /// Encrypted ID tokens (R8): decryption keys, allowed algorithms, and whether a plain JWS is refused.
     pub id_token_decryption: crate::id_token::Decryption,
+    /// Bearer access tokens on API routes.
+    pub bearer: BearerSettings,
+}
+
+/// Bearer access tokens on API routes (RFC 9068 JWTs; RFC 7662 introspection for opaque ones). Off while
+/// `api_audiences` is empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearerSettings {
+    /// `aud` must hold one of these (`oidc.api_audiences`); never the client id by default.
+    pub api_audiences: Vec<String>,
+    /// A JWT access token must say `typ: at+jwt` (RFC 9068 §2.1).
+    pub typ_required: bool,
+    /// Opaque (non-JWT) tokens are checked at the issuer's `introspection_endpoint`.
+    pub introspect: bool,
+    /// The longest an introspection answer is believed (never past the token's `exp`).
+    pub introspection_cache: Duration,
+}
+
+impl Default for BearerSettings {
+    /// Off.
+    fn default() -> Self {
+        Self {
+            api_audiences: Vec::new(),
+            typ_required: true,
+            introspect: false,
+            introspection_cache: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BearerSettings {
+    /// True when bearer access tokens are accepted at all.
+    pub fn enabled(&self) -> bool {
+        !self.api_audiences.is_empty()
+    }
 }
 
 /// Where sessions are kept.
@@ -203,6 +240,10 @@ pub struct RouteSettings {
     /// `%2F` may stand in a path segment under this route (forwarded encoded), when the path read with `/` for
     /// it falls under the same route.
     pub allow_encoded_slashes: bool,
+    /// The identity assertion's `aud` on this route (`None`: `assertion.audience`, else the request's host).
+    pub audience: Option<String>,
+    /// Scopes a bearer access token must all hold here (`[[routes]] scopes_all`).
+    pub scopes_all: Vec<String>,
 }
 
 impl RouteSettings {
@@ -216,6 +257,8 @@ impl RouteSettings {
             any_of: BTreeMap::new(),
             all_of: BTreeMap::new(),
             allow_encoded_slashes: false,
+            audience: None,
+            scopes_all: Vec::new(),
         }
     }
 }
@@ -321,11 +364,12 @@ impl Settings {
             },
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
+        let assertion = super::assertion::settings(p, raw.assertion);
         let (oidc, session) = (oidc?, session?);
         if !p.is_empty() {
             return None;
         }
-        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log })
+        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, assertion })
     }
 
     /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
@@ -407,7 +451,38 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
             raw.id_token_encryption_algs,
             raw.id_token_encryption_encs,
         ),
+        bearer: bearer(
+            p,
+            raw.api_audiences,
+            raw.access_token_typ_required,
+            raw.introspect_opaque_tokens,
+            raw.introspection_cache_secs,
+        ),
     })
+}
+
+/// `oidc.api_audiences` and its companions.
+fn bearer(
+    p: &mut Problems,
+    audiences: Option<Vec<String>>,
+    typ_required: Option<bool>,
+    introspect: Option<bool>,
+    cache_secs: Option<u64>,
+) -> BearerSettings {
+    let api_audiences = audiences.unwrap_or_default();
+    if api_audiences.iter().any(|a| a.trim().is_empty()) {
+        p.add("oidc.api_audiences", "an audience is empty");
+    }
+    let introspect = introspect.unwrap_or(false);
+    if introspect && api_audiences.is_empty() {
+        p.add("oidc.introspect_opaque_tokens", "needs oidc.api_audiences (bearer access is off without it)");
+    }
+    BearerSettings {
+        api_audiences,
+        typ_required: typ_required.unwrap_or(true),
+        introspect,
+        introspection_cache: Duration::from_secs(range(p, "oidc.introspection_cache_secs", cache_secs, 60, 1, 3600)),
+    }
 }
 
 /// `oidc.id_token_decryption_key_file` and its companions: the key file is read and parsed here, so a bad key is a
@@ -535,8 +610,11 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
     }
     let any_of = raw.any_of.unwrap_or_default();
     let all_of = raw.all_of.unwrap_or_default();
-    let has_rules =
-        !email_domains.is_empty() || raw.email_verified.is_some() || !any_of.is_empty() || !all_of.is_empty();
+    let has_rules = !email_domains.is_empty()
+        || raw.email_verified.is_some()
+        || !any_of.is_empty()
+        || !all_of.is_empty()
+        || raw.scopes_all.as_ref().is_some_and(|s| !s.is_empty());
     if auth == AuthMode::Public && has_rules {
         p.add(&key("auth"), "a public route cannot have claim requirements");
     }
@@ -548,6 +626,19 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
         any_of,
         all_of,
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
+        audience: match raw.audience {
+            Some(a) if a.trim().is_empty() || a.chars().any(char::is_control) => {
+                p.bad(&key("audience"), "must be a non-empty string")
+            }
+            other => other,
+        },
+        scopes_all: {
+            let scopes = raw.scopes_all.unwrap_or_default();
+            if scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                p.add(&key("scopes_all"), "each entry is one scope name (no spaces)");
+            }
+            scopes
+        },
     })
 }
 

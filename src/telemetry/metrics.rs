@@ -59,6 +59,9 @@ pub struct Metrics {
     open_connections: AtomicI64,
     kept_upstream: Arc<AtomicUsize>,
     events: Mutex<BTreeMap<Event, u64>>,
+    /// Identity assertions signed, and handed out again from the cache (hot path: atomics).
+    assertions_signed: AtomicU64,
+    assertion_cache_hits: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +91,12 @@ impl Metrics {
     /// The count of upstream connections kept by client connections, kept up to date by the forwarder.
     pub fn kept_upstream(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.kept_upstream)
+    }
+
+    /// Counts one identity assertion written: `cached` when it came from the cache, else newly signed.
+    pub fn assertion(&self, cached: bool) {
+        let counter = if cached { &self.assertion_cache_hits } else { &self.assertions_signed };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// Counts one event.
@@ -129,6 +138,12 @@ impl Metrics {
         out.push_str("# HELP idgate_upstream_kept_connections Upstream connections kept by client connections.\n");
         out.push_str("# TYPE idgate_upstream_kept_connections gauge\n");
         let _ = writeln!(out, "idgate_upstream_kept_connections {}", self.kept_upstream.load(Relaxed));
+        out.push_str("# HELP idgate_assertions_signed_total Identity assertions signed.\n");
+        out.push_str("# TYPE idgate_assertions_signed_total counter\n");
+        let _ = writeln!(out, "idgate_assertions_signed_total {}", self.assertions_signed.load(Relaxed));
+        out.push_str("# HELP idgate_assertion_cache_hits_total Identity assertions reused from the cache.\n");
+        out.push_str("# TYPE idgate_assertion_cache_hits_total counter\n");
+        let _ = writeln!(out, "idgate_assertion_cache_hits_total {}", self.assertion_cache_hits.load(Relaxed));
         if let Ok(map) = self.events.lock() {
             let mut last = "";
             for (e, v) in map.iter() {

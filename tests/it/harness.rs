@@ -278,6 +278,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             forward_access_token: false,
             userinfo_claims: false,
             id_token_decryption: Default::default(),
+            bearer: Default::default(),
         },
         session: SessionSettings { cookie_secure: false, ..SessionSettings::with_secret(Secret::new(SESSION_SECRET)) },
         headers: DEFAULT_HEADERS
@@ -287,6 +288,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        assertion: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod assertion;
 mod attacks;
 mod cli;
 mod deploy;
