@@ -55,6 +55,8 @@ pub struct State {
     pub own_keys: Arc<OwnKeys>,
     /// The identity assertion signer and its cache, when `[assertion]` is on.
     pub assertions: Option<Arc<crate::assertion::Assertions>>,
+    /// Bearer access tokens on API routes, when `oidc.api_audiences` turns them on.
+    pub bearer: crate::bearer::Shared,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -69,6 +71,7 @@ struct Kept {
     refreshes: login::refresh::Flights,
     own_keys: Arc<OwnKeys>,
     assertions: Option<Arc<crate::assertion::Assertions>>,
+    bearer: crate::bearer::Shared,
 }
 
 impl State {
@@ -107,6 +110,7 @@ impl State {
             refreshes: login::refresh::flights(),
             own_keys,
             assertions,
+            bearer: crate::bearer::Bearer::new(&settings.oidc).map(Arc::new),
         };
         Ok(Arc::new(Self::assemble(settings, kept)))
     }
@@ -139,6 +143,7 @@ impl State {
             refreshes: kept.refreshes,
             own_keys: kept.own_keys,
             assertions: kept.assertions,
+            bearer: kept.bearer,
             provider: kept.provider,
             metrics: kept.metrics,
             clock: kept.clock,
@@ -171,6 +176,7 @@ impl State {
             refreshes: self.refreshes.clone(),
             own_keys: Arc::clone(&self.own_keys),
             assertions: self.assertions.clone(),
+            bearer: self.bearer.clone(),
         };
         (Self::assemble(new, kept), ignored)
     }

@@ -80,7 +80,8 @@ impl Assertions {
         Some(Self::build(a, key, issuer, metrics))
     }
 
-    fn build(a: &AssertionSettings, key: Arc<SigningKey>, issuer: String, metrics: Arc<Metrics>) -> Self {
+    /// The signer for `a` (enabled or not) with `key` and `issuer` (benchmarks and tests build one directly).
+    pub fn build(a: &AssertionSettings, key: Arc<SigningKey>, issuer: String, metrics: Arc<Metrics>) -> Self {
         Self {
             header: a.header.clone(),
             key,

@@ -38,6 +38,9 @@ pub enum RequestError {
     BadRequest(&'static str),
     #[error(transparent)]
     Store(#[from] crate::session::store::StoreError),
+    /// A bearer access token was refused.
+    #[error(transparent)]
+    Bearer(#[from] crate::bearer::Refusal),
 }
 
 /// What `respond` needs to know about the request.
@@ -118,9 +121,28 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
             )
         }
         RequestError::Login(e) => login_error(e, &ctx, &retry),
+        RequestError::Bearer(r) => bearer_refused(r, id),
     };
     for c in ctx.clear {
         resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// RFC 6750 §3: 401 with `WWW-Authenticate: Bearer error="invalid_token"` and the reason (a static label); an
+/// introspection endpoint that does not answer is the issuer's fault: 503, never a 200.
+fn bearer_refused(r: &crate::bearer::Refusal, id: &str) -> Response<Body> {
+    if let crate::bearer::Refusal::Unavailable(e) = r {
+        tracing::warn!(request_id = id, error = %e, "bearer token not checked: the issuer is unavailable");
+        return json(StatusCode::SERVICE_UNAVAILABLE, "issuer_unavailable", "The identity provider is not available.");
+    }
+    let reason = r.reason();
+    tracing::info!(request_id = id, reason, error = %r, "bearer token refused");
+    let mut resp =
+        json(StatusCode::UNAUTHORIZED, "invalid_token", &format!("The access token was not accepted ({reason})."));
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
 }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod identity;
 pub mod forward;
 pub mod assertion;
+pub mod bearer;
 pub mod pipeline;
 pub mod error;
 

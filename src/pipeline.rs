@@ -32,10 +32,20 @@ impl<E: Into<RequestError>> From<E> for Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
-/// What [`authenticate`] found: a public route needs nobody; anything else has a session that satisfied its rule.
+/// What [`authenticate`] found: a public route needs nobody; anything else has a session, or a bearer access token,
+/// that satisfied its rule.
 enum Access {
     Public,
     User(User),
+    Bearer(TokenUser),
+}
+
+/// A bearer access token that passed its route's rule: its claims and the token (forwarded only with
+/// `oidc.forward_access_token`).
+struct TokenUser {
+    claims: Claims,
+    permit: Permit,
+    token: String,
 }
 
 /// A session that passed its route's rule, with any `Set-Cookie` values its renewal made.
@@ -49,9 +59,28 @@ struct User {
 /// as a credential is refused (whatever the route), a public route needs nothing more, otherwise the session is
 /// opened (and renewed when due) and the route's rule decides.
 async fn authenticate(state: &State, headers: &HeaderMap, auth: AuthMode, rule: Option<usize>) -> Result<Access> {
-    refuse_id_token_bearer(state, headers)?;
+    refuse_id_token_bearer(state, headers).inspect_err(|_| {
+        if state.bearer.is_some() {
+            state.metrics.event(crate::telemetry::metrics::Event::Bearer("id_token"));
+        }
+    })?;
     if auth == AuthMode::Public {
         return Ok(Access::Public);
+    }
+    // Bearer access tokens: on API routes, and on login routes when no session cookie is sent.
+    if let Some(bearer) = state.bearer.as_deref()
+        && (auth == AuthMode::Api || !has_session_cookie(state, headers))
+    {
+        let count = |r: &'static str| state.metrics.event(crate::telemetry::metrics::Event::Bearer(r));
+        if let Some(token) = crate::bearer::presented(headers).inspect_err(|r| count(r.reason()))? {
+            let claims = bearer
+                .authenticate(&state.provider, token, state.clock.now())
+                .await
+                .inspect_err(|r| count(r.reason()))?;
+            let permit = state.rules.authorize_bearer(rule, &claims).inspect_err(|d| count(d.requirement))?;
+            count("accepted");
+            return Ok(Access::Bearer(TokenUser { claims, permit, token: token.to_owned() }));
+        }
     }
     let (session, cookies) = open(state, headers).await?;
     let permit = state.rules.authorize(rule, session.claims())?;
@@ -70,6 +99,20 @@ pub async fn proxy(
     let user = match authenticate(state, req.headers(), auth, rule).await? {
         Access::Public => {
             state.headers.strip(req.headers_mut());
+            return Ok(state.forwarder.send(req, peer).await?);
+        }
+        Access::Bearer(TokenUser { claims, permit, token }) => {
+            let headers = req.headers_mut();
+            state.headers.strip(headers);
+            state.headers.apply(headers, &claims, &permit, &crate::identity::Memo::new());
+            if state.settings.oidc.forward_access_token {
+                if let Ok(v) = HeaderValue::from_str(&token) {
+                    headers.insert("x-forwarded-access-token", v);
+                }
+            } else {
+                // The token is the client's credential for idgate, not the application's.
+                headers.remove(header::AUTHORIZATION);
+            }
             return Ok(state.forwarder.send(req, peer).await?);
         }
         Access::User(user) => user,
@@ -109,6 +152,10 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
     resp.headers_mut().insert(APP_COOKIE_HEADER, app_cookies);
     let cookies = match authenticate(state, headers, auth, rule).await? {
         Access::Public => Vec::new(),
+        Access::Bearer(TokenUser { claims, permit, .. }) => {
+            state.headers.apply(resp.headers_mut(), &claims, &permit, &crate::identity::Memo::new());
+            Vec::new()
+        }
         Access::User(User { session, permit, cookies }) => {
             state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
             // The proxy in front copies it onto the request it forwards, as the claim headers.
@@ -217,6 +264,15 @@ pub async fn userinfo(state: &State, headers: &HeaderMap) -> Result<Response<Bod
         .body(body::full(text))
         .unwrap_or_else(body::internal_error);
     Ok(with_cookies(resp, cookies))
+}
+
+/// True when the request carries idgate's session cookie (`NAME`, or its first chunk `NAME_0`).
+fn has_session_cookie(state: &State, headers: &HeaderMap) -> bool {
+    let name = state.settings.session.cookie_name.as_str();
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).any(|pair| {
+        let n = pair.split('=').next().unwrap_or("").trim();
+        n == name || n.strip_prefix(name) == Some("_0")
+    })
 }
 
 /// Opens the session and renews it when due. Returns the session and any `Set-Cookie` values the renewal made.

@@ -31,6 +31,8 @@ pub enum Event {
     Refresh(&'static str),
     /// `idgate_session_store_errors_total{op}`
     StoreError(&'static str),
+    /// `idgate_bearer_total{result}`: `accepted`, or why a bearer token was refused.
+    Bearer(&'static str),
 }
 
 impl Event {
@@ -43,6 +45,7 @@ impl Event {
             Event::SignOut(v) => ("idgate_sign_outs_total", "kind", v),
             Event::Refresh(v) => ("idgate_refreshes_total", "result", v),
             Event::StoreError(v) => ("idgate_session_store_errors_total", "op", v),
+            Event::Bearer(v) => ("idgate_bearer_total", "result", v),
         }
     }
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod assertion;
 mod attacks;
+mod bearer;
 mod cli;
 mod deploy;
 mod differential;
