@@ -29,6 +29,9 @@ MODULES=(
   src/session/seal.rs
   src/signing.rs
   src/own_keys.rs
+  src/oidc/client_auth.rs
+  src/oidc/par.rs
+  src/check/capabilities.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"

@@ -57,6 +57,8 @@ pub struct State {
     pub assertions: Option<Arc<crate::assertion::Assertions>>,
     /// Bearer access tokens on API routes, when `oidc.api_audiences` turns them on.
     pub bearer: crate::bearer::Shared,
+    /// Form posts kept over a re-login.
+    pub posts: login::preserved_post::PreservedPosts,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -79,7 +81,9 @@ impl State {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let http = client::build(settings.upstream.connect_timeout);
-        let provider = Arc::new(Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)));
+        let provider = Arc::new(
+            Provider::new(settings.oidc.clone(), http.clone(), Arc::clone(&metrics)).with_clock(Arc::clone(&clock)),
+        );
         let forwarder = Forwarder::new(
             http,
             &settings.upstream.url,
@@ -121,6 +125,7 @@ impl State {
         let callback = settings.callback_path().to_owned();
         let flow_path = if callback.starts_with(&format!("{prefix}/")) { prefix.clone() } else { "/".into() };
         State {
+            posts: login::preserved_post::PreservedPosts::new(&settings, &flow_path),
             sessions: Sessions::with_store(s, kept.store),
             flows: Flows {
                 ring: KeyRing::new(&s.secret, &s.previous_secrets, Purpose::Flow),
@@ -244,6 +249,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         userinfo_claims,
         id_token_decryption,
         bearer,
+        client_key,
+        client_assertion_audience,
+        par,
     } = &old.oidc;
     let n = &new.oidc;
     check("oidc.issuer", *issuer != n.issuer);
@@ -269,6 +277,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.access_token_typ_required", bearer.typ_required != n.bearer.typ_required);
     check("oidc.introspect_opaque_tokens", bearer.introspect != n.bearer.introspect);
     check("oidc.introspection_cache_secs", bearer.introspection_cache != n.bearer.introspection_cache);
+    check("oidc.client_key_file", *client_key != n.client_key);
+    check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
+    check("oidc.par", *par != n.par);
     // The session section applies, except where its sessions are kept.
     let SessionSettings {
         secret: _,
@@ -281,6 +292,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         memory_capacity,
         refresh_margin: _,
         silent_reauth: _,
+        preserve_post_max_bytes: _,
     } = &old.session;
     let n = &new.session;
     match (store, &n.store) {

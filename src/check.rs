@@ -1,6 +1,8 @@
 //! `idgate check`: what would be served, and whether the deployment can work — issuer reachable and matching,
 //! keys usable, redirect URL and cookie settings plausible. Each finding says what to fix.
 
+pub mod capabilities;
+
 use std::sync::Arc;
 
 use crate::{
@@ -84,6 +86,21 @@ pub async fn run(settings: &Settings) -> Report {
             if let Ok(m) = provider.metadata() {
                 if m.code_challenge_methods_supported.as_ref().is_some_and(|v| !v.iter().any(|x| x == "S256")) {
                     warn(&mut r, false, "the issuer does not list S256 in code_challenge_methods_supported".into());
+                }
+                let origin = s.oidc.redirect_url.origin().ascii_serialization();
+                let jwks_url = format!("{origin}{}/jwks", s.server.prefix);
+                for f in capabilities::findings(&s.oidc, &m, &jwks_url) {
+                    use capabilities::Level;
+                    let tag = match f.level {
+                        Level::Ok => "ok   ",
+                        Level::Note => "note ",
+                        Level::Warn => "WARN ",
+                        Level::Error => "ERROR",
+                    };
+                    if f.level == Level::Error {
+                        r.ok = false;
+                    }
+                    r.lines.push(format!("{tag} {}", f.text));
                 }
                 if m.end_session_endpoint.is_none() {
                     r.lines.push(

@@ -37,6 +37,12 @@ pub enum Command {
         /// Have the development issuer encrypt ID tokens to idgate (R8), and require it.
         #[arg(long, value_enum)]
         encrypt_id_tokens: Option<crate::demo::DemoEncryption>,
+        /// Authenticate to the development issuer with `private_key_jwt` (a generated key, published at /oauth2/jwks).
+        #[arg(long)]
+        private_key_jwt: bool,
+        /// Send the authorization parameters by a pushed authorization request (RFC 9126).
+        #[arg(long)]
+        par: bool,
     },
     /// Print a fresh session secret (base64 of 32 random bytes) for `session.secret`.
     GenSecret,

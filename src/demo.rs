@@ -31,8 +31,17 @@ pub enum DemoEncryption {
     EcdhEs,
 }
 
+/// The demo's client authentication and request modes (`idgate demo --private-key-jwt --par`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Modes {
+    /// `private_key_jwt` with a generated P-256 key, registered at the issuer by idgate's `/oauth2/jwks`.
+    pub private_key_jwt: bool,
+    /// Pushed authorization requests.
+    pub par: bool,
+}
+
 /// Runs the demo until Ctrl-C. `port` is the proxy's port on 127.0.0.1.
-pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), String> {
+pub async fn run(port: u16, encryption: Option<DemoEncryption>, modes: Modes) -> Result<(), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let proxy_url = format!("http://127.0.0.1:{port}");
@@ -40,8 +49,14 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), St
         client_id: "idgate-demo".into(),
         client_secret: crate::random::token(24),
         redirect_uris: vec![format!("{proxy_url}/oauth2/callback")],
-        token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        token_auth_method: if modes.private_key_jwt {
+            TokenAuthMethod::PrivateKeyJwt
+        } else {
+            TokenAuthMethod::ClientSecretBasic
+        },
         post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: modes.private_key_jwt.then(|| format!("{proxy_url}/oauth2/jwks")),
     };
     let issuer = DevIssuer::start(loopback(0), DevAlg::RS256, client.clone(), Arc::clone(&clock))
         .await
@@ -61,6 +76,20 @@ pub async fn run(port: u16, encryption: Option<DemoEncryption>) -> Result<(), St
             k.id_token_encryption = Some(crate::dev_issuer::IdTokenEncryption { key: key.public, kid: None, alg, enc })
         });
         eprintln!("  ID tokens are encrypted: {} + {}", alg.name(), enc.name());
+    }
+    if modes.private_key_jwt {
+        let key = crate::signing::SigningKey::generate_p256().map_err(|e| e.to_string())?;
+        eprintln!(
+            "  client authentication: private_key_jwt (ES256, kid {}), key at {proxy_url}/oauth2/jwks",
+            key.kid()
+        );
+        settings.oidc.token_auth_method = TokenAuthMethod::PrivateKeyJwt;
+        settings.oidc.client_secret = None;
+        settings.oidc.client_key = Some(crate::oidc::client_auth::ClientKey(Arc::new(key)));
+    }
+    if modes.par {
+        eprintln!("  authorization requests are pushed (PAR): the browser carries only a request_uri");
+        settings.oidc.par = true;
     }
     let running = app::start(settings, clock).await.map_err(|e| e.to_string())?;
     eprintln!(
@@ -125,6 +154,9 @@ fn demo_settings(
             userinfo_claims: false,
             id_token_decryption: Default::default(),
             bearer: Default::default(),
+            client_key: None,
+            client_assertion_audience: Default::default(),
+            par: false,
         },
         session: SessionSettings {
             cookie_secure: false,

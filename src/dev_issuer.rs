@@ -75,6 +75,15 @@ pub struct Knobs {
     pub id_token_encryption: Option<IdTokenEncryption>,
     /// Answer the introspection endpoint (RFC 7662) with 503 (an outage of that endpoint only).
     pub introspection_down: bool,
+    /// Advertise `require_pushed_authorization_requests` and refuse authorization requests that were not pushed.
+    pub require_par: bool,
+    /// The `pushed_authorization_request_endpoint` advertised instead of our own (tests: an endpoint that is down).
+    pub par_endpoint: Option<String>,
+    /// Answer every pushed authorization request with this status and body instead (tests: error JSON, absurd
+    /// `expires_in`, no `request_uri`).
+    pub par_answer: Option<(u16, String)>,
+    /// The `aud` values a client assertion may carry; `None`: the issuer identifier and the token endpoint URL.
+    pub assertion_audiences: Option<Vec<String>>,
 }
 
 impl Default for Knobs {
@@ -92,6 +101,10 @@ impl Default for Knobs {
             revocation: true,
             id_token_encryption: None,
             introspection_down: false,
+            require_par: false,
+            par_endpoint: None,
+            par_answer: None,
+            assertion_audiences: None,
         }
     }
 }
@@ -108,6 +121,10 @@ pub struct DevClient {
     pub token_auth_method: TokenAuthMethod,
     /// Where `end_session` may send the browser back to (exact match; anything else is refused).
     pub post_logout_redirect_uris: Vec<String>,
+    /// `private_key_jwt`: the client's registered public keys, inline (a JWK set document)…
+    pub jwks: Option<Value>,
+    /// …or fetched from this URL for every assertion (idgate's `{prefix}/jwks`).
+    pub jwks_uri: Option<String>,
 }
 
 struct Grant {
@@ -135,6 +152,12 @@ struct Inner {
     requests: Mutex<HashMap<&'static str, u64>>,
     /// Why requests were refused, in order (tests assert the reason, not only the status).
     refusals: Mutex<Vec<&'static str>>,
+    /// Pushed authorization requests: `request_uri` → (the pushed parameters as a query, expiry).
+    pushed: Mutex<HashMap<String, (String, i64)>>,
+    /// Client assertions received, in order, and the `jti`s already used (RFC 7523 §3 replay detection).
+    assertions: Mutex<Vec<String>>,
+    used_jtis: Mutex<HashMap<String, i64>>,
+    http: crate::client::HttpClient,
 }
 
 /// A running development issuer.
@@ -172,6 +195,10 @@ impl DevIssuer {
             api_tokens: Mutex::default(),
             requests: Mutex::default(),
             refusals: Mutex::default(),
+            pushed: Mutex::default(),
+            assertions: Mutex::default(),
+            used_jtis: Mutex::default(),
+            http: crate::client::build(std::time::Duration::from_secs(2)),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let handler_inner = Arc::clone(&inner);
@@ -232,6 +259,11 @@ impl DevIssuer {
     /// Why the issuer refused requests so far (client authentication, grants, `end_session` targets), oldest first.
     pub fn refusals(&self) -> Vec<&'static str> {
         self.inner.refusals.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The client assertions (`private_key_jwt`) received so far, oldest first, accepted or not.
+    pub fn client_assertions(&self) -> Vec<String> {
+        self.inner.assertions.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// The claims the issuer puts in a token for `user` (before hooks).
@@ -322,17 +354,21 @@ impl Inner {
                 self.authorize_page(&query)
             }
             (Method::POST, "/authorize") => self.authorize_submit(&query, &form),
+            (Method::POST, "/par") => {
+                self.count("par");
+                self.pushed_request(&parts.headers, &form).await
+            }
             (Method::POST, "/token") => {
                 self.count("token");
                 let delay = self.knobs().token_delay;
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                self.token(&parts.headers, &form)
+                self.token(&parts.headers, &form).await
             }
             (Method::POST, "/revoke") if self.knobs().revocation => {
                 self.count("revoke");
-                self.revoke(&parts.headers, &form)
+                self.revoke(&parts.headers, &form).await
             }
             (Method::GET, "/userinfo") => {
                 self.count("userinfo");
@@ -341,7 +377,7 @@ impl Inner {
             (Method::GET, "/end_session") => self.end_session(&query),
             (Method::POST, "/introspect") => {
                 self.count("introspect");
-                self.introspect(&parts.headers, &form)
+                self.introspect(&parts.headers, &form).await
             }
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
@@ -363,7 +399,10 @@ impl Inner {
             "id_token_encryption_alg_values_supported": KeyAlg::ALL.map(KeyAlg::name),
             "id_token_encryption_enc_values_supported": ContentEnc::ALL.map(ContentEnc::name),
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+            "pushed_authorization_request_endpoint": knobs.par_endpoint.clone().unwrap_or_else(|| format!("{i}/par")),
+            "require_pushed_authorization_requests": knobs.require_par,
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "authorization_response_iss_parameter_supported": knobs.advertise_iss,
         });
@@ -392,12 +431,12 @@ impl Inner {
     }
 
     /// RFC 7662: the client asks whether a token is active; unknown tokens are `{"active": false}`.
-    fn introspect(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+    async fn introspect(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
         if self.knobs().introspection_down {
             return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "temporarily_unavailable"}));
         }
         let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
-        if let Err(why) = self.client_authenticated(headers, &f) {
+        if let Err(why) = self.client_authenticated(headers, &f).await {
             let why = self.refuse(why);
             return json_response(
                 StatusCode::UNAUTHORIZED,
@@ -438,8 +477,36 @@ impl Inner {
         Ok(p)
     }
 
+    /// The authorization request a query stands for: the pushed one its `request_uri` names (RFC 9126 §4; used
+    /// once, when `consume`), or the query itself when pushing is not required.
+    fn effective_request(&self, query: &str, consume: bool) -> Result<String, &'static str> {
+        let p: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let Some(uri) = p.get("request_uri") else {
+            if self.knobs().require_par {
+                return Err(self.refuse("pushed authorization requests are required (RFC 9126)"));
+            }
+            return Ok(query.to_owned());
+        };
+        let mut pushed = self.pushed.lock().map_err(|_| "lock")?;
+        let Some((params, expires)) = pushed.get(uri).cloned() else {
+            return Err(self.refuse("unknown or already used request_uri"));
+        };
+        if consume {
+            pushed.remove(uri);
+        }
+        if expires <= self.clock.now() {
+            return Err(self.refuse("the pushed authorization request expired"));
+        }
+        let pushed_id = url::form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "client_id").map(|(_, v)| v);
+        if p.get("client_id").map(String::as_str) != pushed_id.as_deref() {
+            return Err(self.refuse("client_id differs from the pushed request's"));
+        }
+        Ok(params)
+    }
+
     fn authorize_page(&self, query: &str) -> Response<Body> {
-        if let Err(why) = self.check_authorize(query) {
+        let checked = self.effective_request(query, false).and_then(|q| self.check_authorize(&q).map(|_| ()));
+        if let Err(why) = checked {
             return bad_authorize(why);
         }
         let form = format!(
@@ -452,7 +519,7 @@ impl Inner {
     }
 
     fn authorize_submit(&self, query: &str, form: &[u8]) -> Response<Body> {
-        let p = match self.check_authorize(query) {
+        let p = match self.effective_request(query, true).and_then(|q| self.check_authorize(&q)) {
             Ok(p) => p,
             Err(why) => return bad_authorize(why),
         };
@@ -499,14 +566,23 @@ impl Inner {
 
     /// Client authentication with the registered method only (RFC 6749 §2.3: a client uses one method per
     /// request; OpenID Connect Core §9: the registered `token_endpoint_auth_method`). `Err` says why not.
-    fn client_authenticated(
+    async fn client_authenticated(
         &self,
         headers: &http::HeaderMap,
         form: &HashMap<String, String>,
     ) -> Result<(), &'static str> {
         let authorization = headers.get(header::AUTHORIZATION);
         let in_form = form.contains_key("client_secret");
+        if self.client.token_auth_method != TokenAuthMethod::PrivateKeyJwt && form.contains_key("client_assertion") {
+            return Err("a client assertion, but the client is registered for a client secret");
+        }
         let (id, secret) = match self.client.token_auth_method {
+            TokenAuthMethod::PrivateKeyJwt => {
+                if authorization.is_some() || in_form {
+                    return Err("a client secret, but the client is registered for private_key_jwt");
+                }
+                return self.assertion_verified(form).await;
+            }
             TokenAuthMethod::ClientSecretBasic => {
                 if in_form {
                     return Err("client_secret in the form, but the client is registered for client_secret_basic");
@@ -539,10 +615,10 @@ impl Inner {
         Ok(())
     }
 
-    fn token(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+    async fn token(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
         let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
         let oauth_error = |status: StatusCode, e: &str| json_response(status, &json!({"error": e}));
-        if let Err(why) = self.client_authenticated(headers, &f) {
+        if let Err(why) = self.client_authenticated(headers, &f).await {
             let why = self.refuse(why);
             return json_response(
                 StatusCode::UNAUTHORIZED,
@@ -624,9 +700,9 @@ impl Inner {
     }
 
     /// RFC 7009: the client revokes one of its tokens; the answer is 200 whether or not the token was valid.
-    fn revoke(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+    async fn revoke(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
         let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
-        if let Err(why) = self.client_authenticated(headers, &f) {
+        if let Err(why) = self.client_authenticated(headers, &f).await {
             let why = self.refuse(why);
             return json_response(
                 StatusCode::UNAUTHORIZED,
@@ -641,6 +717,125 @@ impl Inner {
             a.remove(token);
         }
         json_response(StatusCode::OK, &json!({}))
+    }
+
+    /// RFC 9126 §2: the client pushes its authorization parameters, authenticated like at the token endpoint; the
+    /// answer names them by a one-time `request_uri` valid for 60 s.
+    async fn pushed_request(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+        if let Some((status, answer)) = self.knobs().par_answer {
+            return Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body::full(answer))
+                .unwrap_or_else(body::internal_error);
+        }
+        let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
+        if let Err(why) = self.client_authenticated(headers, &f).await {
+            let why = self.refuse(why);
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client", "error_description": why}),
+            );
+        }
+        let invalid = |why: &'static str| {
+            let why = self.refuse(why);
+            json_response(StatusCode::BAD_REQUEST, &json!({"error": "invalid_request", "error_description": why}))
+        };
+        if f.contains_key("request_uri") {
+            return invalid("request_uri must not be pushed (RFC 9126 §2.1)");
+        }
+        const CREDENTIALS: [&str; 3] = ["client_secret", "client_assertion", "client_assertion_type"];
+        let params = url::form_urlencoded::parse(form).filter(|(k, _)| !CREDENTIALS.contains(&k.as_ref()));
+        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        if let Err(why) = self.check_authorize(&query) {
+            return invalid(why);
+        }
+        let request_uri = format!("urn:ietf:params:oauth:request_uri:{}", random::token(16));
+        if let Ok(mut p) = self.pushed.lock() {
+            p.insert(request_uri.clone(), (query, self.clock.now() + 60));
+        }
+        json_response(StatusCode::CREATED, &json!({"request_uri": request_uri, "expires_in": 60}))
+    }
+
+    /// `private_key_jwt` (RFC 7523 §3, OpenID Connect Core §9): the assertion is signed by a key the client
+    /// registered (inline or at its `jwks_uri`), names the client as `iss` and `sub`, this issuer as `aud` (or the
+    /// token endpoint), lives at most 60 s, and its `jti` was never seen before.
+    async fn assertion_verified(&self, form: &HashMap<String, String>) -> Result<(), &'static str> {
+        use jsonwebtoken::{Algorithm, Validation};
+        if form.get("client_assertion_type").map(String::as_str) != Some(crate::oidc::client_auth::ASSERTION_TYPE) {
+            return Err("client_assertion_type is not urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        }
+        let jwt = form.get("client_assertion").ok_or("no client_assertion, but the client uses private_key_jwt")?;
+        if let Ok(mut a) = self.assertions.lock() {
+            a.push(jwt.clone());
+        }
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| "the client assertion is not a JWS")?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256) {
+            return Err("the client assertion's alg is not RS256, PS256 or ES256");
+        }
+        let jwks = match (&self.client.jwks, &self.client.jwks_uri) {
+            (Some(doc), _) => doc.to_string().into_bytes(),
+            (None, Some(uri)) => self.fetch(uri).await.ok_or("the client's jwks_uri could not be fetched")?,
+            (None, None) => return Err("the client registered no keys"),
+        };
+        let keys = crate::id_token::KeySet::from_jwks(&jwks).map_err(|_| "the client's key set has no usable key")?;
+        let key =
+            keys.find(header.kid.as_deref(), header.alg).ok_or("no registered client key for the assertion's kid")?;
+        let mut v = Validation::new(header.alg);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(jwt, key, &v)
+            .map_err(|_| "the client assertion's signature does not verify")?
+            .claims;
+        let id = self.client.client_id.as_str();
+        let text = |k: &str| claims.get(k).and_then(Value::as_str);
+        if text("iss") != Some(id) || text("sub") != Some(id) {
+            return Err("the client assertion's iss and sub are not the client id");
+        }
+        if form.get("client_id").is_some_and(|c| c != id) {
+            return Err("client_id differs from the assertion's subject");
+        }
+        let accepted = self
+            .knobs()
+            .assertion_audiences
+            .unwrap_or_else(|| vec![self.issuer.clone(), format!("{}/token", self.issuer)]);
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => accepted.contains(a),
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(|a| accepted.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err("the client assertion's aud is not accepted");
+        }
+        let now = self.clock.now();
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or("the client assertion has no exp")?;
+        if exp <= now {
+            return Err("the client assertion expired");
+        }
+        if exp > now + 60 {
+            return Err("the client assertion lives longer than 60 s");
+        }
+        let jti = text("jti").filter(|j| !j.is_empty()).ok_or("the client assertion has no jti")?;
+        let mut used = self.used_jtis.lock().map_err(|_| "lock")?;
+        used.retain(|_, e| *e > now);
+        if used.insert(jti.to_owned(), exp).is_some() {
+            return Err("the client assertion's jti was already used (replay)");
+        }
+        Ok(())
+    }
+
+    /// GETs a small document (a client's `jwks_uri`).
+    async fn fetch(&self, uri: &str) -> Option<Vec<u8>> {
+        let req = Request::get(uri).body(body::empty()).ok()?;
+        let exchange = async {
+            let resp = self.http.request(req).await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            body::collect_limited(resp.into_body(), 64 * 1024).await.ok().map(|b| b.to_vec())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(3), exchange).await.ok().flatten()
     }
 
     fn claims_for(&self, user: &str, nonce: Option<&str>, aud: &str) -> Map<String, Value> {

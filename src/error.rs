@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::{
     body::{self, Body},
     forward::{UpgradeRefused, UpstreamError},
-    login::LoginError,
+    login::{LoginError, preserved_post::PostError},
     oidc::{ProviderError, TokenError},
     policy::Denied,
     route::{BadPath, RequestKind},
@@ -41,6 +41,9 @@ pub enum RequestError {
     /// A bearer access token was refused.
     #[error(transparent)]
     Bearer(#[from] crate::bearer::Refusal),
+    /// A form post kept over a re-login (`login::preserved_post`) was not kept, or could not be sent on.
+    #[error(transparent)]
+    PreservedPost(#[from] PostError),
 }
 
 /// What `respond` needs to know about the request.
@@ -122,6 +125,7 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
         }
         RequestError::Login(e) => login_error(e, &ctx, &retry),
         RequestError::Bearer(r) => bearer_refused(r, id),
+        RequestError::PreservedPost(e) => preserved_post_error(e, &ctx, &retry),
     };
     for c in ctx.clear {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -188,6 +192,25 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
                 again,
             )
         }
+        LoginError::Pushed(p) => pushed_error(p, ctx, retry),
+        LoginError::Token(TokenError::Provider(ProviderError::Refused { status, error, .. }))
+            if error == "invalid_client" =>
+        {
+            tracing::error!(
+                request_id = id,
+                status,
+                "the issuer refused idgate's client authentication (invalid_client): check oidc.client_id, \
+                 oidc.token_auth_method and the client secret or key registered at the issuer"
+            );
+            answer(
+                ctx,
+                StatusCode::BAD_GATEWAY,
+                "client_auth_refused",
+                "The identity provider did not accept the client credentials of this site (invalid_client). An \
+                 administrator must fix the client registration.",
+                again,
+            )
+        }
         LoginError::Token(TokenError::Provider(p)) => {
             tracing::warn!(request_id = id, error = %p, "issuer unavailable");
             let status = match p {
@@ -244,6 +267,79 @@ fn login_error(e: &LoginError, ctx: &Context<'_>, retry: &str) -> Response<Body>
             )
         }
     }
+}
+
+/// A kept form post's failures. Only form navigations get here: the answer is a page.
+fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Response<Body> {
+    let id = ctx.request_id;
+    let reason = e.reason();
+    let page = |status: StatusCode, message: &str, extra: &str| {
+        let extra = format!("{extra}<p><small>{}</small></p>", escape(reason));
+        html_page(status, status.canonical_reason().unwrap_or("Error"), message, &extra)
+    };
+    match e {
+        PostError::TooLarge { .. } | PostError::NoRoom { .. } => {
+            tracing::info!(request_id = id, reason, error = %e, "form post not kept over the re-login");
+            let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
+            let link = format!(
+                "<p><a href=\"{}\" target=\"_blank\" rel=\"noopener\">Sign in in a new tab</a>, then come back \
+                 here and send the form again.</p>",
+                escape(&format!("{}/start?rd={rd}", ctx.prefix))
+            );
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Your session has ended, and this form is too large to keep while you sign in again.",
+                &link,
+            )
+        }
+        PostError::Unreadable => {
+            tracing::info!(request_id = id, reason, "form post body unreadable");
+            page(StatusCode::BAD_REQUEST, "The form could not be read.", "")
+        }
+        PostError::Tampered | PostError::WrongTarget => {
+            tracing::warn!(request_id = id, reason, error = %e, "kept form post refused");
+            page(StatusCode::BAD_REQUEST, "The form you sent before signing in could not be restored.", "")
+        }
+        PostError::Expired => {
+            tracing::info!(request_id = id, reason, "kept form post expired");
+            page(StatusCode::BAD_REQUEST, "The form you sent before signing in waited too long. Send it again.", "")
+        }
+        PostError::OtherBrowser => {
+            tracing::warn!(request_id = id, reason, "kept form post sent from another browser");
+            page(StatusCode::FORBIDDEN, "This form can only be sent from the browser that started it.", "")
+        }
+        PostError::Replayed => {
+            tracing::warn!(request_id = id, reason, "kept form post sent again");
+            page(StatusCode::CONFLICT, "This form was already sent once.", "")
+        }
+        PostError::Login(e) => {
+            login_error(e, &Context { kind: RequestKind::Navigation, clear: Vec::new(), ..*ctx }, retry)
+        }
+        PostError::Store(e) => {
+            tracing::error!(request_id = id, error = %e, "session store unavailable");
+            page(StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable right now. Try again shortly.", "")
+        }
+    }
+}
+
+/// A failed pushed authorization request (RFC 9126): an outage is a 503, a refusal or an unusable answer a 502; the
+/// page names the issuer's error code, never its description.
+fn pushed_error(e: &crate::oidc::par::ParError, ctx: &Context<'_>, retry: &str) -> Response<Body> {
+    use crate::oidc::par::ParError;
+    tracing::warn!(request_id = ctx.request_id, reason = e.reason(), error = %e, "pushed authorization request failed");
+    let again = Some(retry);
+    let (status, msg) = match e {
+        ParError::Provider(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "The identity provider is not available. Try again shortly.".to_owned())
+        }
+        ParError::Refused { error, .. } => {
+            (StatusCode::BAD_GATEWAY, format!("The identity provider refused the login request ({error})."))
+        }
+        ParError::BadAnswer(_) | ParError::NoEndpoint => {
+            (StatusCode::BAD_GATEWAY, "The identity provider's answer to the login request was not usable.".to_owned())
+        }
+    };
+    answer(ctx, status, e.reason(), &msg, again)
 }
 
 /// An HTML page for navigations, JSON otherwise.

@@ -61,7 +61,7 @@ pub struct UpgradeRefused {
 /// upgrade (if any) allowed. Its headers may be changed (identity headers); nothing removes them by name any more.
 #[derive(Debug)]
 pub struct Inbound {
-    req: Request<Incoming>,
+    req: Request<Body>,
     /// The allowed protocol the client asked to switch to.
     upgrade: Option<HeaderValue>,
 }
@@ -78,6 +78,26 @@ impl Inbound {
     /// The request target's authority, when it has one (HTTP/2's `:authority`, an absolute-form target).
     pub fn authority(&self) -> Option<&str> {
         self.req.uri().authority().map(|a| a.as_str())
+    }
+    /// The request's method and target.
+    pub fn method(&self) -> &http::Method {
+        self.req.method()
+    }
+    /// The request's target as received (normalised path, query).
+    pub fn uri(&self) -> &Uri {
+        self.req.uri()
+    }
+    /// Takes the body out (an empty one is left), to read a small one idgate must look at.
+    pub fn take_body(&mut self) -> Body {
+        std::mem::replace(self.req.body_mut(), body::empty())
+    }
+    /// The request itself (hop-by-hop headers already gone), for a step that answers instead of forwarding.
+    pub fn into_request(self) -> Request<Body> {
+        self.req
+    }
+    /// Puts a body back (the one taken, or a preserved form post's).
+    pub fn set_body(&mut self, b: Body) {
+        *self.req.body_mut() = b;
     }
 }
 
@@ -206,7 +226,7 @@ impl Forwarder {
             }
         }
         remove_hop_by_hop(req.headers_mut());
-        Ok(Inbound { req, upgrade })
+        Ok(Inbound { req: req.map(body::boxed), upgrade })
     }
 
     /// True when `protocol` (`name` or `name/version`) is on the allow-list.
@@ -221,7 +241,7 @@ impl Forwarder {
         // One request at a time on this client connection: it may keep an upstream connection.
         let one_at_a_time = req.version() <= Version::HTTP_11 && upgrade.is_none();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let (mut parts, incoming) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
 
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut target = String::with_capacity(self.base_path.len() + path_and_query.len());
@@ -252,7 +272,7 @@ impl Forwarder {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let out = Request::from_parts(parts, body::boxed(incoming));
+        let out = Request::from_parts(parts, body);
         let kept = match (&self.dialer, &peer.upstream) {
             (Some(dialer), Some(slot)) if one_at_a_time => Some((dialer, slot)),
             _ => None,

@@ -4,6 +4,7 @@
 pub mod backchannel;
 pub mod callback;
 pub mod flow;
+pub mod preserved_post;
 pub mod redirect;
 pub mod refresh;
 pub mod sign_out;
@@ -42,6 +43,8 @@ pub enum LoginError {
     Store(#[from] crate::session::store::StoreError),
     #[error("sign-out form token missing or invalid")]
     BadCsrf,
+    #[error("pushed authorization request failed: {0}")]
+    Pushed(#[from] crate::oidc::par::ParError),
 }
 
 impl From<crate::session::SessionError> for LoginError {
@@ -73,11 +76,17 @@ impl LoginError {
             LoginError::IdpError { .. } => "idp_error",
             LoginError::NoIdToken => "no_id_token",
             LoginError::Token(TokenError::Rejected(r)) => r.reason(),
+            LoginError::Token(TokenError::Provider(ProviderError::Refused { error, .. }))
+                if error == "invalid_client" =>
+            {
+                "client_auth_refused"
+            }
             LoginError::Token(TokenError::Provider(_)) => "issuer_unavailable",
             LoginError::UserinfoMismatch => "userinfo_mismatch",
             LoginError::SessionTooLarge => "session_too_large",
             LoginError::Store(_) => "session_store_unavailable",
             LoginError::BadCsrf => "bad_csrf",
+            LoginError::Pushed(e) => e.reason(),
         }
     }
 }

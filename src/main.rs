@@ -37,12 +37,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).await,
-            Command::Demo { port, encrypt_id_tokens } => {
+            Command::Demo { port, encrypt_id_tokens, private_key_jwt, par } => {
                 telemetry::init(&config::settings::LogSettings {
                     format: config::LogFormat::Text,
                     level: "info".into(),
                 });
-                match demo::run(port, encrypt_id_tokens).await {
+                let modes = demo::Modes { private_key_jwt, par };
+                match demo::run(port, encrypt_id_tokens, modes).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("idgate demo: {e}");

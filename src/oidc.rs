@@ -1,8 +1,10 @@
 //! Everything idgate asks of the OpenID Provider: discovery, keys, the token and userinfo endpoints. All I/O with
 //! the issuer lives here; validation itself is the pure [`crate::id_token`].
 
+pub mod client_auth;
 pub mod discovery;
 pub mod jwks;
+pub mod par;
 pub mod token;
 
 use std::sync::{Arc, RwLock};
@@ -38,6 +40,8 @@ pub enum ProviderError {
     IssuerMismatch { expected: String, got: String },
     #[error("token endpoint refused with HTTP {status}: {error}")]
     Refused { status: u16, error: String, description: Option<String> },
+    #[error("client authentication: {0}")]
+    ClientAuth(client_auth::ClientAuthError),
 }
 
 /// Discovery metadata and keys once loaded.
@@ -57,6 +61,8 @@ pub struct Provider {
     /// When the issuer last answered (tokio clock, ms since `started`); starts of logins re-check it when stale.
     last_answer_ms: std::sync::atomic::AtomicU64,
     started: tokio::time::Instant,
+    /// Dates client assertions (the gate's clock, so tests can move it).
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// A login start re-checks an issuer it has not heard from for this long.
@@ -80,7 +86,14 @@ impl Provider {
             metrics,
             last_answer_ms: std::sync::atomic::AtomicU64::new(0),
             started: tokio::time::Instant::now(),
+            clock: Arc::new(crate::clock::SystemClock),
         }
+    }
+
+    /// Dates what idgate signs for the issuer (client assertions) with `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The configured settings.

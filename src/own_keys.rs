@@ -40,7 +40,9 @@ impl std::fmt::Debug for OwnKeys {
 impl OwnKeys {
     /// Collects the keys the settings name (already read and checked at config load).
     pub fn new(settings: &Settings) -> Self {
-        let mut signing: Vec<Arc<SigningKey>> = Vec::new();
+        // The client key of `private_key_jwt`: an issuer registered with this `jwks_uri` verifies assertions here.
+        let mut signing: Vec<Arc<SigningKey>> = settings.oidc.client_key.iter().map(|k| Arc::clone(&k.0)).collect();
+        // The identity assertion's key, and its previous keys (still published for verification).
         let assertion = assertion_key(settings);
         signing
             .extend(assertion.iter().cloned().chain(settings.assertion.previous_keys.iter().map(|k| Arc::clone(&k.0))));
@@ -117,7 +119,7 @@ mod tests {
             crate::id_token::jwe::GeneratedKey::p256().private_pem.as_bytes(),
         )
         .unwrap();
-        let keys = OwnKeys::from_parts(vec![Arc::clone(&a), b, a], dec.public_jwks());
+        let keys = OwnKeys::from_parts(vec![Arc::clone(&a), b, Arc::clone(&a)], dec.public_jwks());
         let doc: Value = serde_json::from_slice(keys.document()).unwrap();
         let list = doc["keys"].as_array().unwrap();
         let uses: Vec<&str> = list.iter().map(|k| k["use"].as_str().unwrap()).collect();
@@ -126,5 +128,7 @@ mod tests {
         let resp = keys.response();
         assert_eq!(resp.headers()[header::CACHE_CONTROL], "public, max-age=300");
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/jwk-set+json");
+        let debug = format!("{keys:?}");
+        assert!(debug.starts_with("OwnKeys { signing: [SigningKey") && debug.contains(a.kid()), "{debug}");
     }
 }

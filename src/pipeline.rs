@@ -9,9 +9,12 @@ use crate::{
     body::{self, Body},
     config::AuthMode,
     error::RequestError,
-    forward::Peer,
+    forward::{Inbound, Peer},
     id_token::Claims,
-    login::refresh::{self, Renewal},
+    login::{
+        preserved_post::{self, Intake, PostError},
+        refresh::{self, Renewal},
+    },
     policy::Permit,
     route::{BadPath, Route},
     session::{Session, SessionError},
@@ -96,7 +99,13 @@ pub async fn proxy(
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
     let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
-    let user = match authenticate(state, req.headers(), auth, rule).await? {
+    let access = match authenticate(state, req.headers(), auth, rule).await {
+        Err(Failure { err: RequestError::NoSession(cause), clear }) if auth == AuthMode::Login => {
+            return keep_post(state, req, cause, clear).await;
+        }
+        other => other?,
+    };
+    let user = match access {
         Access::Public => {
             state.headers.strip(req.headers_mut());
             return Ok(state.forwarder.send(req, peer).await?);
@@ -117,7 +126,13 @@ pub async fn proxy(
         }
         Access::User(user) => user,
     };
-    let User { session, permit, cookies } = user;
+    let User { session, permit, mut cookies } = user;
+    if state.posts.is_resume(req.method(), req.headers()) {
+        match preserved_post::resume(state, &mut req, state.clock.now()).await {
+            Ok(clear) => cookies.extend(clear),
+            Err(e) => return Err(refused_post(state, e, Vec::new())),
+        }
+    }
     let assertion = assertion_for(state, req.headers(), req.authority(), &peer, rule, &session);
     let headers = req.headers_mut();
     state.headers.strip(headers);
@@ -137,6 +152,38 @@ pub async fn proxy(
         state.metrics.event(crate::telemetry::metrics::Event::UpstreamError(e.kind()));
     }
     Ok(with_cookies(resp?, cookies))
+}
+
+/// A request without a session on a `login` route: a form post the browser made here is kept over the re-login
+/// (`login::preserved_post`); anything else fails with `cause` as before.
+async fn keep_post(
+    state: &State,
+    req: Inbound,
+    cause: SessionError,
+    clear: Vec<HeaderValue>,
+) -> Result<Response<Body>> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match state.posts.intake(req.method(), target, req.headers()) {
+        Intake::Ignore(why) => {
+            if req.method() == http::Method::POST {
+                tracing::debug!(cause = why, "post without a session not kept");
+            }
+            Err(Failure { err: RequestError::NoSession(cause), clear })
+        }
+        Intake::TooLarge(len) => {
+            Err(refused_post(state, PostError::TooLarge { len: Some(len), max: state.posts.max_bytes() }, clear))
+        }
+        Intake::Preserve => match preserved_post::preserve(state, req.into_request()).await {
+            Ok(resp) => Ok(with_cookies(resp, clear)),
+            Err(e) => Err(refused_post(state, e, clear)),
+        },
+    }
+}
+
+/// A kept form post refused, counted by its reason.
+fn refused_post(state: &State, e: PostError, clear: Vec<HeaderValue>) -> Failure {
+    state.metrics.event(crate::telemetry::metrics::Event::PreservedPost(e.reason()));
+    Failure { err: e.into(), clear }
 }
 
 /// Forward-auth (`{prefix}/auth`) for nginx `auth_request`, Traefik `forwardAuth`, ingress-nginx: 200 with the

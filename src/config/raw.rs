@@ -91,6 +91,12 @@ pub struct RawOidc {
     pub access_token_typ_required: Option<bool>,
     pub introspect_opaque_tokens: Option<bool>,
     pub introspection_cache_secs: Option<u64>,
+    /// `private_key_jwt`: the client's private key (PEM) and its algorithm; what the assertion's `aud` names.
+    pub client_key_file: Option<String>,
+    pub client_key_alg: Option<String>,
+    pub client_assertion_audience: Option<String>,
+    /// Pushed authorization requests (RFC 9126).
+    pub par: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -108,6 +114,7 @@ pub struct RawSession {
     pub memory_capacity: Option<u64>,
     pub refresh_margin_secs: Option<u64>,
     pub silent_reauth: Option<bool>,
+    pub preserve_post_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -109,6 +109,8 @@ impl UpstreamSettings {
 pub enum TokenAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the client's key (RFC 7523), `oidc.client_key_file`.
+    PrivateKeyJwt,
 }
 
 /// The OpenID Provider and this client's registration there.
@@ -132,6 +134,12 @@ pub struct OidcSettings {
     pub userinfo_claims: bool,
     /// Encrypted ID tokens (R8): decryption keys, allowed algorithms, and whether a plain JWS is refused.
     pub id_token_decryption: crate::id_token::Decryption,
+    /// `private_key_jwt`: the client's signing key (also published at `{prefix}/jwks`).
+    pub client_key: Option<crate::oidc::client_auth::ClientKey>,
+    /// What the client assertion's `aud` names.
+    pub client_assertion_audience: crate::oidc::client_auth::AssertionAudience,
+    /// Send the authorization parameters by PAR (RFC 9126); used anyway when discovery requires it.
+    pub par: bool,
     /// Bearer access tokens on API routes.
     pub bearer: BearerSettings,
 }
@@ -180,6 +188,11 @@ pub enum StoreKind {
     },
 }
 
+/// Default of `session.preserve_post_max_bytes`: 64 KiB.
+pub const DEFAULT_PRESERVE_POST_MAX_BYTES: usize = 64 * 1024;
+/// The most `session.preserve_post_max_bytes` may be: the kept body travels back inside an HTML page.
+const MAX_PRESERVE_POST_BYTES: u64 = 1 << 20;
+
 /// Session sealing and cookies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
@@ -197,6 +210,8 @@ pub struct SessionSettings {
     pub refresh_margin: Duration,
     /// Try `prompt=none` before an interactive login for navigations.
     pub silent_reauth: bool,
+    /// Largest form post kept over a re-login (`login::preserved_post`); 0 turns the feature off.
+    pub preserve_post_max_bytes: usize,
 }
 
 impl SessionSettings {
@@ -213,6 +228,7 @@ impl SessionSettings {
             memory_capacity: 100_000,
             refresh_margin: Duration::from_secs(60),
             silent_reauth: false,
+            preserve_post_max_bytes: DEFAULT_PRESERVE_POST_MAX_BYTES,
         }
     }
 }
@@ -418,8 +434,12 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
     let token_auth_method = match raw.token_auth_method.as_deref().unwrap_or("client_secret_basic") {
         "client_secret_basic" => TokenAuthMethod::ClientSecretBasic,
         "client_secret_post" => TokenAuthMethod::ClientSecretPost,
+        "private_key_jwt" => TokenAuthMethod::PrivateKeyJwt,
         other => {
-            p.add("oidc.token_auth_method", format!("{other:?}: expected client_secret_basic or client_secret_post"));
+            p.add(
+                "oidc.token_auth_method",
+                format!("{other:?}: expected client_secret_basic, client_secret_post or private_key_jwt"),
+            );
             TokenAuthMethod::ClientSecretBasic
         }
     };
@@ -429,6 +449,14 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
     if leeway > Duration::from_secs(300) {
         p.add("oidc.leeway_secs", "at most 300: a larger leeway keeps expired tokens alive");
     }
+    let (client_key, client_assertion_audience) = client_key(
+        p,
+        token_auth_method,
+        raw.client_secret.is_some(),
+        raw.client_key_file,
+        raw.client_key_alg,
+        raw.client_assertion_audience,
+    );
     Some(OidcSettings {
         issuer,
         client_id: client_id?,
@@ -458,6 +486,9 @@ fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSettings> {
             raw.introspect_opaque_tokens,
             raw.introspection_cache_secs,
         ),
+        client_key,
+        client_assertion_audience,
+        par: raw.par.unwrap_or(false),
     })
 }
 
@@ -483,6 +514,51 @@ fn bearer(
         introspect,
         introspection_cache: Duration::from_secs(range(p, "oidc.introspection_cache_secs", cache_secs, 60, 1, 3600)),
     }
+}
+
+/// `oidc.client_key_file` and its companions (`private_key_jwt`): the key is read and parsed here, so a bad key is
+/// a configuration error naming the key. A secret beside the key, or a key without the method, is refused: one
+/// client authenticates one way.
+fn client_key(
+    p: &mut Problems,
+    method: TokenAuthMethod,
+    has_secret: bool,
+    key_file: Option<String>,
+    alg: Option<String>,
+    audience: Option<String>,
+) -> (Option<crate::oidc::client_auth::ClientKey>, crate::oidc::client_auth::AssertionAudience) {
+    use crate::{
+        oidc::client_auth::{AssertionAudience, ClientKey},
+        signing::SigningAlg,
+    };
+    const KEY: &str = "oidc.client_key_file";
+    let jwt = method == TokenAuthMethod::PrivateKeyJwt;
+    let alg = alg.and_then(|a| {
+        SigningAlg::from_name(&a)
+            .or_else(|| p.bad("oidc.client_key_alg", &format!("{a:?}: expected RS256, PS256 or ES256")))
+    });
+    let key = match key_file {
+        None if jwt => p.bad(KEY, "missing: token_auth_method is private_key_jwt"),
+        None => None,
+        Some(_) if !jwt => p.bad(KEY, "set, but token_auth_method is not private_key_jwt (the key would sign nothing)"),
+        Some(path) => ClientKey::from_file(&path, alg).map_err(|why| p.add(KEY, why)).ok(),
+    };
+    if jwt && has_secret {
+        p.add(
+            "oidc.client_secret",
+            "must not be set with token_auth_method = private_key_jwt: the client authenticates with its key \
+             (remove client_secret / client_secret_file)",
+        );
+    }
+    let audience = match audience.as_deref() {
+        None | Some("issuer") => AssertionAudience::Issuer,
+        Some("token_endpoint") => AssertionAudience::TokenEndpoint,
+        Some(other) => {
+            p.add("oidc.client_assertion_audience", format!("{other:?}: expected \"issuer\" or \"token_endpoint\""));
+            AssertionAudience::Issuer
+        }
+    };
+    (key, audience)
 }
 
 /// `oidc.id_token_decryption_key_file` and its companions: the key file is read and parsed here, so a bad key is a
@@ -587,6 +663,14 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         memory_capacity: range(p, "session.memory_capacity", raw.memory_capacity, 100_000, 1, 100_000_000),
         refresh_margin: secs(p, "session.refresh_margin_secs", raw.refresh_margin_secs, 60),
         silent_reauth: raw.silent_reauth.unwrap_or(false),
+        preserve_post_max_bytes: range(
+            p,
+            "session.preserve_post_max_bytes",
+            raw.preserve_post_max_bytes,
+            DEFAULT_PRESERVE_POST_MAX_BYTES as u64,
+            0,
+            MAX_PRESERVE_POST_BYTES,
+        ) as usize,
     })
 }
 

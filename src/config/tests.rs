@@ -412,3 +412,62 @@ fn assertion_keys_and_claims_are_checked_at_load() {
         assert!(e.to_string().contains(why), "{line}: {e}");
     }
 }
+
+#[test]
+fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
+    let f = file(".toml", GOOD);
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.session.preserve_post_max_bytes, 64 * 1024);
+    let off = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_MAX_BYTES", "0")])).unwrap();
+    assert_eq!(off.session.preserve_post_max_bytes, 0, "0 turns it off");
+    let e = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_MAX_BYTES", "2000000")])).unwrap_err();
+    assert_eq!(keys(&e), ["session.preserve_post_max_bytes"]);
+}
+
+/// `private_key_jwt` (issue 13): the key is read at load, and every inconsistent combination names its key.
+#[test]
+fn private_key_jwt_settings_are_loaded_and_checked() {
+    use crate::{oidc::client_auth::AssertionAudience, signing::SigningAlg};
+    let keyless = GOOD.replace("client_secret = \"s3cret\"\n", "");
+    let with = |base: &str, extra: &str| base.replace("[session]", &format!("{extra}\n[session]"));
+    let load_text = |t: &str| load(file(".toml", t).path(), &HashMap::new());
+    let ec = file(".pem", &crate::id_token::jwe::GeneratedKey::p256().private_pem);
+    let rsa = file(".pem", &crate::id_token::jwe::GeneratedKey::rsa().private_pem);
+    let jwt = |path: &std::path::Path, extra: &str| {
+        with(&keyless, &format!("token_auth_method = \"private_key_jwt\"\nclient_key_file = {path:?}\n{extra}"))
+    };
+    let s = load_text(&jwt(ec.path(), "par = true")).unwrap();
+    assert_eq!(s.oidc.token_auth_method, TokenAuthMethod::PrivateKeyJwt);
+    assert_eq!(s.oidc.client_key.as_ref().unwrap().0.alg(), SigningAlg::Es256);
+    assert_eq!(s.oidc.client_assertion_audience, AssertionAudience::Issuer);
+    assert!(s.oidc.par);
+    assert!(!format!("{s:?}").contains("PRIVATE"), "no key material in Debug");
+    let s = load_text(&jwt(rsa.path(), "client_key_alg = \"PS256\"\nclient_assertion_audience = \"token_endpoint\""))
+        .unwrap();
+    assert_eq!(s.oidc.client_key.as_ref().unwrap().0.alg(), SigningAlg::Ps256);
+    assert_eq!(s.oidc.client_assertion_audience, AssertionAudience::TokenEndpoint);
+    assert!(!load_text(GOOD).unwrap().oidc.par, "PAR is off by default");
+
+    let not_a_key = file(".pem", "hello");
+    let ec_path = format!("{:?}", ec.path());
+    let cases = [
+        (with(&keyless, "token_auth_method = \"private_key_jwt\""), "oidc.client_key_file", "missing"),
+        (
+            with(GOOD, &format!("token_auth_method = \"private_key_jwt\"\nclient_key_file = {ec_path}")),
+            "oidc.client_secret",
+            "must not be set with token_auth_method = private_key_jwt",
+        ),
+        (with(GOOD, &format!("client_key_file = {ec_path}")), "oidc.client_key_file", "not private_key_jwt"),
+        (jwt(std::path::Path::new("/nonexistent/client.pem"), ""), "oidc.client_key_file", "/nonexistent/client.pem"),
+        (jwt(not_a_key.path(), ""), "oidc.client_key_file", "no private key"),
+        (jwt(ec.path(), "client_key_alg = \"RS256\""), "oidc.client_key_file", "RS256 does not fit"),
+        (jwt(ec.path(), "client_key_alg = \"HS256\""), "oidc.client_key_alg", "expected RS256, PS256 or ES256"),
+        (jwt(ec.path(), "client_assertion_audience = \"both\""), "oidc.client_assertion_audience", "\"both\""),
+        (with(&keyless, "token_auth_method = \"tls_client_auth\""), "oidc.token_auth_method", "private_key_jwt"),
+    ];
+    for (text, key, why) in cases {
+        let e = load_text(&text).unwrap_err();
+        assert_eq!(keys(&e), [key], "{text}");
+        assert!(e.to_string().contains(why), "{key}: {e}");
+    }
+}

@@ -25,6 +25,13 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
                 "login_required" | "interaction_required" | "consent_required" | "account_selection_required"
             )
         {
+            if flow.post {
+                return super::preserved_post::restart(state, req, &flow).await.map_err(|e| match e {
+                    super::preserved_post::PostError::Login(e) => e,
+                    super::preserved_post::PostError::Store(e) => LoginError::Store(e),
+                    _ => LoginError::UnknownState,
+                });
+            }
             let rd = url::form_urlencoded::byte_serialize(flow.return_to.as_bytes()).collect::<String>();
             let location = format!("{}/start?interactive=1&rd={rd}", state.routes.prefix());
             return Ok(Response::builder()
@@ -98,6 +105,9 @@ pub async fn callback(state: &State, req: &HeaderMap, query: Option<&str>) -> Re
         expires_at = claims.exp(),
         "login succeeded"
     );
+    if flow.post {
+        return Ok(super::preserved_post::resume_page(state, req, &flow, cookies).await);
+    }
     let mut resp = Response::builder()
         .status(StatusCode::FOUND)
         .header(header::LOCATION, &flow.return_to)

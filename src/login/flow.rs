@@ -31,6 +31,9 @@ pub struct Flow {
     /// Sent with `prompt=none`: a `login_required` answer restarts the login interactively.
     #[serde(rename = "q", default)]
     pub silent: bool,
+    /// A form post was kept for this login (`super::preserved_post`): the callback sends it on.
+    #[serde(rename = "p", default, skip_serializing_if = "std::ops::Not::not")]
+    pub post: bool,
 }
 
 /// Seals, opens and names flow cookies.

@@ -27,6 +27,24 @@ pub struct Metadata {
     /// RFC 7662: where opaque access tokens are introspected (`oidc.introspect_opaque_tokens`).
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// RFC 9126: where authorization parameters are pushed, and whether the issuer accepts only pushed ones.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    /// Client authentication at the token endpoint (default `client_secret_basic` when absent, per Discovery §3).
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// Encrypted ID tokens (R8): what the issuer can encrypt with (`idgate check` compares with the key given).
+    #[serde(default)]
+    pub id_token_encryption_alg_values_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub id_token_encryption_enc_values_supported: Option<Vec<String>>,
+    /// RFC 9449: the issuer accepts DPoP proofs signed with these.
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// The discovery URL for an issuer.

@@ -1,15 +1,11 @@
 //! The token endpoint (authorization code, refresh) and the userinfo endpoint.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use http::{Method, Request, header};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Provider, ProviderError};
-use crate::{
-    body,
-    config::{Secret, TokenAuthMethod},
-};
+use crate::{body, config::Secret};
 
 /// What the token endpoint returned. `Debug` shows no token.
 #[derive(Deserialize)]
@@ -100,32 +96,32 @@ impl Provider {
         serde_json::from_slice(&answer.body).map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })
     }
 
-    /// POSTs `params` to `url` with this client's authentication (`oidc.token_auth_method`).
-    async fn client_post(
+    /// POSTs `params` to `url` with this client's authentication (`oidc.token_auth_method`, [`super::client_auth`]).
+    pub(super) async fn client_post(
         &self,
         what: &'static str,
         url: &str,
         params: &[(&str, &str)],
     ) -> Result<super::Answer, ProviderError> {
+        let metadata = self.metadata()?;
+        let has_client_id = params.iter().any(|(k, _)| *k == "client_id");
+        let credentials = super::client_auth::credentials(
+            &self.settings,
+            &metadata.issuer,
+            &metadata.token_endpoint,
+            self.clock.now(),
+            has_client_id,
+        )
+        .map_err(ProviderError::ClientAuth)?;
         let mut form: Vec<(&str, &str)> = params.to_vec();
+        form.extend(credentials.form.iter().map(|(k, v)| (*k, v.expose())));
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(url)
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        let s = &self.settings;
-        let secret = s.client_secret.as_ref().map(|c| c.expose()).unwrap_or("");
-        match s.token_auth_method {
-            TokenAuthMethod::ClientSecretBasic if s.client_secret.is_some() => {
-                // RFC 6749 §2.3.1: both parts form-urlencoded before base64.
-                let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-                let basic = STANDARD.encode(format!("{}:{}", enc(&s.client_id), enc(secret)));
-                req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
-            }
-            TokenAuthMethod::ClientSecretBasic => form.push(("client_id", &s.client_id)),
-            TokenAuthMethod::ClientSecretPost => {
-                form.extend([("client_id", s.client_id.as_str()), ("client_secret", secret)])
-            }
+        if let Some(auth) = &credentials.authorization {
+            req = req.header(header::AUTHORIZATION, auth.expose());
         }
         let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
         let req = req.body(body::full(encoded)).map_err(|e| ProviderError::BadDocument { what, why: e.to_string() })?;

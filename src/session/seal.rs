@@ -21,6 +21,8 @@ const SALT: &[u8] = b"idgate/v1";
 pub enum Purpose {
     Session,
     Flow,
+    /// A form post kept over a re-login (`login::preserved_post`).
+    PreservedPost,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
         match self {
             Purpose::Session => b"idgate session cookie",
             Purpose::Flow => b"idgate login flow cookie",
+            Purpose::PreservedPost => b"idgate preserved form post",
         }
     }
 }

@@ -151,6 +151,27 @@ impl Store {
         }
     }
 
+    /// Keeps `value` under `key` for `ttl_secs`, outside every session index: a form post kept over a re-login
+    /// (`login::preserved_post`), already sealed.
+    pub async fn put_blob(&self, key: &Key, value: Vec<u8>, ttl_secs: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.put_blob(*key, value, ttl_secs).await;
+                Ok(())
+            }
+            Store::Redis(r) => r.put_blob(key, value, ttl_secs).await,
+        }
+    }
+
+    /// Takes the value [`Store::put_blob`] kept under `key` out: of callers racing for it (replicas included), one
+    /// gets it.
+    pub async fn take_blob(&self, key: &Key) -> Result<Option<bytes::Bytes>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.take_blob(key).await),
+            Store::Redis(r) => Ok(r.take_blob(key).await?.map(bytes::Bytes::from)),
+        }
+    }
+
     /// Whether the store answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

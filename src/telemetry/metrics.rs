@@ -33,6 +33,9 @@ pub enum Event {
     StoreError(&'static str),
     /// `idgate_bearer_total{result}`: `accepted`, or why a bearer token was refused.
     Bearer(&'static str),
+    /// `idgate_preserved_posts_total{result}`: form posts kept over a re-login (`kept`, `resumed`, `lost`, or the
+    /// refusal's reason).
+    PreservedPost(&'static str),
 }
 
 impl Event {
@@ -46,6 +49,7 @@ impl Event {
             Event::Refresh(v) => ("idgate_refreshes_total", "result", v),
             Event::StoreError(v) => ("idgate_session_store_errors_total", "op", v),
             Event::Bearer(v) => ("idgate_bearer_total", "result", v),
+            Event::PreservedPost(v) => ("idgate_preserved_posts_total", "result", v),
         }
     }
 }

@@ -10,6 +10,10 @@
 //   ENC_KEYS_FILE      JSON {"rsa": JWK, "ec": JWK} of public encryption keys (optional): registers the clients
 //                      idgate-enc-rsa (RSA-OAEP-256 + A256GCM) and idgate-enc-ec (ECDH-ES + A128CBC-HS256), whose
 //                      ID tokens the provider encrypts (features.encryption)
+//   CLIENT_JWKS_URI    idgate's {prefix}/jwks (optional): registers idgate-pkjwt, which authenticates with
+//                      private_key_jwt signed by the key published there; idgate-par (client_secret_basic) must push
+//                      its authorization requests (require_pushed_authorization_requests) and is always registered
+//   REQUIRE_PAR        "1": PAR required of every client, as discovery's require_pushed_authorization_requests says
 // Prints "listening <issuer>" on stdout once it serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -26,6 +30,8 @@ const redirectUris = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean
 const postLogoutUris = (process.env.POST_LOGOUT_URIS || '').split(',').filter(Boolean);
 const idTokenTtl = Number(process.env.ID_TOKEN_TTL || 3600);
 const keysFile = process.env.KEYS_FILE;
+const clientJwksUri = process.env.CLIENT_JWKS_URI;
+const requirePar = process.env.REQUIRE_PAR === '1';
 const encKeys = process.env.ENC_KEYS_FILE ? JSON.parse(fs.readFileSync(process.env.ENC_KEYS_FILE, 'utf8')) : null;
 
 function newKeys() {
@@ -61,6 +67,12 @@ const client = (id, alg) => ({
   id_token_signed_response_alg: alg,
 });
 
+// A client without a secret that signs its client assertions with the key idgate publishes at `jwks_uri`.
+const keyed = (id, jwksUri) => {
+  const { client_secret: _secret, ...rest } = client(id, 'RS256');
+  return { ...rest, token_endpoint_auth_method: 'private_key_jwt', jwks_uri: jwksUri };
+};
+
 // A client whose ID tokens the provider encrypts to `jwk` (the public half of idgate's decryption key).
 const encrypting = (id, jwk, alg, enc) => ({
   ...client(id, 'RS256'),
@@ -75,6 +87,8 @@ const provider = new Provider(issuer, {
     client('idgate-es256', 'ES256'),
     client('idgate-ps256', 'PS256'),
     client('idgate-hs256', 'HS256'),
+    { ...client('idgate-par', 'RS256'), require_pushed_authorization_requests: true },
+    ...(clientJwksUri ? [keyed('idgate-pkjwt', clientJwksUri)] : []),
     ...(encKeys ? [
       encrypting('idgate-enc-rsa', encKeys.rsa, 'RSA-OAEP-256', 'A256GCM'),
       encrypting('idgate-enc-ec', encKeys.ec, 'ECDH-ES', 'A128CBC-HS256'),
@@ -113,6 +127,7 @@ const provider = new Provider(issuer, {
     rpInitiatedLogout: { enabled: true },
     revocation: { enabled: true },
     encryption: { enabled: true },
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: requirePar },
   },
   pkce: { required: () => true },
   ttl: { IdToken: idTokenTtl, AccessToken: idTokenTtl, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600 },

@@ -122,6 +122,8 @@ async fn issuer(port: u16) -> DevIssuer {
         redirect_uris: vec![format!("http://127.0.0.1:{port}/oauth2/callback")],
         token_auth_method: idgate::config::TokenAuthMethod::ClientSecretBasic,
         post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: None,
     };
     DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::new(SystemClock)).await.unwrap()
 }

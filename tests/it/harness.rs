@@ -48,6 +48,7 @@ pub struct Builder {
     settings: Box<dyn FnOnce(&mut Settings)>,
     registration: Box<dyn FnOnce(&mut DevClient)>,
     upstream: Option<SocketAddr>,
+    knobs: Box<dyn FnOnce(&mut idgate::dev_issuer::Knobs)>,
 }
 
 /// A running issuer + upstream + idgate.
@@ -68,6 +69,7 @@ impl TestGate {
             settings: Box::new(|_| {}),
             registration: Box::new(|_| {}),
             upstream: None,
+            knobs: Box::new(|_| {}),
         }
     }
 
@@ -153,6 +155,12 @@ impl Builder {
         self
     }
 
+    /// Sets the issuer's knobs before the gate reads discovery (knobs that change what discovery says).
+    pub fn knobs(mut self, f: impl FnOnce(&mut idgate::dev_issuer::Knobs) + 'static) -> Self {
+        self.knobs = Box::new(f);
+        self
+    }
+
     /// Registers this redirect URI at the issuer instead of the gate's own (a proxy in front).
     pub fn redirect_uri(mut self, uri: String) -> Self {
         self.redirect_uri = Some(uri);
@@ -195,12 +203,15 @@ impl Builder {
             redirect_uris: vec![self.redirect_uri.clone().unwrap_or_else(|| format!("{base}/oauth2/callback"))],
             token_auth_method: settings.oidc.token_auth_method,
             post_logout_redirect_uris: settings.oidc.post_logout_redirect_url.iter().map(|u| u.to_string()).collect(),
+            jwks: None,
+            jwks_uri: None,
         };
         (self.registration)(&mut client);
         let issuer =
             DevIssuer::start("127.0.0.1:0".parse().unwrap(), self.alg, client, Arc::clone(&clock) as Arc<dyn Clock>)
                 .await
                 .unwrap();
+        issuer.configure(self.knobs);
         if settings.oidc.issuer == ISSUER_PLACEHOLDER {
             settings.oidc.issuer = issuer.issuer().to_owned();
         }
@@ -279,6 +290,9 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             userinfo_claims: false,
             id_token_decryption: Default::default(),
             bearer: Default::default(),
+            client_key: None,
+            client_assertion_audience: Default::default(),
+            par: false,
         },
         session: SessionSettings { cookie_secure: false, ..SessionSettings::with_secret(Secret::new(SESSION_SECRET)) },
         headers: DEFAULT_HEADERS

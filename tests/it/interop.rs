@@ -32,10 +32,19 @@ pub struct Op {
     post_logout: String,
     ttl: u64,
     keys: tempfile::TempDir,
+    /// idgate's `{prefix}/jwks`, where `idgate-pkjwt`'s keys are registered.
+    client_jwks_uri: String,
+    /// PAR required of every client (discovery says so).
+    require_par: bool,
 }
 
 impl Op {
     pub async fn start(redirect_uris: &[String], post_logout: &[String], ttl: u64) -> Op {
+        Self::start_with(redirect_uris, post_logout, ttl, false).await
+    }
+
+    /// With `require_par`, the provider requires PAR of every client and its discovery says so.
+    pub async fn start_with(redirect_uris: &[String], post_logout: &[String], ttl: u64, require_par: bool) -> Op {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut op = Op {
             child: None,
@@ -45,6 +54,8 @@ impl Op {
             post_logout: post_logout.join(","),
             ttl,
             keys: tempfile::tempdir().unwrap(),
+            client_jwks_uri: redirect_uris[0].replace("/oauth2/callback", "/oauth2/jwks"),
+            require_par,
         };
         // idgate's ID-token decryption keys: the public halves registered at the provider, the private ones kept.
         let (rsa, ec) = (GeneratedKey::rsa(), GeneratedKey::p256());
@@ -83,6 +94,8 @@ impl Op {
             .env("ID_TOKEN_TTL", self.ttl.to_string())
             .env("KEYS_FILE", self.keys_file())
             .env("ENC_KEYS_FILE", self.keys.path().join("enc-public.json"))
+            .env("CLIENT_JWKS_URI", &self.client_jwks_uri)
+            .env("REQUIRE_PAR", if self.require_par { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -112,9 +125,20 @@ impl Drop for Op {
 
 /// A gate in front of the provider, for client `client` (`idgate-rs256`, …).
 async fn gate_for(client: &'static str, ttl: u64, f: impl FnOnce(&mut Settings) + 'static) -> (TestGate, Op) {
+    gate_for_op(client, ttl, false, f).await
+}
+
+/// [`gate_for`], with the provider requiring PAR of every client when `require_par`.
+async fn gate_for_op(
+    client: &'static str,
+    ttl: u64,
+    require_par: bool,
+    f: impl FnOnce(&mut Settings) + 'static,
+) -> (TestGate, Op) {
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", public.local_addr().unwrap());
-    let op = Op::start(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], ttl).await;
+    let op =
+        Op::start_with(&[format!("{base}/oauth2/callback")], &[format!("{base}/signed-out")], ttl, require_par).await;
     let issuer = op.issuer.clone();
     // The encrypting clients' ID tokens open with the key registered for them at the provider.
     let decryption = client.starts_with("idgate-enc-").then(|| {
@@ -443,5 +467,212 @@ async fn a_real_browser_logs_in_reloads_opens_a_tab_and_signs_out() {
         let meta = std::fs::metadata(out_dir.join(shot)).unwrap_or_else(|_| panic!("{shot} missing"));
         assert!(meta.len() > 1000, "{shot} is a real picture");
     }
+    gate.shutdown().await;
+}
+
+/// Issue 16 in a real browser: a form filled while the session ends is submitted, the user logs in again at the
+/// provider, and the upstream receives the original post — urlencoded, and multipart with a binary file — once, at
+/// the original URL. The provider dates tokens by the real clock, so the session ends for real: the upstream's
+/// `/expire` waits out the token's lifetime, then brings the gate's clock to the real time.
+#[tokio::test]
+async fn a_real_browser_keeps_a_form_post_over_a_re_login() {
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use http_body_util::{BodyExt, Full};
+    use idgate::clock::{Clock, SystemClock, TestClock};
+
+    const TTL: u64 = 4;
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian's chromium is not installed: run scripts/deps.sh");
+    let clock: Arc<OnceLock<Arc<TestClock>>> = Arc::default();
+    let received: Arc<Mutex<Vec<(String, String, bytes::Bytes)>>> = Arc::default();
+    let (c, log) = (Arc::clone(&clock), Arc::clone(&received));
+    let upstream = crate::harness::spawn_upstream(move |req: http::Request<hyper::body::Incoming>| {
+        let (clock, log) = (Arc::clone(&c), Arc::clone(&log));
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let html = |s: String| {
+                http::Response::builder()
+                    .header("content-type", "text/html; charset=utf-8")
+                    .body(Full::new(bytes::Bytes::from(s)))
+                    .unwrap()
+            };
+            match (parts.method.as_str(), parts.uri.path()) {
+                ("GET", "/expire") => {
+                    tokio::time::sleep(Duration::from_secs(TTL + 1)).await;
+                    clock.get().unwrap().set(SystemClock.now());
+                    html("expired".into())
+                }
+                ("GET", "/forms") => html(
+                    "<!doctype html><meta charset=utf-8><title>forms</title>\
+                     <form id=orders method=post action=\"/orders?step=2\"><input name=title>\
+                     <textarea name=note></textarea><button type=submit>Order</button></form>\
+                     <form id=upload method=post action=/upload enctype=multipart/form-data><input name=title>\
+                     <input type=file name=file><button type=submit>Upload</button></form>"
+                        .into(),
+                ),
+                ("POST", _) => {
+                    let content_type = parts.headers.get("content-type").unwrap().to_str().unwrap().to_owned();
+                    let count = {
+                        let mut log = log.lock().unwrap();
+                        log.push((target.clone(), content_type.clone(), body.clone()));
+                        log.iter().filter(|(t, _, _)| *t == target).count()
+                    };
+                    let sha: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body)
+                        .as_ref()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    html(format!(
+                        "<!doctype html><meta charset=utf-8><h1 id=received>received</h1><p id=sha>{sha}</p>\
+                         <p id=len>{}</p><p id=count>{count}</p><p id=type>{}</p>",
+                        body.len(),
+                        idgate::error::escape(&content_type)
+                    ))
+                }
+                _ => html("<!doctype html><h1>ok</h1>".into()),
+            }
+        }
+    })
+    .await;
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let op = Op::start(&[format!("{base}/oauth2/callback")], &[], TTL).await;
+    let issuer = op.issuer.clone();
+    let gate = TestGate::builder()
+        .public(public)
+        .upstream(upstream)
+        .settings(move |s| {
+            s.oidc.issuer = issuer;
+            s.oidc.client_id = "idgate-rs256".into();
+            s.oidc.client_secret = Some(Secret::new("idgate-rs256-secret-that-is-long-enough-for-hs256-keys"));
+            s.session.store = idgate::config::StoreKind::Memory;
+        })
+        .spawn()
+        .await;
+    clock.set(Arc::clone(&gate.clock)).unwrap();
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let status = Command::new("node")
+        .arg(interop_dir().join("post.mjs"))
+        .env("BASE_URL", &gate.base)
+        .env("ISSUER", &op.issuer)
+        .env("UPSTREAM", format!("http://{upstream}"))
+        .env("CHROMIUM", chromium)
+        .env("OUT_DIR", &out_dir)
+        .env("USER_NAME", "zoe")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the preserved-post browser scenario failed (screenshots in {})", out_dir.display());
+    let log = received.lock().unwrap().clone();
+    let targets: Vec<&str> = log.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(targets, ["/orders?step=2", "/upload"], "each form reached the upstream once");
+    let (_, ty, body) = &log[1];
+    let boundary = ty.split("boundary=").nth(1).unwrap();
+    let file: Vec<u8> = (0..6000usize).map(|i| ((i * 7) % 256) as u8).collect();
+    assert!(body.windows(file.len()).any(|w| w == file.as_slice()), "the file's bytes arrive unchanged");
+    assert!(body.ends_with(format!("--{boundary}--\r\n").as_bytes()), "Chromium's own boundary, unchanged");
+    gate.shutdown().await;
+}
+
+/// Issue 13: `private_key_jwt` against a real issuer. oidc-provider fetches the client's keys from idgate's own
+/// `{prefix}/jwks` (its registered `jwks_uri`) and verifies every assertion: at the token endpoint for the code and
+/// the refresh, at the revocation endpoint on sign-out (a copy of the session can then not be refreshed elsewhere), and
+/// at the PAR endpoint.
+#[tokio::test]
+async fn private_key_jwt_logs_in_refreshes_and_signs_out_at_the_provider() {
+    use idgate::{config::TokenAuthMethod, oidc::client_auth::ClientKey, signing::SigningKey};
+    let keyed = |par: bool| {
+        move |s: &mut Settings| {
+            s.oidc.token_auth_method = TokenAuthMethod::PrivateKeyJwt;
+            s.oidc.client_secret = None;
+            s.oidc.client_key = Some(ClientKey(std::sync::Arc::new(SigningKey::generate_p256().unwrap())));
+            s.oidc.scopes.push("offline_access".into());
+            s.oidc.par = par;
+        }
+    };
+    let (gate, op) = gate_for("idgate-pkjwt", 300, keyed(false)).await;
+    let b = Browser::new();
+    let page = login(&gate, &op, &b, "/app", "alice").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"));
+    // A second session, signed out (its refresh token revoked) before both near their end.
+    let other = gate.replica(|_| {}).await;
+    let leaving = Browser::new();
+    assert_eq!(login(&gate, &op, &leaving, "/", "bob").await.status, StatusCode::OK);
+    let copy = leaving.cookie("idgate").unwrap();
+    crate::sessions::sign_out(&gate, &leaving).await;
+    let before = b.cookie("idgate").unwrap();
+    gate.clock.advance(280);
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK);
+    assert_ne!(b.cookie("idgate").unwrap(), before, "refreshed with a client assertion");
+    assert!(gate.state().metrics.render().contains("idgate_refreshes_total{result=\"success\"} 1"));
+    let probe = Browser::new().api();
+    probe.set_cookie("idgate", &copy);
+    let r = probe.get(&format!("http://{}/", other.public_addr)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "revoked at sign-out: {}", r.text());
+    assert!(other.state().metrics.render().contains("idgate_refreshes_total{result=\"refused\"} 1"));
+    other.shutdown().await;
+    gate.shutdown().await;
+
+    // The assertion also authenticates the pushed authorization request.
+    let (gate, op) = gate_for("idgate-pkjwt", 300, keyed(true)).await;
+    let page = login(&gate, &op, &Browser::new(), "/", "bob").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    gate.shutdown().await;
+
+    // The same client authenticating with a secret is refused by the provider: a readable page, not a 500.
+    let (gate, op) = gate_for("idgate-pkjwt", 300, |_| {}).await;
+    let cb = login(&gate, &op, &Browser::new(), "/", "alice").await;
+    assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "{}", cb.text());
+    assert!(cb.text().contains("did not accept the client credentials of this site (invalid_client)"), "{}", cb.text());
+    gate.shutdown().await;
+}
+
+/// Issue 13: PAR against a real issuer, for a client registered with `require_pushed_authorization_requests`: the
+/// browser carries only `client_id` and `request_uri`; login, refresh and sign-out work. Without PAR the provider
+/// refuses the same client. When the provider requires PAR of everyone, discovery says so and idgate pushes unasked.
+#[tokio::test]
+async fn pushed_authorization_requests_log_in_at_the_provider() {
+    let (gate, op) = gate_for("idgate-par", 300, |s| {
+        s.oidc.par = true;
+        s.oidc.scopes.push("offline_access".into());
+    })
+    .await;
+    let b = Browser::new();
+    let start = b.get(&format!("{}/oauth2/start?rd=/app", gate.base)).await;
+    let names: Vec<String> =
+        url::Url::parse(start.location()).unwrap().query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert_eq!(names, ["client_id", "request_uri"], "{}", start.location());
+    let page = login(&gate, &op, &b, "/app", "alice").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"));
+    let before = b.cookie("idgate").unwrap();
+    gate.clock.advance(280);
+    assert_eq!(b.get(&format!("{}/", gate.base)).await.status, StatusCode::OK);
+    assert_ne!(b.cookie("idgate").unwrap(), before, "refreshed");
+    crate::sessions::sign_out(&gate, &b).await;
+    assert_eq!(b.api().get(&format!("{}/", gate.base)).await.status, StatusCode::UNAUTHORIZED);
+    gate.shutdown().await;
+
+    // The provider refuses this client's unpushed requests (back at the callback with its error).
+    let (gate, op) = gate_for("idgate-par", 300, |_| {}).await;
+    let page = login(&gate, &op, &Browser::new(), "/", "alice").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.text());
+    assert!(page.text().contains("did not log you in (invalid_request)"), "{}", page.text());
+    gate.shutdown().await;
+
+    let (gate, op) = gate_for_op("idgate-rs256", 3600, true, |_| {}).await;
+    assert!(!gate.state().settings.oidc.par);
+    let b = Browser::new();
+    let start = b.get(&format!("{}/oauth2/start?rd=/", gate.base)).await;
+    assert!(start.location().contains("request_uri="), "{}", start.location());
+    assert!(!start.location().contains("state="), "{}", start.location());
+    assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
     gate.shutdown().await;
 }

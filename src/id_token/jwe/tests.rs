@@ -453,3 +453,15 @@ fn generated_public_jwks_encrypt_to_the_private_half() {
         assert!(g.public_jwk.get("d").is_none());
     }
 }
+
+/// A reload compares key sets by the text they were read from: the same text is the same set, another is not.
+#[test]
+fn key_sets_are_equal_exactly_when_read_from_the_same_text() {
+    let a = GeneratedKey::p256().private_pem;
+    let b = GeneratedKey::p256().private_pem;
+    let read = |t: &str| DecryptionKeys::from_file_contents(t.as_bytes()).unwrap();
+    assert!(read(&a) == read(&a), "the same file, read twice");
+    assert!(read(&a) != read(&b), "two different one-key files");
+    assert!(read(&a) != read(&format!("{a}{b}")), "a key added");
+    assert!(read(&a) != DecryptionKeys::default());
+}

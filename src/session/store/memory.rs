@@ -92,6 +92,22 @@ impl MemoryStore {
         matches!(result, CompResult::ReplacedWith(_))
     }
 
+    /// An entry no back-channel logout can name (its sid and sub hashes are the "none" mark).
+    pub(super) async fn put_blob(&self, key: Key, value: Vec<u8>, ttl_secs: u64) {
+        let entry = Entry {
+            value: Bytes::from(value),
+            ttl_secs: ttl_secs.min(u32::MAX.into()) as u32,
+            sid: NO_SID,
+            sub: NO_SID,
+            created: 0,
+        };
+        self.entries.insert(key, entry).await;
+    }
+
+    pub(super) async fn take_blob(&self, key: &Key) -> Option<Bytes> {
+        self.entries.remove(key).await.map(|e| e.value)
+    }
+
     pub(super) async fn get(&self, key: &Key) -> Option<Bytes> {
         self.entries.get(key).await.map(|e| e.value)
     }

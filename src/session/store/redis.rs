@@ -189,6 +189,18 @@ impl RedisStore {
         Ok(Ended { ended, kept_newer })
     }
 
+    /// `idgate:p:<key>`: a preserved form post, kept outside the session indexes.
+    pub(super) async fn put_blob(&self, key: &Key, value: Vec<u8>, ttl_secs: u64) -> Result<(), StoreError> {
+        let k = format!("idgate:p:{}", hex(key));
+        self.run(|mut c| async move { c.set_ex::<_, _, ()>(k, value, ttl_secs.max(1)).await }).await
+    }
+
+    /// GETDEL: one caller takes the value, however many race for it.
+    pub(super) async fn take_blob(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = format!("idgate:p:{}", hex(key));
+        self.run(|mut c| async move { c.get_del::<_, Option<Vec<u8>>>(k).await }).await
+    }
+
     pub(super) async fn first_use(&self, name: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let k = format!("idgate:once:{name}");
         self.run(|mut c| async move {
