@@ -10,11 +10,17 @@ cd "$(dirname "$0")/.."
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Sentinel tests (tests/it/redis_ha.rs) run Debian's redis-sentinel (its own package) and create the cluster with
+# redis-cli (redis-tools, which redis-server depends on).
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 # The differential path suite (tests/it/differential.rs): Debian's own python3 with Flask, Caddy, Tomcat 10 (its JRE
 # and Eclipse's Java compiler for the JSPs come as dependencies).
 /usr/bin/python3 -c 'import flask' >/dev/null 2>&1 || need+=(python3-flask)
+# The ext_authz gRPC client (tests/extauthz): a virtualenv of Debian's python3 with grpcio and Envoy's protos.
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || need+=(caddy)
 [ -f /usr/share/tomcat10/bin/bootstrap.jar ] && [ -f /usr/share/java/eclipse-jdt-core.jar ] || need+=(tomcat10-common)
 # The identity assertion's copyable verifiers (deploy/verify/): PyJWT with its crypto backend for Debian's python3.
@@ -45,4 +51,10 @@ fi
 if [ ! -d deploy/verify/node_modules/jose ]; then
   echo "== npm ci (deploy/verify)"
   (cd deploy/verify && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if ! tests/extauthz/.venv/bin/python -c 'import grpc, envoy.service.auth.v3.external_auth_pb2_grpc' >/dev/null 2>&1; then
+  echo "== pip install (tests/extauthz)"
+  /usr/bin/python3 -m venv tests/extauthz/.venv
+  tests/extauthz/.venv/bin/pip install -q --disable-pip-version-check -r tests/extauthz/requirements.txt
 fi

@@ -124,7 +124,11 @@ fn store_line(store: &StoreKind) -> String {
     match store {
         StoreKind::Cookie => "cookie".into(),
         StoreKind::Memory => "memory".into(),
-        StoreKind::Redis { url } => format!("redis {}", redacted_url(url.expose())),
+        StoreKind::Redis { url } => match crate::config::redis_url::parse(url.expose()) {
+            // Sentinel and Cluster URLs list several hosts, which no URL parser takes: shown from their parts.
+            Ok(crate::config::redis_url::RedisUrl::Multi(m)) => format!("redis {}", m.redacted()),
+            _ => format!("redis {}", redacted_url(url.expose())),
+        },
     }
 }
 
@@ -165,6 +169,9 @@ mod tests {
             assert!(!line.contains("hunter2"));
         }
         assert!(!store_line(&StoreKind::Redis { url: Secret::new("redis://:hunter2@[bad") }).contains("hunter2"));
+        let sentinel = "redis+sentinel://:hunter2@s1,s2/mymaster?sentinel_password=hunter2";
+        let line = store_line(&StoreKind::Redis { url: Secret::new(sentinel) });
+        assert_eq!(line, "redis redis+sentinel://:***@s1:26379,s2:26379/mymaster/0?sentinel_password=***");
         let debug = format!("{:?}", StoreKind::Redis { url: Secret::new("redis://:hunter2@h/") });
         assert!(!debug.contains("hunter2"), "{debug}");
     }

@@ -4,6 +4,7 @@
 
 pub mod assertion;
 pub mod raw;
+pub mod redis_url;
 pub mod settings;
 
 use std::{collections::HashMap, fmt, path::Path};

@@ -173,6 +173,7 @@ fn demo_settings(
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
         assertion: Default::default(),
+        ext_authz: Default::default(),
     })
 }
 

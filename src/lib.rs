@@ -24,6 +24,7 @@ pub mod forward;
 pub mod assertion;
 pub mod bearer;
 pub mod pipeline;
+pub mod ext_authz;
 pub mod error;
 
 // Beside the path: start-up, configuration, wiring and support.

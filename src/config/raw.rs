@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// The signed identity assertion for the upstream.
     #[serde(default)]
     pub assertion: RawAssertion,
+    #[serde(default)]
+    pub ext_authz: RawExtAuthz,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -156,4 +158,13 @@ pub struct RawAssertion {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub claims: Option<Vec<String>>,
+}
+
+/// `[ext_authz]`: Envoy's external authorization over gRPC.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtAuthz {
+    pub grpc_listen: Option<String>,
+    pub grpc_tls_cert_file: Option<String>,
+    pub grpc_tls_key_file: Option<String>,
 }

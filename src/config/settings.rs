@@ -50,6 +50,7 @@ pub struct Settings {
     pub log: LogSettings,
     /// The signed identity assertion for the upstream (`[assertion]`).
     pub assertion: super::assertion::AssertionSettings,
+    pub ext_authz: ExtAuthzSettings,
 }
 
 /// The public listener.
@@ -286,6 +287,15 @@ pub enum LogFormat {
     Text,
 }
 
+/// `[ext_authz]`: the gRPC listener for Envoy's `envoy.service.auth.v3.Authorization/Check` (off by default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExtAuthzSettings {
+    /// Where the gRPC service listens (h2c, or TLS with `tls`); `None`: not served.
+    pub grpc_listen: Option<SocketAddr>,
+    /// PEM files for TLS on the gRPC listener.
+    pub grpc_tls: Option<TlsFiles>,
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
@@ -381,11 +391,12 @@ impl Settings {
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
         let assertion = super::assertion::settings(p, raw.assertion);
+        let ext_authz = ext_authz(p, raw.ext_authz, &[server.listen, admin.listen]);
         let (oidc, session) = (oidc?, session?);
         if !p.is_empty() {
             return None;
         }
-        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, assertion })
+        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, assertion, ext_authz })
     }
 
     /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
@@ -642,10 +653,11 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
         "cookie" => StoreKind::Cookie,
         "memory" => StoreKind::Memory,
         "redis" => match raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                StoreKind::Redis { url: Secret(url) }
-            }
-            Some(_) => p.bad("session.redis_url", "must start with redis:// or rediss://").unwrap_or(StoreKind::Cookie),
+            // Sentinel and Cluster forms too: config/redis_url.rs (its reasons never repeat the URL).
+            Some(url) => match super::redis_url::parse(&url) {
+                Ok(_) => StoreKind::Redis { url: Secret(url) },
+                Err(e) => p.bad("session.redis_url", &e.to_string()).unwrap_or(StoreKind::Cookie),
+            },
             None => p.bad("session.redis_url", "missing: session.store is \"redis\"").unwrap_or(StoreKind::Cookie),
         },
         other => p
@@ -896,4 +908,21 @@ fn is_reserved_header(name: &HeaderName) -> bool {
     matches!(n, "host" | "cookie" | "authorization" | "content-length" | "transfer-encoding" | "connection" | "upgrade")
         || n.starts_with("x-forwarded-")
         || n == "forwarded"
+}
+
+/// `[ext_authz]`: the gRPC listener must not share an address with the public or admin listener.
+fn ext_authz(p: &mut Problems, raw: super::raw::RawExtAuthz, taken: &[SocketAddr]) -> ExtAuthzSettings {
+    let grpc_listen = raw.grpc_listen.as_deref().map(|a| addr(p, "ext_authz.grpc_listen", a));
+    if let Some(a) = grpc_listen
+        && taken.contains(&a)
+    {
+        p.add("ext_authz.grpc_listen", "must differ from server.listen and admin.listen");
+    }
+    let grpc_tls = match (raw.grpc_tls_cert_file, raw.grpc_tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+        (None, None) => None,
+        (Some(_), None) => p.bad("ext_authz.grpc_tls_key_file", "missing: grpc_tls_cert_file is set"),
+        (None, Some(_)) => p.bad("ext_authz.grpc_tls_cert_file", "missing: grpc_tls_key_file is set"),
+    };
+    ExtAuthzSettings { grpc_listen, grpc_tls }
 }

@@ -413,6 +413,44 @@ fn assertion_keys_and_claims_are_checked_at_load() {
     }
 }
 
+// === session.redis_url: Sentinel and Cluster forms (issue 16) ===
+
+#[test]
+fn redis_url_sentinel_and_cluster_forms_load_and_bad_ones_name_the_key_not_the_password() {
+    let f = file(".toml", GOOD);
+    for url in ["redis+sentinel://:pw@s1:26379,s2:26379,s3:26379/mymaster", "rediss+cluster://n1:7000,n2:7001"] {
+        let vars = env(&[("IDGATE_SESSION__STORE", "redis"), ("IDGATE_SESSION__REDIS_URL", url)]);
+        let s = load(f.path(), &vars).unwrap();
+        assert_eq!(s.session.store, StoreKind::Redis { url: Secret::new(url) });
+        assert!(!format!("{s:?}").contains(":pw@"), "Debug redacts the URL");
+    }
+    let vars =
+        env(&[("IDGATE_SESSION__STORE", "redis"), ("IDGATE_SESSION__REDIS_URL", "redis+sentinel://:hunter2@s1,s2")]);
+    let e = load(f.path(), &vars).unwrap_err();
+    assert_eq!(keys(&e), ["session.redis_url"]);
+    let text = e.to_string();
+    assert!(text.contains("names no service"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn ext_authz_listener_is_checked() {
+    let f = file(".toml", &format!("{GOOD}[ext_authz]\ngrpc_listen = \"127.0.0.1:9191\"\n"));
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.ext_authz.grpc_listen, Some("127.0.0.1:9191".parse().unwrap()));
+    assert!(s.ext_authz.grpc_tls.is_none());
+    assert_eq!(
+        load(file(".toml", GOOD).path(), &HashMap::new()).unwrap().ext_authz.grpc_listen,
+        None,
+        "off by default"
+    );
+    let bad = format!("{GOOD}[ext_authz]\ngrpc_listen = \"127.0.0.1:9180\"\ngrpc_tls_cert_file = \"/x.pem\"\n");
+    let e = load(file(".toml", &bad).path(), &HashMap::new()).unwrap_err();
+    assert_eq!(keys(&e), ["ext_authz.grpc_listen", "ext_authz.grpc_tls_key_file"], "{e}");
+    let e = load(f.path(), &env(&[("IDGATE_EXT_AUTHZ__GRPC_LISTEN", "nowhere")])).unwrap_err();
+    assert_eq!(keys(&e), ["ext_authz.grpc_listen"], "{e}");
+}
+
 #[test]
 fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
     let f = file(".toml", GOOD);

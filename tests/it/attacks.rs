@@ -691,7 +691,7 @@ async fn development_issuer_end_session_compares_redirects_exactly() {
 
 /// Log lines written while it lives, on this test's thread: `#[tokio::test]` runs the gate, its replicas and the
 /// issuer on the test's current-thread runtime, so every line they log is seen here (and no other test's).
-struct Logs {
+pub(crate) struct Logs {
     buf: Arc<std::sync::Mutex<Vec<u8>>>,
     _guard: tracing::subscriber::DefaultGuard,
 }
@@ -709,7 +709,7 @@ impl std::io::Write for LogWriter {
 }
 
 impl Logs {
-    fn capture() -> Logs {
+    pub(crate) fn capture() -> Logs {
         let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
         let w = Arc::clone(&buf);
         let subscriber = tracing_subscriber::fmt()
@@ -719,10 +719,10 @@ impl Logs {
             .finish();
         Logs { buf, _guard: tracing::subscriber::set_default(subscriber) }
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
     }
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.text().matches(needle).count()
     }
 }
@@ -800,9 +800,14 @@ async fn a_callback_without_iss_is_refused_when_the_issuer_advertises_rfc_9207()
 /// is kept in Redis, so every replica refuses it.
 #[tokio::test]
 async fn a_logout_token_replayed_to_another_replica_ends_nothing() {
-    let logs = Logs::capture();
     let redis = crate::redis::Redis::start().await;
-    let url = idgate::config::Secret::new(redis.url());
+    logout_token_replayed_to_another_replica(redis.url()).await;
+}
+
+/// The replayed logout token against the Redis at `url` (any topology: redis_ha.rs runs it on Sentinel and Cluster).
+pub(crate) async fn logout_token_replayed_to_another_replica(url: String) {
+    let logs = Logs::capture();
+    let url = idgate::config::Secret::new(url);
     let gate =
         TestGate::builder().settings(move |s| s.session.store = idgate::config::StoreKind::Redis { url }).spawn().await;
     let other = gate.replica(|_| {}).await;
@@ -828,12 +833,19 @@ async fn a_logout_token_replayed_to_another_replica_ends_nothing() {
 /// issued before a session's login does not end that session — in the memory and the Redis store.
 #[tokio::test]
 async fn old_logout_tokens_end_no_session_made_after_them() {
-    let logs = Logs::capture();
     let redis = crate::redis::Redis::start().await;
-    for kind in [
+    old_logout_tokens(vec![
         idgate::config::StoreKind::Memory,
         idgate::config::StoreKind::Redis { url: idgate::config::Secret::new(redis.url()) },
-    ] {
+    ])
+    .await;
+}
+
+/// Old logout tokens against each store of `kinds` (redis_ha.rs runs it on Sentinel and Cluster).
+pub(crate) async fn old_logout_tokens(kinds: Vec<idgate::config::StoreKind>) {
+    let logs = Logs::capture();
+    let n = kinds.len();
+    for kind in kinds {
         let name = format!("{kind:?}");
         let gate = TestGate::builder().settings(move |s| s.session.store = kind).spawn().await;
         let b = gate.login_as("val").await;
@@ -867,16 +879,21 @@ async fn old_logout_tokens_end_no_session_made_after_them() {
         assert!(!alive(b).await, "{name}: a logout issued after the login ends it");
         gate.shutdown().await;
     }
-    assert_eq!(logs.count("reason=\"too_old\""), 2, "{}", logs.text());
+    assert_eq!(logs.count("reason=\"too_old\""), n, "{}", logs.text());
 }
 
 /// The Redis refresh lock (issue 12 §5: it was released with a plain DEL): a holder whose lease lapsed can neither
 /// release nor renew the lock its successor took.
 #[tokio::test]
 async fn a_lapsed_refresh_lock_holder_cannot_release_or_renew_its_successors_lock() {
-    use idgate::session::store::{Store, redis::RedisStore};
     let redis = crate::redis::Redis::start().await;
-    let store = Store::Redis(RedisStore::new(&redis.url()).unwrap());
+    lapsed_lock_holder(redis.url()).await;
+}
+
+/// The lapsed lock holder against the Redis at `url` (any topology: redis_ha.rs runs it on Sentinel and Cluster).
+pub(crate) async fn lapsed_lock_holder(url: String) {
+    use idgate::session::store::{Store, redis::RedisStore};
+    let store = Store::Redis(RedisStore::new(&url).unwrap());
     let first = store.try_lock("flight", 100).await.unwrap().expect("free at first");
     assert!(store.try_lock("flight", 100).await.unwrap().is_none(), "held");
     let mut second = None;
@@ -901,9 +918,14 @@ async fn a_lapsed_refresh_lock_holder_cannot_release_or_renew_its_successors_loc
 /// second time (which the issuer refuses, ending the session).
 #[tokio::test]
 async fn a_refresh_slower_than_the_lock_lease_keeps_the_lock_and_the_session() {
-    let logs = Logs::capture();
     let redis = crate::redis::Redis::start().await;
-    let url = idgate::config::Secret::new(redis.url());
+    refresh_slower_than_the_lock_lease(redis.url()).await;
+}
+
+/// The slow refresh against the Redis at `url` (any topology: redis_ha.rs runs it on Sentinel and Cluster).
+pub(crate) async fn refresh_slower_than_the_lock_lease(url: String) {
+    let logs = Logs::capture();
+    let url = idgate::config::Secret::new(url);
     let gate = TestGate::builder()
         .settings(move |s| {
             offline_300(s);
@@ -1329,7 +1351,16 @@ async fn hop_websocket_tunnels_count_against_the_cap_and_close_when_idle() {
 async fn a_refresh_in_flight_does_not_revive_a_logged_out_session() {
     let redis = crate::redis::Redis::start().await;
     let redis_url = idgate::config::Secret::new(redis.url());
-    for store in [idgate::config::StoreKind::Memory, idgate::config::StoreKind::Redis { url: redis_url }] {
+    refresh_in_flight_does_not_revive(vec![
+        idgate::config::StoreKind::Memory,
+        idgate::config::StoreKind::Redis { url: redis_url },
+    ])
+    .await;
+}
+
+/// The refresh-in-flight case for each store of `kinds` (redis_ha.rs runs it on Sentinel and Cluster).
+pub(crate) async fn refresh_in_flight_does_not_revive(kinds: Vec<idgate::config::StoreKind>) {
+    for store in kinds {
         let label = format!("{store:?}");
         let gate = TestGate::builder()
             .settings(move |s| {

@@ -303,6 +303,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
         assertion: Default::default(),
+        ext_authz: Default::default(),
     }
 }
 

@@ -19,8 +19,8 @@ fn store(kind: StoreKind) -> impl FnOnce(&mut Settings) {
     move |s| s.session.store = kind
 }
 
-/// The same cases for every store.
-async fn conformance(kind: StoreKind) {
+/// The same cases for every store (Sentinel and Cluster too: redis_ha.rs).
+pub(crate) async fn conformance(kind: StoreKind) {
     let name = format!("{kind:?}");
     let server_side = kind != StoreKind::Cookie;
     let gate = TestGate::builder().settings(store(kind)).spawn().await;
@@ -334,7 +334,11 @@ async fn back_channel_logout_with_cookie_sessions_says_it_cannot() {
 #[tokio::test]
 async fn two_replicas_share_sessions_through_redis() {
     let redis = Redis::start().await;
-    let url = redis.url();
+    two_replicas_share_sessions(redis.url()).await;
+}
+
+/// Sessions, sign-out and back-channel logout shared by two replicas through the Redis at `url` (any topology).
+pub(crate) async fn two_replicas_share_sessions(url: String) {
     let gate = TestGate::builder().settings(store(StoreKind::Redis { url: Secret::new(url.clone()) })).spawn().await;
     let replica = gate.replica(|_| {}).await;
     let b_url = format!("http://{}", replica.public_addr);
@@ -364,7 +368,11 @@ async fn two_replicas_share_sessions_through_redis() {
 #[tokio::test]
 async fn refresh_is_single_flight_across_replicas() {
     let redis = Redis::start().await;
-    let url = redis.url();
+    refresh_single_flight_across_replicas(redis.url()).await;
+}
+
+/// One refresh for ten concurrent requests over two replicas sharing the Redis at `url` (any topology).
+pub(crate) async fn refresh_single_flight_across_replicas(url: String) {
     let gate = TestGate::builder()
         .settings(move |s| {
             offline(s);

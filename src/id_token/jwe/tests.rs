@@ -464,4 +464,6 @@ fn key_sets_are_equal_exactly_when_read_from_the_same_text() {
     assert!(read(&a) != read(&b), "two different one-key files");
     assert!(read(&a) != read(&format!("{a}{b}")), "a key added");
     assert!(read(&a) != DecryptionKeys::default());
+    assert!(DecryptionKeys::default().is_empty() && !read(&a).is_empty());
+    assert_eq!(read(&format!("{a}{b}")).len(), 2);
 }

@@ -4,13 +4,23 @@
 //! refreshes single-flight across replicas, held under a random owner token (renewed and released only by its
 //! owner, compare-and-delete in one script). The connection is made lazily and re-made after failures, so idgate
 //! starts (not ready) while Redis is down and resumes when it returns.
+//!
+//! One code path for one server, Sentinel and Cluster ([`connect`]): every command and every pipeline names one
+//! key, and each script one `KEYS[1]`, so nothing can fail with `CROSSSLOT` and no key needs a hash tag — a
+//! session, its two indexes and its lock hash to different slots on purpose (they spread over the shards). Where
+//! two writes used to share a `MULTI`, their order now keeps the invariant instead: the indexes are written before
+//! a new session (a session never exists that back-channel logout cannot find), and ended sessions are deleted
+//! before their index entries. The multi-key `DEL` is split per slot by the cluster client.
+
+mod connect;
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
 use tokio::sync::Mutex;
 
 use super::{Ended, Key, Owner, StoreError, hex};
+use connect::{Conn, Connector};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Index sets outlive any session they name by at most this long.
@@ -34,8 +44,9 @@ fn index(sid: Option<&str>, sub: Option<&str>) -> Option<(String, String)> {
 
 /// Sessions in Redis, shared by replicas.
 pub struct RedisStore {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+    // Boxed: the Sentinel and Cluster clients are large, and `Store` holds a `RedisStore` by value.
+    connector: Box<Connector>,
+    conn: Mutex<Option<Conn>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -49,60 +60,70 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://` or `rediss://`); nothing is connected yet.
+    /// A store for `url` (any form `session.redis_url` takes: config/redis_url.rs); nothing is connected yet.
     pub fn new(url: &str) -> Result<Self, StoreError> {
-        Ok(Self { client: redis::Client::open(url).map_err(err)?, conn: Mutex::new(None) })
+        Ok(Self { connector: Box::new(Connector::new(url, TIMEOUT).map_err(err)?), conn: Mutex::new(None) })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let c = tokio::time::timeout(TIMEOUT, ConnectionManager::new_with_config(self.client.clone(), config))
-            .await
-            .map_err(|_| err("connect timed out"))?
-            .map_err(err)?;
-        *slot = Some(c.clone());
-        Ok(c)
+    /// The live connection, or a new one. Waiting for another caller's attempt counts against the same timeout, so
+    /// under load a Redis that does not answer makes requests fail after `TIMEOUT`, never queue behind each other.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let attempt = async {
+            let mut slot = self.conn.lock().await;
+            if let Some(c) = slot.as_ref() {
+                return Ok(c.clone());
+            }
+            let c = self.connector.connect(TIMEOUT).await.map_err(err)?;
+            *slot = Some(c.clone());
+            Ok(c)
+        };
+        tokio::time::timeout(TIMEOUT, attempt).await.map_err(|_| err("connect timed out"))?
     }
 
-    /// Runs one command; a failure drops the connection so the next call reconnects.
+    /// Runs one command; a failure drops the connection so the next call reconnects (and, with Sentinel, asks the
+    /// sentinels again which node is the primary). A cluster connection is kept: it reconnects to a node and
+    /// refreshes its slot map by itself, and the other shards' sessions stay served meanwhile.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        match tokio::time::timeout(TIMEOUT, f(conn)).await {
+        let keep = conn.heals_itself();
+        let outcome = tokio::time::timeout(TIMEOUT, f(conn)).await;
+        if !matches!(outcome, Ok(Ok(_))) && !keep {
+            *self.conn.lock().await = None;
+        }
+        match outcome {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *self.conn.lock().await = None;
-                Err(err(e))
-            }
-            Err(_) => {
-                *self.conn.lock().await = None;
-                Err(err("command timed out"))
-            }
+            Ok(Err(e)) => Err(err(e)),
+            Err(_) => Err(err("command timed out")),
         }
     }
 
+    /// Adds the session to its owner's logout indexes (one key per pipeline).
+    async fn index_owner(&self, key: &Key, owner: &Owner) -> Result<(), StoreError> {
+        for idx in indexes(owner) {
+            let (member, created) = (hex(key), owner.created);
+            self.run(|mut c| async move {
+                redis::pipe()
+                    .zadd(&idx, &member, created)
+                    .ignore()
+                    .expire(&idx, INDEX_TTL_SECS)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn put(&self, key: &Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) -> Result<(), StoreError> {
+        // Indexed first: a session whose indexing failed is never written, so none escapes back-channel logout.
+        self.index_owner(key, owner).await?;
         let k = format!("idgate:s:{}", hex(key));
-        let (member, indexes, created) = (hex(key), indexes(owner), owner.created);
-        self.run(|mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic().set_ex(&k, value, ttl_secs).ignore();
-            for idx in &indexes {
-                pipe.zadd(idx, &member, created).ignore().expire(idx, INDEX_TTL_SECS).ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        self.run(|mut c| async move { c.set_ex::<_, _, ()>(&k, value, ttl_secs).await }).await
     }
 
     pub(super) async fn replace(
@@ -129,15 +150,7 @@ impl RedisStore {
             .await?
             .is_some();
         if written {
-            let (member, indexes, created) = (hex(key), indexes(owner), owner.created);
-            self.run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                for idx in &indexes {
-                    pipe.zadd(idx, &member, created).ignore().expire(idx, INDEX_TTL_SECS).ignore();
-                }
-                pipe.query_async::<()>(&mut c).await
-            })
-            .await?;
+            self.index_owner(key, owner).await?;
         }
         Ok(written)
     }
@@ -159,33 +172,29 @@ impl RedisStore {
         issued_at: i64,
     ) -> Result<Ended, StoreError> {
         let Some((idx, legacy)) = index(sid, sub) else { return Ok(Ended::default()) };
-        let (i, l) = (idx.clone(), legacy.clone());
-        let (doomed, kept_newer, old): (Vec<String>, usize, Vec<String>) = self
+        let i = idx.clone();
+        let (doomed, kept_newer): (Vec<String>, usize) = self
             .run(|mut c| async move {
                 redis::pipe()
                     .zrangebyscore(&i, "-inf", issued_at)
                     .zcount(&i, format!("({issued_at}"), "+inf")
-                    .smembers(&l)
                     .query_async(&mut c)
                     .await
             })
             .await?;
+        let l = legacy.clone();
+        let old: Vec<String> = self.run(|mut c| async move { c.smembers(&l).await }).await?;
         let keys: Vec<String> = doomed.iter().chain(&old).map(|m| format!("idgate:s:{m}")).collect();
-        let ended = self
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                for k in &keys {
-                    pipe.del(k);
-                }
-                if !doomed.is_empty() {
-                    pipe.zrem(&idx, &doomed).ignore();
-                }
-                pipe.del(&legacy).ignore();
-                let deleted: Vec<usize> = pipe.query_async(&mut c).await?;
-                Ok(deleted.into_iter().sum())
-            })
-            .await?;
+        // Sessions first, then the index entries naming them: an interruption leaves entries for gone sessions,
+        // never a session its index lost.
+        let ended =
+            if keys.is_empty() { 0 } else { self.run(|mut c| async move { c.del::<_, usize>(&keys).await }).await? };
+        if !doomed.is_empty() {
+            self.run(|mut c| async move { c.zrem::<_, _, ()>(&idx, &doomed).await }).await?;
+        }
+        if !old.is_empty() {
+            self.run(|mut c| async move { c.del::<_, ()>(&legacy).await }).await?;
+        }
         Ok(Ended { ended, kept_newer })
     }
 
@@ -263,7 +272,7 @@ impl RedisStore {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
+        self.run(|c| async move { c.ping().await }).await
     }
 }
 

@@ -1,0 +1,752 @@
+//! Redis Sentinel and Redis Cluster (issue 16 part 2), with real Debian `redis-server`, `redis-sentinel` and
+//! `redis-cli` processes started by each test on free loopback ports: a primary + replica + three sentinels, and a
+//! cluster of three primaries with a replica each. Each topology runs the Redis session scenarios of sessions.rs and
+//! attacks.rs, and a failover under load (the primary SIGKILLed: 503s for the failover window, then service without
+//! a restart and without losing a session the replica had). Timeouts are short (`down-after-milliseconds` 500,
+//! `cluster-node-timeout` 1000) so a failover takes a few seconds. The tests fail, rather than skip, when a binary is
+//! missing: scripts/deps.sh installs them.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use http::StatusCode;
+use idgate::config::{Secret, StoreKind};
+use redis::AsyncCommands;
+
+use crate::harness::{Browser, TestGate, eventually, until_listening};
+
+/// Where Debian puts a Redis binary.
+fn bin(name: &str) -> PathBuf {
+    ["/usr/bin", "/usr/local/bin"]
+        .into_iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not installed: run scripts/deps.sh"))
+}
+
+/// A loopback port that is free, and (for cluster nodes) whose bus port +10000 is free too.
+fn free_port(with_bus: bool) -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !with_bus {
+            return port;
+        }
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Every data node requires this password (`requirepass`, and `masterauth` towards its primary).
+const DATA_PASSWORD: &str = "data-pw-5e1f";
+/// The sentinels require this one (`requirepass`, `sentinel sentinel-pass` among themselves).
+const SENTINEL_PASSWORD: &str = "sentinel-pw-c07a";
+
+/// One Redis process, killed (SIGKILL) on drop.
+struct Proc {
+    child: Option<Child>,
+    port: u16,
+    password: &'static str,
+}
+
+impl Proc {
+    async fn spawn(what: &str, program: &Path, port: u16, args: &[String], dir: &Path, password: &'static str) -> Proc {
+        let child = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        until_listening(what, ([127, 0, 0, 1], port).into()).await;
+        Proc { child: Some(child), port, password }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://:{}@127.0.0.1:{}/", self.password, self.port)
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn server_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let port = port.to_string();
+    let mut args: Vec<String> = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        ".",
+        "--requirepass",
+        DATA_PASSWORD,
+        "--masterauth",
+        DATA_PASSWORD,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Waits until the replica of `primary` has acknowledged every write made so far (`WAIT`, in short steps: the
+/// client's response timeout is shorter than a long `WAIT`).
+async fn replicated(primary: &Proc) {
+    let mut conn = primary.conn().await;
+    eventually("the replica acknowledges every write", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move {
+            let acked: i64 = redis::cmd("WAIT").arg(1).arg(100).query_async(&mut conn).await.ok()?;
+            (acked >= 1).then_some(())
+        }
+    })
+    .await;
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+async fn info(p: &Proc, section: &str) -> String {
+    redis::cmd("INFO").arg(section).query_async(&mut p.conn().await).await.unwrap_or_default()
+}
+
+/// A primary, one replica and three sentinels watching them as `mymaster` (quorum 2).
+pub struct Sentinel {
+    primary: Proc,
+    replica: Proc,
+    sentinels: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    pub async fn start() -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, r) = (free_port(false), free_port(false));
+        let server = bin("redis-server");
+        let primary = Proc::spawn("redis primary", &server, p, &server_args(p, &[]), dir.path(), DATA_PASSWORD).await;
+        let replicaof = format!("127.0.0.1 {p}");
+        let replica = Proc::spawn(
+            "redis replica",
+            &server,
+            r,
+            &server_args(r, &["--replicaof", &replicaof]),
+            dir.path(),
+            DATA_PASSWORD,
+        )
+        .await;
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let port = free_port(false);
+            let conf = dir.path().join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor mymaster 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds mymaster 500\nsentinel failover-timeout mymaster 2000\n\
+                     sentinel parallel-syncs mymaster 1\nsentinel auth-pass mymaster {DATA_PASSWORD}\n\
+                     requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n",
+                    dir = dir.path().display()
+                ),
+            )
+            .unwrap();
+            let args = [conf.display().to_string()];
+            sentinels.push(
+                Proc::spawn("redis-sentinel", &bin("redis-sentinel"), port, &args, dir.path(), SENTINEL_PASSWORD).await,
+            );
+        }
+        let s = Sentinel { primary, replica, sentinels, _dir: dir };
+        // Ready when the replica is in sync and every sentinel knows the replica and the two other sentinels (a
+        // failover needs a majority of them to agree).
+        eventually("the replica is in sync", Duration::from_secs(15), || async {
+            info(&s.replica, "replication").await.contains("master_link_status:up").then_some(())
+        })
+        .await;
+        eventually("the sentinels know each other and the replica", Duration::from_secs(20), || async {
+            for sentinel in &s.sentinels {
+                let m = s.master(sentinel).await;
+                if m.get("num-other-sentinels").map(String::as_str) != Some("2")
+                    || m.get("num-slaves").map(String::as_str) != Some("1")
+                {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        s
+    }
+
+    /// What one sentinel says of `mymaster`.
+    async fn master(&self, sentinel: &Proc) -> HashMap<String, String> {
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg("mymaster")
+            .query_async(&mut sentinel.conn().await)
+            .await
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("redis+sentinel://:{DATA_PASSWORD}@{}/mymaster?sentinel_password={SENTINEL_PASSWORD}", hosts.join(","))
+    }
+}
+
+/// Three primaries with a replica each (`redis-cli --cluster create … --cluster-replicas 1`).
+pub struct Cluster {
+    nodes: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let server = bin("redis-server");
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let port = free_port(true);
+            let node_dir = dir.path().join(format!("node-{i}"));
+            std::fs::create_dir(&node_dir).unwrap();
+            let args = server_args(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                ],
+            );
+            nodes.push(Proc::spawn("redis cluster node", &server, port, &args, &node_dir, DATA_PASSWORD).await);
+        }
+        let mut create = std::process::Command::new(bin("redis-cli"));
+        create.env("REDISCLI_AUTH", DATA_PASSWORD).arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create.args(["--cluster-replicas", "1", "--cluster-yes"]).output().unwrap();
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let c = Cluster { nodes, _dir: dir };
+        eventually("every node sees the cluster ok, with its replicas", Duration::from_secs(20), || async {
+            for n in &c.nodes {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut n.conn().await).await.ok()?;
+                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:6") {
+                    return None;
+                }
+            }
+            for p in c.primaries().await {
+                if !info(&c.nodes[p], "replication").await.contains("connected_slaves:1") {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        c
+    }
+
+    /// The indexes of the nodes that are primaries now.
+    async fn primaries(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_some() && info(n, "replication").await.contains("role:master") {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// The seed nodes of the URL: the first three (created as primaries).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().take(3).map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://:{DATA_PASSWORD}@{}", hosts.join(","))
+    }
+}
+
+fn redis_store(url: &str) -> StoreKind {
+    StoreKind::Redis { url: Secret::new(url) }
+}
+
+/// The Redis session scenarios of sessions.rs and attacks.rs, in turn, on the Redis at `url`.
+async fn scenarios(url: String) {
+    crate::sessions::conformance(redis_store(&url)).await;
+    crate::sessions::two_replicas_share_sessions(url.clone()).await;
+    crate::sessions::refresh_single_flight_across_replicas(url.clone()).await;
+    crate::attacks::logout_token_replayed_to_another_replica(url.clone()).await;
+    crate::attacks::old_logout_tokens(vec![redis_store(&url)]).await;
+    crate::attacks::lapsed_lock_holder(url.clone()).await;
+    crate::attacks::refresh_slower_than_the_lock_lease(url.clone()).await;
+    crate::attacks::refresh_in_flight_does_not_revive(vec![redis_store(&url)]).await;
+    preserved_post_blob_is_taken_once(&url).await;
+}
+
+/// The preserved form post's store entry (login::preserved_post) on this topology: kept, taken once.
+async fn preserved_post_blob_is_taken_once(url: &str) {
+    use idgate::session::store::{Store, redis::RedisStore};
+    let store = Store::Redis(RedisStore::new(url).unwrap());
+    let key = [7u8; 32];
+    store.put_blob(&key, b"a=1&b=2".to_vec(), 60).await.unwrap();
+    assert_eq!(store.take_blob(&key).await.unwrap().as_deref(), Some(&b"a=1&b=2"[..]));
+    assert_eq!(store.take_blob(&key).await.unwrap(), None, "taken once");
+}
+
+#[tokio::test]
+async fn sentinel_runs_the_redis_session_scenarios_and_refuses_unknown_services_and_wrong_passwords() {
+    let s = Sentinel::start().await;
+    scenarios(s.url()).await;
+    let hosts: Vec<String> = s.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let hosts = hosts.join(",");
+    let sp = format!("sentinel_password={SENTINEL_PASSWORD}");
+    for (url, reason) in [
+        // The sentinels watch no `othermaster`: no node is ever taken for it.
+        (
+            format!("redis+sentinel://:{DATA_PASSWORD}@{hosts}/othermaster?{sp}"),
+            "Master with given name not found in sentinel",
+        ),
+        (format!("redis+sentinel://:wrong-data-pw@{hosts}/mymaster?{sp}"), "Password authentication failed"),
+        (
+            format!("redis+sentinel://:{DATA_PASSWORD}@{hosts}/mymaster?sentinel_password=wrong-sentinel-pw"),
+            "Password authentication failed",
+        ),
+    ] {
+        store_refused(&url, reason).await;
+    }
+}
+
+/// A gate on the store at `url` that cannot be used: not ready (with `reason`), a login answers 503, and neither the
+/// answers nor the logs show a password.
+async fn store_refused(url: &str, reason: &str) {
+    let logs = crate::attacks::Logs::capture();
+    let u = url.to_owned();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&u)).spawn().await;
+    let ready = Browser::new().api().get(&format!("{}/readyz", gate.admin)).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{url}");
+    assert!(ready.text().to_lowercase().contains(&reason.to_lowercase()), "{url}: {}", ready.text());
+    let landed = gate.browser().login_to_callback(&gate.base, "/", "mia").await;
+    assert_eq!(landed.status, StatusCode::SERVICE_UNAVAILABLE, "{url}");
+    assert!(landed.text().contains("Sessions are unavailable"), "{}", landed.text());
+    for secret in [DATA_PASSWORD, SENTINEL_PASSWORD, "wrong-data-pw", "wrong-sentinel-pw"] {
+        assert!(!ready.text().contains(secret) && !landed.text().contains(secret), "{url}");
+        assert!(!logs.text().contains(secret), "a password in the logs: {}", logs.text());
+    }
+    assert!(logs.count("session store unavailable") > 0, "{}", logs.text());
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_runs_the_redis_session_scenarios() {
+    let c = Cluster::start().await;
+    scenarios(c.url()).await;
+}
+
+/// What the load saw across a failover: per round (one request for each session), the statuses.
+struct Outage {
+    rounds: Vec<Vec<StatusCode>>,
+    /// From the kill to the first round without a 503 after the outage.
+    window: Duration,
+}
+
+/// Kills a primary with `kill` while requests for every session run round after round; returns when a round
+/// without a 503 follows one with a 503 (503 pages checked for their text).
+async fn failover_under_load(gate: &TestGate, browsers: &[Browser], kill: impl FnOnce()) -> Outage {
+    let url = format!("{}/", gate.base);
+    let mut rounds = Vec::new();
+    let round = |rounds: &mut Vec<Vec<StatusCode>>| {
+        let url = url.clone();
+        let browsers: Vec<Browser> = browsers.iter().map(Browser::api).collect();
+        let n = rounds.len();
+        async move {
+            let mut statuses = Vec::new();
+            for b in &browsers {
+                let r = b.get(&url).await;
+                if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                    assert!(r.text().contains("Sessions are unavailable"), "round {n}: {}", r.text());
+                }
+                statuses.push(r.status);
+            }
+            statuses
+        }
+    };
+    for _ in 0..3 {
+        let r = round(&mut rounds).await;
+        rounds.push(r);
+    }
+    kill();
+    let killed = tokio::time::Instant::now();
+    let mut saw_outage = false;
+    loop {
+        let r = round(&mut rounds).await;
+        let down = r.contains(&StatusCode::SERVICE_UNAVAILABLE);
+        rounds.push(r);
+        saw_outage |= down;
+        if saw_outage && !down {
+            return Outage { rounds, window: killed.elapsed() };
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "no recovery within 30 s: {rounds:?}");
+    }
+}
+
+impl Outage {
+    /// Only 200 and 503; the rounds with a 503 are one stretch (no flapping after the recovery); then three more
+    /// rounds, all 200, prove the recovery holds.
+    async fn assert_one_window(&self, gate: &TestGate, browsers: &[Browser]) {
+        let all: Vec<StatusCode> = self.rounds.iter().flatten().copied().collect();
+        assert!(all.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE), "{:?}", self.rounds);
+        assert!(self.rounds[..3].iter().flatten().all(|s| *s == StatusCode::OK), "before the kill: {:?}", self.rounds);
+        let down: Vec<usize> =
+            (0..self.rounds.len()).filter(|i| self.rounds[*i].contains(&StatusCode::SERVICE_UNAVAILABLE)).collect();
+        assert!(down.windows(2).all(|w| w[1] == w[0] + 1), "one outage window: {:?}", self.rounds);
+        for _ in 0..3 {
+            for b in browsers {
+                let r = b.api().get(&format!("{}/", gate.base)).await;
+                assert_eq!(r.status, StatusCode::OK, "no session lost, and service stays back: {}", r.text());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sentinel_failover_under_load_answers_503_then_recovers_with_every_replicated_session() {
+    let mut s = Sentinel::start().await;
+    let url = s.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let mut browsers = Vec::new();
+    for user in ["ann", "ben", "cat", "dan"] {
+        browsers.push(gate.login_as(user).await);
+    }
+    // What "Redis kept": the replica has acknowledged every write.
+    replicated(&s.primary).await;
+    let outage = failover_under_load(&gate, &browsers, || s.primary.kill()).await;
+    eprintln!("sentinel failover: service back {:?} after the primary was killed", outage.window);
+    outage.assert_one_window(&gate, &browsers).await;
+    // The replica is the primary now, and every session made before the failover is still there.
+    assert!(info(&s.replica, "replication").await.contains("role:master"));
+    gate.login_as("eve").await;
+    let admin = Browser::new().api();
+    assert_eq!(admin.get(&format!("{}/readyz", gate.admin)).await.status, StatusCode::OK);
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_failover_under_load_answers_503_then_recovers_with_every_replicated_session() {
+    let mut c = Cluster::start().await;
+    let url = c.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let mut browsers = Vec::new();
+    for i in 0..12 {
+        browsers.push(gate.login_as(&format!("user{i}")).await);
+    }
+    // The primary holding the most sessions is the one to lose; every primary's replica acknowledges first.
+    let mut victim = (0, 0);
+    for p in c.primaries().await {
+        let keys: Vec<String> = c.nodes[p].conn().await.keys("idgate:s:*").await.unwrap();
+        replicated(&c.nodes[p]).await;
+        if keys.len() > victim.1 {
+            victim = (p, keys.len());
+        }
+    }
+    assert!(victim.1 > 0);
+    let outage = failover_under_load(&gate, &browsers, || c.nodes[victim.0].kill()).await;
+    eprintln!(
+        "cluster failover: service back {:?} after the primary of {} of {} sessions was killed",
+        outage.window,
+        victim.1,
+        browsers.len()
+    );
+    // Only the lost shard's sessions waited (the nodes run with `cluster-require-full-coverage no`, as README
+    // advises): every other session was served in every round.
+    for r in &outage.rounds {
+        let served = r.iter().filter(|s| **s == StatusCode::OK).count();
+        assert!(served >= browsers.len() - victim.1, "the other shards kept serving: {:?}", outage.rounds);
+    }
+    outage.assert_one_window(&gate, &browsers).await;
+    assert_eq!(c.primaries().await.len(), 3, "a replica took over the shard");
+    gate.login_as("zed").await;
+    let admin = Browser::new().api();
+    assert_eq!(admin.get(&format!("{}/readyz", gate.admin)).await.status, StatusCode::OK);
+    gate.shutdown().await;
+}
+
+/// Resharding under load (the `MOVED`/`ASK` storm): the slots holding sessions move from one primary to another
+/// the way `redis-cli --cluster reshard` moves them (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE`, `SETSLOT NODE`),
+/// with requests in the middle: half the keys moved (their slot still owned by the source, which answers `ASK`),
+/// then all (the slot owned by the target: `MOVED`). The cluster client follows every redirect, so no request fails
+/// and no session is lost.
+#[tokio::test]
+async fn cluster_resharding_under_load_follows_every_redirect_without_an_error() {
+    let c = Cluster::start().await;
+    let url = c.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let mut browsers = Vec::new();
+    for i in 0..12 {
+        browsers.push(gate.login_as(&format!("re{i}")).await);
+    }
+    let primaries = c.primaries().await;
+    let (from, to) = (&c.nodes[primaries[0]], &c.nodes[primaries[1]]);
+    let (mut src, mut dst) = (from.conn().await, to.conn().await);
+    let moving: Vec<String> = src.keys("idgate:s:*").await.unwrap();
+    assert!(moving.len() >= 2, "sessions live on the primary that gives its slots away: {moving:?}");
+    let myid = |mut conn: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("CLUSTER").arg("MYID").query_async::<String>(&mut conn).await.unwrap()
+    };
+    let (from_id, to_id) = (myid(src.clone()).await, myid(dst.clone()).await);
+    let mut slots = std::collections::BTreeMap::<i64, Vec<String>>::new();
+    for k in &moving {
+        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(k).query_async(&mut src).await.unwrap();
+        slots.entry(slot).or_default().push(k.clone());
+    }
+    let setslot = |conn: &mut redis::aio::MultiplexedConnection, slot: i64, state: &str, id: &str| {
+        let mut conn = conn.clone();
+        let (state, id) = (state.to_owned(), id.to_owned());
+        async move {
+            let _: () =
+                redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(state).arg(id).query_async(&mut conn).await.unwrap();
+        }
+    };
+    // One MIGRATE per key: its keys must share a slot.
+    let migrate = |conn: &mut redis::aio::MultiplexedConnection, keys: Vec<String>| {
+        let mut conn = conn.clone();
+        let port = to.port;
+        async move {
+            for key in keys {
+                let _: () = redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(port)
+                    .arg(key)
+                    .arg(0)
+                    .arg(5000)
+                    .arg("AUTH")
+                    .arg(DATA_PASSWORD)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let all_served = |what: &'static str, browsers: Vec<Browser>| {
+        let url = format!("{}/", gate.base);
+        async move {
+            for b in &browsers {
+                let r = b.api().get(&url).await;
+                assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.text());
+            }
+        }
+    };
+    for slot in slots.keys() {
+        setslot(&mut dst, *slot, "IMPORTING", &from_id).await;
+        setslot(&mut src, *slot, "MIGRATING", &to_id).await;
+    }
+    // Half the sessions' keys moved: the source answers ASK for them, and serves the rest itself.
+    let (first, rest) = moving.split_at(moving.len() / 2);
+    migrate(&mut src, first.to_vec()).await;
+    all_served("slots migrating, half the keys moved (ASK)", browsers.clone()).await;
+    browsers.push(gate.login_as("during-migration").await);
+    migrate(&mut src, rest.to_vec()).await;
+    all_served("slots migrating, every key moved (ASK)", browsers.clone()).await;
+    // The slots change hands: the source answers MOVED from now on.
+    for slot in slots.keys() {
+        for n in c.primaries().await {
+            let mut conn = c.nodes[n].conn().await;
+            setslot(&mut conn, *slot, "NODE", &to_id).await;
+        }
+    }
+    all_served("slots moved (MOVED)", browsers.clone()).await;
+    let left: Vec<String> = src.keys("idgate:s:*").await.unwrap();
+    assert!(left.iter().all(|k| !moving.contains(k)), "the sessions moved away");
+    let arrived: Vec<String> = dst.keys("idgate:s:*").await.unwrap();
+    assert!(moving.iter().all(|k| arrived.contains(k)), "and arrived");
+    gate.login_as("after-migration").await;
+    all_served("after the resharding", browsers).await;
+    gate.shutdown().await;
+}
+
+/// Redis answering slowly (`DEBUG SLEEP`): requests answer 503 after the store's timeout instead of hanging until
+/// Redis answers, concurrent ones too, and service resumes when Redis does.
+#[tokio::test]
+async fn a_slow_redis_times_out_to_503_and_service_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(false);
+    let args = server_args(port, &["--enable-debug-command", "yes"]);
+    let node = Proc::spawn("redis-server", &bin("redis-server"), port, &args, dir.path(), DATA_PASSWORD).await;
+    let url = node.url();
+    let gate = TestGate::builder().settings(move |st| st.session.store = redis_store(&url)).spawn().await;
+    let b = gate.login_as("sid").await;
+    let admin = Browser::new().api();
+    // Blocks the server for 8 s, far past the store's 2 s timeout.
+    let mut sleeping = tokio::process::Command::new(bin("redis-cli"))
+        .env("REDISCLI_AUTH", DATA_PASSWORD)
+        .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "8"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (b, url) = (b.api(), format!("{}/", gate.base));
+        tasks.push(tokio::spawn(async move { b.get(&url).await }));
+    }
+    let ready = admin.get(&format!("{}/readyz", gate.admin)).await;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        assert!(r.text().contains("Sessions are unavailable"), "{}", r.text());
+    }
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().contains("timed out"), "{}", ready.text());
+    assert!(sleeping.try_wait().unwrap().is_none(), "Redis was still asleep when the 503s came");
+    assert!(sleeping.wait().await.unwrap().success());
+    eventually("service resumes", Duration::from_secs(10), || async {
+        (b.api().get(&format!("{}/", gate.base)).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    gate.shutdown().await;
+}
+
+/// `rediss+sentinel://` with a private CA: the sentinel and the primary speak only TLS (`port 0`, `tls-port`,
+/// the sentinel reaching the primary over TLS too), and idgate — the real binary, its store on rustls/aws-lc-rs —
+/// trusts the CA through `SSL_CERT_FILE` (the system roots otherwise, like every outbound connection). Without the
+/// CA it is not ready, and says why.
+#[tokio::test]
+async fn sentinel_over_tls_trusts_a_private_ca_from_ssl_cert_file_and_refuses_without_it() {
+    use idgate::{
+        clock::SystemClock,
+        dev_issuer::{DevAlg, DevClient, DevIssuer},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let (ca_pem, cert, key) = (dir.path().join("ca.pem"), dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+        cert.display(),
+        key.display(),
+        ca_pem.display()
+    );
+    let (p, s) = (free_port(false), free_port(false));
+    let primary_conf = dir.path().join("primary.conf");
+    std::fs::write(
+        &primary_conf,
+        format!("port 0\ntls-port {p}\nbind 127.0.0.1\nsave \"\"\nrequirepass {DATA_PASSWORD}\n{tls}"),
+    )
+    .unwrap();
+    let args = [primary_conf.display().to_string()];
+    let _primary = Proc::spawn("redis primary (TLS)", &bin("redis-server"), p, &args, dir.path(), DATA_PASSWORD).await;
+    let sentinel_conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &sentinel_conf,
+        format!(
+            "port 0\ntls-port {s}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {p} 1\n\
+             sentinel auth-pass mymaster {DATA_PASSWORD}\n{tls}",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let args = [sentinel_conf.display().to_string()];
+    let _sentinel = Proc::spawn("redis-sentinel (TLS)", &bin("redis-sentinel"), s, &args, dir.path(), "").await;
+
+    let gate_port = free_port(false);
+    let client = DevClient {
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        redirect_uris: vec![format!("http://127.0.0.1:{gate_port}/oauth2/callback")],
+        token_auth_method: idgate::config::TokenAuthMethod::ClientSecretBasic,
+        post_logout_redirect_uris: vec![],
+        jwks: None,
+        jwks_uri: None,
+    };
+    let issuer =
+        DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::new(SystemClock)).await.unwrap();
+    let run = |with_ca: bool| {
+        let admin = free_port(false);
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{gate_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:1\"\n[oidc]\nissuer = \"{}\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nredirect_url = \"http://127.0.0.1:{gate_port}/oauth2/callback\"\n\
+             [session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\ncookie_secure = false\n\
+             store = \"redis\"\nredis_url = \"rediss+sentinel://:{DATA_PASSWORD}@127.0.0.1:{s}/mymaster\"\n\
+             [log]\nformat = \"text\"\nlevel = \"warn\"\n",
+            issuer.issuer()
+        );
+        let file = dir.path().join(format!("idgate-{with_ca}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join(format!("idgate-{with_ca}.log"))).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_idgate"));
+        cmd.args(["run", "--config"]).arg(&file).env_remove("SSL_CERT_DIR").kill_on_drop(true);
+        cmd.stdout(Stdio::null()).stderr(log);
+        if with_ca {
+            cmd.env("SSL_CERT_FILE", &ca_pem);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        let log = dir.path().join(format!("idgate-{with_ca}.log"));
+        (cmd.spawn().unwrap(), format!("http://127.0.0.1:{admin}/readyz"), log)
+    };
+    let (mut child, url, log) = run(false);
+    let refused = readyz(&mut child, &url, &log, "session store unavailable").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.text().contains("invalid peer certificate: UnknownIssuer"), "{}", refused.text());
+    // Stopped and reaped before the next one binds the same public port.
+    child.kill().await.unwrap();
+    let (mut child, url, log) = run(true);
+    let ready = readyz(&mut child, &url, &log, "ready").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+}
+
+/// Polls `url` (an idgate's `/readyz`) until it says `want`; an idgate that exits (a port taken meanwhile, …) fails
+/// the test with its log.
+async fn readyz(child: &mut tokio::process::Child, url: &str, log: &Path, want: &str) -> crate::harness::Resp {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let admin = url.trim_start_matches("http://").trim_end_matches("/readyz");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("idgate exited ({status}): {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            let r = Browser::new().api().get(url).await;
+            if r.text().contains(want) {
+                return r;
+            }
+        }
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(tokio::time::Instant::now() < deadline, "/readyz never said {want:?}: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
