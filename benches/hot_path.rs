@@ -1,5 +1,6 @@
-//! The per-request hot path: opening a session cookie (~1.5 KB ID token; kept and first time), and validating RS256 / ES256 ID tokens
-//! with a cached key. Run with `cargo bench --bench hot_path`.
+//! The per-request hot path: opening a session cookie (~1.5 KB ID token; kept and first time), validating RS256 / ES256 ID tokens
+//! with a cached key, and the identity assertion of a logged-in request (cached, and signed). Run with
+//! `cargo bench --bench hot_path`.
 #![allow(clippy::expect_used, reason = "benchmark set-up: a failure is a broken benchmark")]
 
 use std::hint::black_box;
@@ -110,5 +111,43 @@ fn validate(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, session_open, validate);
+/// The identity assertion (`[assertion] enabled = true`) of a logged-in request: what every request of a session
+/// pays once its assertion is cached (the cache lookup, keyed by login × audience × session end), and what the first
+/// request per session and audience pays (claims, JSON, signature).
+fn assertion(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use idgate::{
+        assertion::{Assertions, Subject},
+        config::assertion::AssertionSettings,
+        signing,
+        telemetry::metrics::Metrics,
+    };
+    let key = SigningKey::generate(DevAlg::RS256);
+    let parsed =
+        id_token::validate(&key.sign(&claims(0)), &keyset(&key), &expect(), Some("n-0S6_WzA2Mj"), NOW).expect("valid");
+    let settings = AssertionSettings { enabled: true, ..AssertionSettings::default() };
+    for (name, own) in [
+        ("ES256", signing::SigningKey::generate_p256().expect("P-256")),
+        ("RS256", signing::SigningKey::generate_rsa(None).expect("RSA")),
+    ] {
+        let signer =
+            Assertions::build(&settings, Arc::new(own), "https://app.example.com".into(), Arc::new(Metrics::default()));
+        let who = Subject { claims: &parsed, login_id: "Yk3vQ0r1m9s2ZlqXcW8tLg", expires_at: NOW + 36000 };
+        signer.value(who, "app.example.com", NOW).expect("signed");
+        c.bench_function(&format!("assertion cached ({name})"), |b| {
+            b.iter(|| black_box(signer.value(black_box(who), "app.example.com", NOW).expect("cached")))
+        });
+        // A new audience each time: every call signs.
+        let mut n = 0u64;
+        c.bench_function(&format!("assertion signed ({name})"), |b| {
+            b.iter(|| {
+                n += 1;
+                black_box(signer.value(who, &format!("app-{n}.example.com"), NOW).expect("signed"))
+            })
+        });
+    }
+}
+
+criterion_group!(benches, session_open, validate, assertion);
 criterion_main!(benches);

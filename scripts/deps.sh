@@ -2,6 +2,7 @@
 # Installs the real components the tests use when they are missing: nginx, Redis and Chromium from Debian's
 # packages, and the interop suite's npm packages (oidc-provider, playwright-core; never a downloaded browser); for
 # the differential path suite Flask, Caddy and Tomcat 10 from Debian's packages and Koa/Express from npm.
+# The identity assertion verifiers: PyJWT (python3-jwt) and `jose` from npm.
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || need+=(caddy)
 [ -f /usr/share/tomcat10/bin/bootstrap.jar ] && [ -f /usr/share/java/eclipse-jdt-core.jar ] || need+=(tomcat10-common)
+# The identity assertion's copyable verifiers (deploy/verify/): PyJWT with its crypto backend for Debian's python3.
+/usr/bin/python3 -c 'import jwt, cryptography' >/dev/null 2>&1 || need+=(python3-jwt python3-cryptography)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -43,6 +46,11 @@ if [ ! -d tests/differential/node_modules/koa ] || [ ! -d tests/differential/nod
   || [ ! -d tests/differential/node_modules/@koa/router ]; then
   echo "== npm ci (tests/differential)"
   (cd tests/differential && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d deploy/verify/node_modules/jose ]; then
+  echo "== npm ci (deploy/verify)"
+  (cd deploy/verify && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! tests/extauthz/.venv/bin/python -c 'import grpc, envoy.service.auth.v3.external_auth_pb2_grpc' >/dev/null 2>&1; then

@@ -57,6 +57,10 @@ pub struct State {
     pub refreshes: login::refresh::Flights,
     /// idgate's own keys and their published JWK set.
     pub own_keys: Arc<OwnKeys>,
+    /// The identity assertion signer and its cache, when `[assertion]` is on.
+    pub assertions: Option<Arc<crate::assertion::Assertions>>,
+    /// Bearer access tokens on API routes, when `oidc.api_audiences` turns them on.
+    pub bearer: crate::bearer::Shared,
     /// Form posts kept over a re-login.
     pub posts: login::preserved_post::PreservedPosts,
 }
@@ -72,6 +76,8 @@ struct Kept {
     logout_jtis: moka::sync::Cache<String, ()>,
     refreshes: login::refresh::Flights,
     own_keys: Arc<OwnKeys>,
+    assertions: Option<Arc<crate::assertion::Assertions>>,
+    bearer: crate::bearer::Shared,
 }
 
 impl State {
@@ -94,6 +100,9 @@ impl State {
             &settings.upstream.allowed_upgrades,
         );
         let store = Sessions::new(&settings.session).map_err(|e| StartError::Store(e.to_string()))?.shared_store();
+        let own_keys = Arc::new(OwnKeys::new(&settings));
+        let assertions =
+            crate::assertion::Assertions::new(&settings, own_keys.assertion_key(), Arc::clone(&metrics)).map(Arc::new);
         let kept = Kept {
             clock,
             metrics,
@@ -109,7 +118,9 @@ impl State {
                 .time_to_live(Duration::from_secs(900))
                 .build(),
             refreshes: login::refresh::flights(),
-            own_keys: Arc::new(OwnKeys::new(&settings)),
+            own_keys,
+            assertions,
+            bearer: crate::bearer::Bearer::new(&settings.oidc).map(Arc::new),
         };
         Ok(Arc::new(Self::assemble(settings, kept)))
     }
@@ -131,7 +142,12 @@ impl State {
             },
             routes: RouteTable::new(&prefix, &callback, &settings.routes),
             rules: Rules::new(&settings.routes),
-            headers: HeaderPlan::new(&settings.headers, &settings.upstream.strip_headers, &s.cookie_name),
+            headers: HeaderPlan::new(
+                &settings.headers,
+                &[settings.upstream.strip_headers.as_slice(), std::slice::from_ref(&settings.assertion.header)]
+                    .concat(),
+                &s.cookie_name,
+            ),
             forwarder: kept.forwarder,
             used_states: kept.used_states,
             logout_jtis: kept.logout_jtis,
@@ -139,6 +155,8 @@ impl State {
             own_keys: kept.own_keys,
             provider: Arc::clone(kept.providers.first().provider()),
             providers: kept.providers,
+            assertions: kept.assertions,
+            bearer: kept.bearer,
             metrics: kept.metrics,
             clock: kept.clock,
             settings,
@@ -168,6 +186,7 @@ impl State {
         new.session.store = old.session.store.clone();
         new.session.memory_capacity = old.session.memory_capacity;
         new.log = old.log.clone();
+        new.assertion = old.assertion.clone();
         new.ext_authz = old.ext_authz.clone();
         let providers = if providers_reload {
             let http = client::build(new.upstream.connect_timeout);
@@ -191,6 +210,8 @@ impl State {
             logout_jtis: self.logout_jtis.clone(),
             refreshes: self.refreshes.clone(),
             own_keys: Arc::clone(&self.own_keys),
+            assertions: self.assertions.clone(),
+            bearer: self.bearer.clone(),
         };
         (Self::assemble(new, kept), ignored)
     }
@@ -258,6 +279,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         userinfo_claims,
         id_token_decryption,
         dpop,
+        bearer,
         client_key,
         client_assertion_audience,
         par,
@@ -284,6 +306,10 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("oidc.id_token_encryption_encs", d.allowed.encs != nd.allowed.encs);
     check("oidc.dpop", dpop.mode != n.dpop.mode);
     check("oidc.dpop_key_file", dpop.key != n.dpop.key);
+    check("oidc.api_audiences", bearer.api_audiences != n.bearer.api_audiences);
+    check("oidc.access_token_typ_required", bearer.typ_required != n.bearer.typ_required);
+    check("oidc.introspect_opaque_tokens", bearer.introspect != n.bearer.introspect);
+    check("oidc.introspection_cache_secs", bearer.introspection_cache != n.bearer.introspection_cache);
     check("oidc.client_key_file", *client_key != n.client_key);
     check("oidc.client_assertion_audience", *client_assertion_audience != n.client_assertion_audience);
     check("oidc.par", *par != n.par);
@@ -321,6 +347,26 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let LogSettings { format, level } = &old.log;
     check("log.format", *format != new.log.format);
     check("log.level", *level != new.log.level);
+    // The assertion's key lives across reloads, and its signer with it: the section needs a restart.
+    let crate::config::assertion::AssertionSettings {
+        enabled,
+        header,
+        key,
+        previous_keys,
+        lifetime,
+        issuer,
+        audience,
+        claims,
+    } = &old.assertion;
+    let n = &new.assertion;
+    check("assertion.enabled", *enabled != n.enabled);
+    check("assertion.header", *header != n.header);
+    check("assertion.key_file", *key != n.key);
+    check("assertion.previous_key_files", *previous_keys != n.previous_keys);
+    check("assertion.lifetime_secs", *lifetime != n.lifetime);
+    check("assertion.issuer", *issuer != n.issuer);
+    check("assertion.audience", *audience != n.audience);
+    check("assertion.claims", *claims != n.claims);
     out
 }
 

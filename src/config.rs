@@ -3,6 +3,7 @@
 //! a secret, and why.
 
 pub mod providers;
+pub mod assertion;
 pub mod raw;
 pub mod redis_url;
 pub mod settings;
@@ -70,6 +71,8 @@ const NON_SETTING_VARS: [&str; 1] = ["IDGATE_CONFIG"];
 /// Keys whose environment values are comma-separated lists.
 const LIST_KEYS: [&str; 5] =
     ["server.trusted_proxies", "oidc.scopes", "oidc.allowed_algs", "oidc.extra_audiences", "session.previous_secrets"];
+/// More list keys: bearer access tokens and the identity assertion.
+const MORE_LIST_KEYS: [&str; 3] = ["oidc.api_audiences", "assertion.previous_key_files", "assertion.claims"];
 
 /// Loads the file at `path`, applies overrides from `env` (the process environment, or a map in tests), resolves
 /// `*_file` secrets and validates the result.
@@ -101,7 +104,7 @@ pub fn load(path: &Path, env: &HashMap<String, String>) -> Result<Settings, Conf
         .try_parsing(true)
         .list_separator(",")
         .source(Some(overrides.clone()));
-    for key in LIST_KEYS {
+    for key in LIST_KEYS.into_iter().chain(MORE_LIST_KEYS) {
         environment = environment.with_list_parse_key(key);
     }
     for var in overrides.keys() {

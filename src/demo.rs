@@ -167,6 +167,7 @@ fn demo_settings(
             userinfo_claims: false,
             id_token_decryption: Default::default(),
             dpop: Default::default(),
+            bearer: Default::default(),
             client_key: None,
             client_assertion_audience: Default::default(),
             par: false,
@@ -185,6 +186,7 @@ fn demo_settings(
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        assertion: Default::default(),
         ext_authz: Default::default(),
         providers: vec![],
     })

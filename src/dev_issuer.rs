@@ -78,6 +78,8 @@ pub struct Knobs {
     pub id_token_encryption: Option<IdTokenEncryption>,
     /// DPoP (RFC 9449): required for the client, nonces, a wrong `token_type`.
     pub dpop: DpopKnobs,
+    /// Answer the introspection endpoint (RFC 7662) with 503 (an outage of that endpoint only).
+    pub introspection_down: bool,
     /// Advertise `require_pushed_authorization_requests` and refuse authorization requests that were not pushed.
     pub require_par: bool,
     /// The `pushed_authorization_request_endpoint` advertised instead of our own (tests: an endpoint that is down).
@@ -104,6 +106,7 @@ impl Default for Knobs {
             revocation: true,
             id_token_encryption: None,
             dpop: DpopKnobs::default(),
+            introspection_down: false,
             require_par: false,
             par_endpoint: None,
             par_answer: None,
@@ -152,6 +155,8 @@ struct Inner {
     /// Refresh token → (user, scope, sid).
     refresh_tokens: Mutex<HashMap<String, (String, String, String)>>,
     access_tokens: Mutex<HashMap<String, String>>,
+    /// Opaque API access tokens → their introspection answer (without `active`).
+    api_tokens: Mutex<HashMap<String, Map<String, Value>>>,
     requests: Mutex<HashMap<&'static str, u64>>,
     /// Why requests were refused, in order (tests assert the reason, not only the status).
     refusals: Mutex<Vec<&'static str>>,
@@ -197,6 +202,7 @@ impl DevIssuer {
             codes: Mutex::default(),
             refresh_tokens: Mutex::default(),
             access_tokens: Mutex::default(),
+            api_tokens: Mutex::default(),
             requests: Mutex::default(),
             refusals: Mutex::default(),
             dpop: dpop::DpopState::default(),
@@ -276,6 +282,41 @@ impl DevIssuer {
         self.inner.claims_for(user, nonce, &self.inner.client.client_id)
     }
 
+    /// An RFC 9068 JWT access token for `user`, for the resource `audience` with `scope` (space-separated), signed
+    /// with the current key and typed `at+jwt`; `f` adjusts the claims (tests break tokens with it).
+    pub fn access_token(
+        &self,
+        user: &str,
+        audience: &str,
+        scope: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) -> String {
+        let mut claims = self.inner.api_claims(user, audience, scope);
+        f(&mut claims);
+        self.with_key(|k| {
+            k.sign_with_header(&json!({"alg": k.alg.name(), "kid": k.kid, "typ": "at+jwt"}), &Value::Object(claims))
+        })
+    }
+
+    /// An opaque access token for `user` and `audience`, which the introspection endpoint describes; `f` adjusts
+    /// its introspection answer.
+    pub fn opaque_token(
+        &self,
+        user: &str,
+        audience: &str,
+        scope: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) -> String {
+        let mut claims = self.inner.api_claims(user, audience, scope);
+        claims.insert("token_type".into(), json!("Bearer"));
+        f(&mut claims);
+        let token = random::token(24);
+        if let Ok(mut t) = self.inner.api_tokens.lock() {
+            t.insert(token.clone(), claims);
+        }
+        token
+    }
+
     /// Stops serving.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
@@ -345,6 +386,10 @@ impl Inner {
                 self.userinfo(&parts.headers)
             }
             (Method::GET, "/end_session") => self.end_session(&query),
+            (Method::POST, "/introspect") => {
+                self.count("introspect");
+                self.introspect(&parts.headers, &form).await
+            }
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
     }
@@ -376,7 +421,49 @@ impl Inner {
         if knobs.revocation {
             d["revocation_endpoint"] = json!(format!("{i}/revoke"));
         }
+        d["introspection_endpoint"] = json!(format!("{i}/introspect"));
         d
+    }
+
+    /// The claims of an API access token (RFC 9068 §2.2).
+    fn api_claims(&self, user: &str, audience: &str, scope: &str) -> Map<String, Value> {
+        let now = self.clock.now();
+        let c = self.claims_for(user, None, audience);
+        let mut out = Map::new();
+        for k in ["iss", "sub", "aud", "iat"] {
+            if let Some(v) = c.get(k) {
+                out.insert(k.into(), v.clone());
+            }
+        }
+        out.insert("exp".into(), json!(now + 600));
+        out.insert("client_id".into(), json!(self.client.client_id));
+        out.insert("scope".into(), json!(scope));
+        out.insert("jti".into(), json!(random::token(12)));
+        out
+    }
+
+    /// RFC 7662: the client asks whether a token is active; unknown tokens are `{"active": false}`.
+    async fn introspect(&self, headers: &http::HeaderMap, form: &[u8]) -> Response<Body> {
+        if self.knobs().introspection_down {
+            return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "temporarily_unavailable"}));
+        }
+        let f: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
+        if let Err(why) = self.client_authenticated(headers, &f).await {
+            let why = self.refuse(why);
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client", "error_description": why}),
+            );
+        }
+        let token = f.get("token").map(String::as_str).unwrap_or("");
+        let found = self.api_tokens.lock().ok().and_then(|t| t.get(token).cloned());
+        match found {
+            Some(mut c) => {
+                c.entry("active").or_insert(json!(true));
+                json_response(StatusCode::OK, &Value::Object(c))
+            }
+            None => json_response(StatusCode::OK, &json!({"active": false})),
+        }
     }
 
     /// Checks an authorization request; returns its parameters or why it is refused.

@@ -41,6 +41,9 @@ pub enum RequestError {
     /// The session's provider is not allowed for this route or host (`[[providers]]`).
     #[error(transparent)]
     WrongProvider(#[from] crate::providers::Mismatch),
+    /// A bearer access token was refused.
+    #[error(transparent)]
+    Bearer(#[from] crate::bearer::Refusal),
     /// A form post kept over a re-login (`login::preserved_post`) was not kept, or could not be sent on.
     #[error(transparent)]
     PreservedPost(#[from] PostError),
@@ -134,10 +137,29 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
                 json(StatusCode::FORBIDDEN, "wrong_provider", "This session's identity provider is not accepted here.")
             }
         }
+        RequestError::Bearer(r) => bearer_refused(r, id),
         RequestError::PreservedPost(e) => preserved_post_error(e, &ctx, &retry),
     };
     for c in ctx.clear {
         resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// RFC 6750 §3: 401 with `WWW-Authenticate: Bearer error="invalid_token"` and the reason (a static label); an
+/// introspection endpoint that does not answer is the issuer's fault: 503, never a 200.
+fn bearer_refused(r: &crate::bearer::Refusal, id: &str) -> Response<Body> {
+    if let crate::bearer::Refusal::Unavailable(e) = r {
+        tracing::warn!(request_id = id, error = %e, "bearer token not checked: the issuer is unavailable");
+        return json(StatusCode::SERVICE_UNAVAILABLE, "issuer_unavailable", "The identity provider is not available.");
+    }
+    let reason = r.reason();
+    tracing::info!(request_id = id, reason, error = %r, "bearer token refused");
+    let mut resp =
+        json(StatusCode::UNAUTHORIZED, "invalid_token", &format!("The access token was not accepted ({reason})."));
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
 }

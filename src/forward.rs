@@ -75,6 +75,10 @@ impl Inbound {
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
         self.req.headers_mut()
     }
+    /// The request target's authority, when it has one (HTTP/2's `:authority`, an absolute-form target).
+    pub fn authority(&self) -> Option<&str> {
+        self.req.uri().authority().map(|a| a.as_str())
+    }
     /// The request's method and target.
     pub fn method(&self) -> &http::Method {
         self.req.method()

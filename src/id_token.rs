@@ -103,12 +103,15 @@ struct Header {
     alg: String,
     kid: Option<String>,
     crit: Option<Value>,
+    #[serde(default)]
+    typ: Option<Value>,
 }
 
 /// The parts of a compact JWS after the format and `alg` checks.
 struct Parsed<'a> {
     alg: Algorithm,
     kid: Option<String>,
+    typ: Option<String>,
     signing_input: &'a str,
     signature: &'a str,
     payload: Map<String, Value>,
@@ -140,7 +143,8 @@ fn parse<'a>(raw: &'a str, allowed: &[Algorithm]) -> Result<Parsed<'a>, Rejectio
     let payload_bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| Rejection::Malformed("payload is not base64url"))?;
     let payload: Map<String, Value> =
         serde_json::from_slice(&payload_bytes).map_err(|_| Rejection::Malformed("payload is not a JSON object"))?;
-    Ok(Parsed { alg, kid: header.kid, signing_input: &raw[..h.len() + 1 + p.len()], signature: s, payload })
+    let typ = header.typ.and_then(|t| t.as_str().map(str::to_owned));
+    Ok(Parsed { alg, kid: header.kid, typ, signing_input: &raw[..h.len() + 1 + p.len()], signature: s, payload })
 }
 
 /// The JOSE name of an algorithm.
@@ -259,6 +263,45 @@ fn verified_payload(raw: &str, keys: &KeySet, want: &Expectations) -> Result<Map
     Ok(parsed.payload)
 }
 
+/// A signed JWT that is not an ID token (an RFC 9068 access token): format, `alg` on `allowed`, key and signature
+/// checked exactly as for ID tokens. Returns the header's `typ` (when a string) and the payload; every claim is
+/// still the caller's to check ([`check_times`] for the time claims).
+pub fn verified_jwt(
+    raw: &str,
+    keys: &KeySet,
+    allowed: &[Algorithm],
+) -> Result<(Option<String>, Map<String, Value>), Rejection> {
+    let parsed = parse(raw, allowed)?;
+    let key = keys.find(parsed.kid.as_deref(), parsed.alg).ok_or(Rejection::UnknownKey)?;
+    let ok = jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), key, parsed.alg)
+        .map_err(|_| Rejection::BadSignature)?;
+    if !ok {
+        return Err(Rejection::BadSignature);
+    }
+    Ok((parsed.typ, parsed.payload))
+}
+
+/// `exp` (required, not absurd), `iat` (required, not in the future) and `nbf`, against `now` with `leeway`.
+pub fn check_times(c: &Map<String, Value>, leeway: i64, now: i64) -> Result<(), Rejection> {
+    let exp = time_claim(c, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
+    if exp > now.saturating_add(MAX_LIFETIME_SECS) {
+        return Err(Rejection::AbsurdTime("exp"));
+    }
+    if exp.saturating_add(leeway) <= now {
+        return Err(Rejection::Expired);
+    }
+    let iat = time_claim(c, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
+    if iat > now.saturating_add(leeway) {
+        return Err(Rejection::IssuedInFuture);
+    }
+    if let Some(nbf) = time_claim(c, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(Rejection::NotYetValid);
+    }
+    Ok(())
+}
+
 /// The key id named in a token's header, if the token parses that far (used to decide on a JWKS re-fetch).
 pub fn kid_of(raw: &str, allowed: &[Algorithm]) -> Result<Option<String>, Rejection> {
     parse(raw, allowed).map(|p| p.kid)
@@ -291,24 +334,7 @@ fn check_common(c: &Map<String, Value>, want: &Expectations, now: i64) -> Result
         None if audiences.len() > 1 => return Err(Rejection::WrongAzp),
         None => {}
     }
-    let leeway = want.leeway;
-    let exp = time_claim(c, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
-    if exp > now.saturating_add(MAX_LIFETIME_SECS) {
-        return Err(Rejection::AbsurdTime("exp"));
-    }
-    if exp.saturating_add(leeway) <= now {
-        return Err(Rejection::Expired);
-    }
-    let iat = time_claim(c, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
-    if iat > now.saturating_add(leeway) {
-        return Err(Rejection::IssuedInFuture);
-    }
-    if let Some(nbf) = time_claim(c, "nbf")?
-        && nbf > now.saturating_add(leeway)
-    {
-        return Err(Rejection::NotYetValid);
-    }
-    Ok(())
+    check_times(c, want.leeway, now)
 }
 
 /// A NumericDate claim as whole seconds. Absent → `None`; not a number, negative, fractional beyond i64 or

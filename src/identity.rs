@@ -19,7 +19,7 @@ use crate::{id_token::Claims, policy::Permit};
 /// the `REMOTE_USER` family that Apache, Django, Rails and Java containers believe, and the URL overrides that IIS,
 /// Symfony and Zend route by (a public route must not reach a protected handler through them).
 /// `upstream.strip_headers` adds names.
-const ALWAYS_STRIPPED: [&str; 13] = [
+const ALWAYS_STRIPPED: [&str; 14] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
@@ -34,6 +34,8 @@ const ALWAYS_STRIPPED: [&str; 13] = [
     "x-original-uri",
     "x-forwarded-path",
     "x-envoy-original-path",
+    // idgate's own identity assertion (a configured `assertion.header` is stripped too).
+    "x-idgate-assertion",
 ];
 const STRIPPED_PREFIX: &str = "x-auth-request-";
 

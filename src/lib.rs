@@ -24,6 +24,8 @@ pub mod session;
 pub mod policy;
 pub mod identity;
 pub mod forward;
+pub mod assertion;
+pub mod bearer;
 pub mod pipeline;
 pub mod ext_authz;
 pub mod error;

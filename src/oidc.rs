@@ -315,6 +315,13 @@ impl Provider {
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.current()
     }
+
+    /// The keys to retry with after a token (an access token) named a `kid` the current keys lack: one throttled,
+    /// shared JWKS re-fetch, as for ID tokens.
+    pub async fn keys_for_unknown_kid(&self, kid: Option<&str>) -> Result<Arc<KeySet>, ProviderError> {
+        let metadata = self.metadata()?;
+        Ok(self.keys.for_unknown_kid(self, &metadata.jwks_uri, kid).await)
+    }
 }
 
 /// An answer from the issuer.

@@ -27,6 +27,8 @@ pub struct OwnKeys {
     signing: Vec<Arc<SigningKey>>,
     /// The document served at `{prefix}/jwks`.
     document: Bytes,
+    /// The key the identity assertion is signed with (`[assertion]`), when it is on.
+    assertion: Option<Arc<SigningKey>>,
 }
 
 impl std::fmt::Debug for OwnKeys {
@@ -42,12 +44,21 @@ impl OwnKeys {
         // client keys of `private_key_jwt` (an issuer registered with this `jwks_uri` verifies assertions here) and
         // the ID-token decryption keys.
         let issuers = || std::iter::once(&settings.oidc).chain(settings.providers.iter().map(|p| &p.oidc));
-        let signing: Vec<Arc<SigningKey>> =
+        let mut signing: Vec<Arc<SigningKey>> =
             issuers().flat_map(|o| o.client_key.iter().map(|k| Arc::clone(&k.0))).collect();
+        // The identity assertion's key, and its previous keys (still published for verification).
+        let assertion = assertion_key(settings);
+        signing
+            .extend(assertion.iter().cloned().chain(settings.assertion.previous_keys.iter().map(|k| Arc::clone(&k.0))));
         let encryption = issuers()
             .flat_map(|o| o.id_token_decryption.keys.as_ref().map(|k| k.public_jwks()).unwrap_or_default())
             .collect();
-        Self::from_parts(signing, encryption)
+        Self { assertion, ..Self::from_parts(signing, encryption) }
+    }
+
+    /// The identity assertion's signing key, when `[assertion]` is on.
+    pub fn assertion_key(&self) -> Option<Arc<SigningKey>> {
+        self.assertion.clone()
     }
 
     fn from_parts(signing: Vec<Arc<SigningKey>>, encryption: Vec<Value>) -> Self {
@@ -56,7 +67,7 @@ impl OwnKeys {
         // A key named twice (the same file under two settings) is published once.
         let unique = jwks.filter(|jwk| seen.insert((jwk["kid"].clone(), jwk["use"].clone())));
         let document = Bytes::from(signing::jwks_document(unique));
-        Self { signing, document }
+        Self { signing, document, assertion: None }
     }
 
     /// The key set document.
@@ -72,6 +83,33 @@ impl OwnKeys {
             .header(header::CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}"))
             .body(body::full(self.document.clone()))
             .unwrap_or_else(body::internal_error)
+    }
+}
+
+/// The assertion key: `assertion.key_file`'s, or — when the assertion is on without one — a P-256 key generated
+/// now. A generated key lives as long as the process, so only one replica can serve: every replica must sign with
+/// keys every upstream trusts, and a restart invalidates the assertions already handed out.
+fn assertion_key(settings: &Settings) -> Option<Arc<SigningKey>> {
+    let a = &settings.assertion;
+    if let Some(k) = &a.key {
+        return Some(Arc::clone(&k.0));
+    }
+    if !a.enabled {
+        return None;
+    }
+    match SigningKey::generate_p256() {
+        Ok(k) => {
+            tracing::warn!(
+                kid = k.kid(),
+                "assertion.key_file is not set: the identity assertion is signed with a key generated at start, \
+                 which suits one replica only (replicas and restarts publish different keys); set assertion.key_file"
+            );
+            Some(Arc::new(k))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no identity assertion key could be generated");
+            None
+        }
     }
 }
 

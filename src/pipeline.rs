@@ -36,10 +36,20 @@ impl<E: Into<RequestError>> From<E> for Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
-/// What [`authenticate`] found: a public route needs nobody; anything else has a session that satisfied its rule.
+/// What [`authenticate`] found: a public route needs nobody; anything else has a session, or a bearer access token,
+/// that satisfied its rule.
 enum Access {
     Public,
     User(User),
+    Bearer(TokenUser),
+}
+
+/// A bearer access token that passed its route's rule: its claims and the token (forwarded only with
+/// `oidc.forward_access_token`).
+struct TokenUser {
+    claims: Claims,
+    permit: Permit,
+    token: String,
 }
 
 /// A session that passed its route's rule, with any `Set-Cookie` values its renewal made.
@@ -62,14 +72,39 @@ async fn authenticate(
     rule: Option<usize>,
     host: Option<&str>,
 ) -> Result<Access> {
-    refuse_id_token_bearer(state, headers)?;
+    refuse_id_token_bearer(state, headers).inspect_err(|_| {
+        if state.bearer.is_some() {
+            state.metrics.event(crate::telemetry::metrics::Event::Bearer("id_token"));
+        }
+    })?;
     if auth == AuthMode::Public {
         return Ok(Access::Public);
     }
     let allowed = state.providers.allowed(rule, host);
+    // Bearer access tokens: on API routes, and on login routes when no session cookie is sent.
+    if let Some(bearer) = state.bearer.as_deref()
+        && (auth == AuthMode::Api || !has_session_cookie(state, headers))
+    {
+        let count = |r: &'static str| state.metrics.event(crate::telemetry::metrics::Event::Bearer(r));
+        if let Some(token) = crate::bearer::presented(headers).inspect_err(|r| count(r.reason()))? {
+            let claims = bearer
+                .authenticate(bearer_issuer(state, &allowed), token, state.clock.now())
+                .await
+                .inspect_err(|r| count(r.reason()))?;
+            let permit = state.rules.authorize_bearer(rule, &claims).inspect_err(|d| count(d.requirement))?;
+            count("accepted");
+            return Ok(Access::Bearer(TokenUser { claims, permit, token: token.to_owned() }));
+        }
+    }
     let (session, cookies, provider) = open(state, headers, allowed).await?;
     let permit = state.rules.authorize(rule, session.claims())?;
     Ok(Access::User(User { session, permit, cookies, provider }))
+}
+
+/// The issuer whose access tokens a request may present: the one provider allowed for it, else the first
+/// (`[oidc]`'s). A token of any other issuer is then refused (its `iss` differs).
+fn bearer_issuer<'a>(state: &'a State, allowed: &Allowed) -> &'a crate::oidc::Provider {
+    allowed.only().and_then(|i| state.providers.entry(i)).map_or(&state.provider, |e| e.provider())
 }
 
 /// A proxied path: public routes skip the session but not the stripping.
@@ -94,6 +129,20 @@ pub async fn proxy(
             state.headers.strip(req.headers_mut());
             return Ok(state.forwarder.send(req, peer).await?);
         }
+        Access::Bearer(TokenUser { claims, permit, token }) => {
+            let headers = req.headers_mut();
+            state.headers.strip(headers);
+            state.headers.apply(headers, &claims, &permit, &crate::identity::Memo::new());
+            if state.settings.oidc.forward_access_token {
+                if let Ok(v) = HeaderValue::from_str(&token) {
+                    headers.insert("x-forwarded-access-token", v);
+                }
+            } else {
+                // The token is the client's credential for idgate, not the application's.
+                headers.remove(header::AUTHORIZATION);
+            }
+            return Ok(state.forwarder.send(req, peer).await?);
+        }
         Access::User(user) => user,
     };
     let User { session, permit, mut cookies, provider } = user;
@@ -103,10 +152,14 @@ pub async fn proxy(
             Err(e) => return Err(refused_post(state, e, Vec::new())),
         }
     }
+    let assertion = assertion_for(state, req.headers(), req.authority(), &peer, rule, &session);
     let headers = req.headers_mut();
     state.headers.strip(headers);
     state.headers.apply(headers, session.claims(), &permit, session.identity_memo());
     state.providers.apply_issuer_header(headers, provider);
+    if let Some((name, value)) = assertion {
+        headers.insert(name, value);
+    }
     if let Some(at) = session.access_token()
         && let Ok(v) = HeaderValue::from_str(at)
     {
@@ -176,13 +229,45 @@ pub async fn forward_auth(state: &State, headers: &HeaderMap, peer: Peer) -> Res
     resp.headers_mut().insert(APP_COOKIE_HEADER, app_cookies);
     let cookies = match authenticate(state, headers, auth, rule, host.as_deref()).await? {
         Access::Public => Vec::new(),
+        Access::Bearer(TokenUser { claims, permit, .. }) => {
+            state.headers.apply(resp.headers_mut(), &claims, &permit, &crate::identity::Memo::new());
+            Vec::new()
+        }
         Access::User(User { session, permit, cookies, provider }) => {
             state.headers.apply(resp.headers_mut(), session.claims(), &permit, session.identity_memo());
             state.providers.apply_issuer_header(resp.headers_mut(), provider);
+            // The proxy in front copies it onto the request it forwards, as the claim headers.
+            if let Some((name, value)) = assertion_for(state, headers, None, &peer, rule, &session) {
+                resp.headers_mut().insert(name, value);
+            }
             cookies
         }
     };
     Ok(with_cookies(resp, cookies))
+}
+
+/// The identity assertion (`[assertion]`) for `session`, signed for the route's `audience`, else
+/// `assertion.audience`, else the host the application sees (`X-Forwarded-Host` from trusted proxies only). `None`
+/// when the assertion is off. `request` is read before any identity header is written.
+fn assertion_for(
+    state: &State,
+    request: &HeaderMap,
+    authority: Option<&str>,
+    peer: &Peer,
+    rule: Option<usize>,
+    session: &Session,
+) -> Option<(http::HeaderName, HeaderValue)> {
+    use crate::assertion::{Subject, app_host};
+    let signer = state.assertions.as_deref()?;
+    let route = rule.and_then(|i| state.settings.routes.get(i)).and_then(|r| r.audience.as_deref());
+    let host = match route {
+        Some(_) => None,
+        None => app_host(request, authority, state.forwarder.is_trusted(peer.ip)),
+    };
+    let audience = signer.audience(route, host.as_deref())?;
+    let who = Subject { claims: session.claims(), login_id: session.login().id(), expires_at: session.expires_at() };
+    let value = signer.value(who, audience, state.clock.now())?;
+    Some((signer.header().clone(), value))
 }
 
 /// The forward-auth answer's header with the request's cookies less idgate's.
@@ -291,6 +376,16 @@ pub async fn grant(
 ) -> Result<Grant> {
     let User { session, permit, cookies, provider } = match authenticate(state, headers, auth, rule, host).await? {
         Access::Public => return Ok(Grant::default()),
+        Access::Bearer(TokenUser { claims, permit, token }) => {
+            let mut out = HeaderMap::new();
+            state.headers.apply(&mut out, &claims, &permit, &crate::identity::Memo::new());
+            if state.settings.oidc.forward_access_token
+                && let Ok(v) = HeaderValue::from_str(&token)
+            {
+                out.insert("x-forwarded-access-token", v);
+            }
+            return Ok(Grant { headers: out, cookies: Vec::new() });
+        }
         Access::User(user) => user,
     };
     let mut out = HeaderMap::new();
@@ -318,6 +413,15 @@ pub async fn userinfo(state: &State, headers: &HeaderMap, host: Option<&str>) ->
         .body(body::full(text))
         .unwrap_or_else(body::internal_error);
     Ok(with_cookies(resp, cookies))
+}
+
+/// True when the request carries idgate's session cookie (`NAME`, or its first chunk `NAME_0`).
+fn has_session_cookie(state: &State, headers: &HeaderMap) -> bool {
+    let name = state.settings.session.cookie_name.as_str();
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).any(|pair| {
+        let n = pair.split('=').next().unwrap_or("").trim();
+        n == name || n.strip_prefix(name) == Some("_0")
+    })
 }
 
 /// Opens the session, checks that its provider is `allowed`, and renews it when due. Returns the session, any

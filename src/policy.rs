@@ -64,6 +64,21 @@ impl Rules {
         }
         Ok(Permit { _private: () })
     }
+
+    /// Checks a bearer access token's claims against rule `index`: the route's claim rules, then its
+    /// `scopes_all` — every scope must be in the token's `scope` (space-separated) or `scp` (a list).
+    pub fn authorize_bearer(&self, index: Option<usize>, claims: &Claims) -> Result<Permit, Denied> {
+        let permit = self.authorize(index, claims)?;
+        let Some(r) = index.and_then(|i| self.routes.get(i)) else { return Ok(permit) };
+        let mut held: Vec<String> = claims.values("scp");
+        if let Some(scope) = claims.get("scope").and_then(serde_json::Value::as_str) {
+            held.extend(scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+        if !r.scopes_all.iter().all(|s| held.contains(s)) {
+            return Err(Denied { route: r.prefix.clone(), requirement: "scopes_all" });
+        }
+        Ok(permit)
+    }
 }
 
 /// The domain of an email with exactly one `@`, lowercased. `a@b@evil.com` has none (a peer's bypass).

@@ -27,6 +27,9 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    /// The signed identity assertion for the upstream.
+    #[serde(default)]
+    pub assertion: RawAssertion,
     #[serde(default)]
     pub ext_authz: RawExtAuthz,
     /// `[[providers]]`: several issuers, instead of `[oidc]`.
@@ -92,6 +95,11 @@ pub struct RawOidc {
     pub dpop: Option<bool>,
     /// The DPoP key (PEM); generated at start when unset.
     pub dpop_key_file: Option<String>,
+    /// Bearer access tokens on API routes: the audiences accepted (turns bearer access on).
+    pub api_audiences: Option<Vec<String>>,
+    pub access_token_typ_required: Option<bool>,
+    pub introspect_opaque_tokens: Option<bool>,
+    pub introspection_cache_secs: Option<u64>,
     /// `private_key_jwt`: the client's private key (PEM) and its algorithm; what the assertion's `aud` names.
     pub client_key_file: Option<String>,
     pub client_key_alg: Option<String>,
@@ -134,6 +142,10 @@ pub struct RawRoute {
     pub allow_encoded_slashes: Option<bool>,
     /// `[[providers]]` names allowed on this route.
     pub providers: Option<Vec<String>>,
+    /// The identity assertion's `aud` for this route.
+    pub audience: Option<String>,
+    /// Scopes a bearer access token must all hold on this route.
+    pub scopes_all: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -141,6 +153,21 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    pub enabled: Option<bool>,
+    pub header: Option<String>,
+    pub key_file: Option<String>,
+    /// `RS256` or `PS256` for an RSA key; an EC P-256 key signs `ES256`.
+    pub alg: Option<String>,
+    pub previous_key_files: Option<Vec<String>>,
+    pub lifetime_secs: Option<u64>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub claims: Option<Vec<String>>,
 }
 
 /// `[ext_authz]`: Envoy's external authorization over gRPC.

@@ -48,6 +48,8 @@ pub struct Settings {
     pub headers: Vec<(HeaderName, String)>,
     pub routes: Vec<RouteSettings>,
     pub log: LogSettings,
+    /// The signed identity assertion for the upstream (`[assertion]`).
+    pub assertion: super::assertion::AssertionSettings,
     pub ext_authz: ExtAuthzSettings,
     /// `[[providers]]`, in the order written; empty with `[oidc]` (then `oidc` is the one issuer; with
     /// `[[providers]]`, `oidc` is the first provider's, for what all providers share: the callback path).
@@ -144,6 +146,41 @@ pub struct OidcSettings {
     pub client_assertion_audience: crate::oidc::client_auth::AssertionAudience,
     /// Send the authorization parameters by PAR (RFC 9126); used anyway when discovery requires it.
     pub par: bool,
+    /// Bearer access tokens on API routes.
+    pub bearer: BearerSettings,
+}
+
+/// Bearer access tokens on API routes (RFC 9068 JWTs; RFC 7662 introspection for opaque ones). Off while
+/// `api_audiences` is empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearerSettings {
+    /// `aud` must hold one of these (`oidc.api_audiences`); never the client id by default.
+    pub api_audiences: Vec<String>,
+    /// A JWT access token must say `typ: at+jwt` (RFC 9068 §2.1).
+    pub typ_required: bool,
+    /// Opaque (non-JWT) tokens are checked at the issuer's `introspection_endpoint`.
+    pub introspect: bool,
+    /// The longest an introspection answer is believed (never past the token's `exp`).
+    pub introspection_cache: Duration,
+}
+
+impl Default for BearerSettings {
+    /// Off.
+    fn default() -> Self {
+        Self {
+            api_audiences: Vec::new(),
+            typ_required: true,
+            introspect: false,
+            introspection_cache: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BearerSettings {
+    /// True when bearer access tokens are accepted at all.
+    pub fn enabled(&self) -> bool {
+        !self.api_audiences.is_empty()
+    }
 }
 
 /// Where sessions are kept.
@@ -232,6 +269,10 @@ pub struct RouteSettings {
     pub allow_encoded_slashes: bool,
     /// `[[providers]]` names allowed here; empty: chosen by host, else all.
     pub providers: Vec<String>,
+    /// The identity assertion's `aud` on this route (`None`: `assertion.audience`, else the request's host).
+    pub audience: Option<String>,
+    /// Scopes a bearer access token must all hold here (`[[routes]] scopes_all`).
+    pub scopes_all: Vec<String>,
 }
 
 impl RouteSettings {
@@ -246,6 +287,8 @@ impl RouteSettings {
             all_of: BTreeMap::new(),
             allow_encoded_slashes: false,
             providers: Vec::new(),
+            audience: None,
+            scopes_all: Vec::new(),
         }
     }
 }
@@ -362,12 +405,13 @@ impl Settings {
             },
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
+        let assertion = super::assertion::settings(p, raw.assertion);
         let ext_authz = ext_authz(p, raw.ext_authz, &[server.listen, admin.listen]);
         let (oidc, session) = (oidc?, session?);
         if !p.is_empty() {
             return None;
         }
-        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, ext_authz, providers })
+        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, assertion, ext_authz, providers })
     }
 
     /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
@@ -462,6 +506,13 @@ pub(super) fn oidc(p: &mut Problems, raw: super::raw::RawOidc) -> Option<OidcSet
             raw.id_token_encryption_encs,
         ),
         dpop: dpop(p, raw.dpop, raw.dpop_key_file, raw.forward_access_token),
+        bearer: bearer(
+            p,
+            raw.api_audiences,
+            raw.access_token_typ_required,
+            raw.introspect_opaque_tokens,
+            raw.introspection_cache_secs,
+        ),
         client_key,
         client_assertion_audience,
         par: raw.par.unwrap_or(false),
@@ -501,6 +552,30 @@ fn dpop(
         },
     });
     DpopSettings { mode, key }
+}
+
+/// `oidc.api_audiences` and its companions.
+fn bearer(
+    p: &mut Problems,
+    audiences: Option<Vec<String>>,
+    typ_required: Option<bool>,
+    introspect: Option<bool>,
+    cache_secs: Option<u64>,
+) -> BearerSettings {
+    let api_audiences = audiences.unwrap_or_default();
+    if api_audiences.iter().any(|a| a.trim().is_empty()) {
+        p.add("oidc.api_audiences", "an audience is empty");
+    }
+    let introspect = introspect.unwrap_or(false);
+    if introspect && api_audiences.is_empty() {
+        p.add("oidc.introspect_opaque_tokens", "needs oidc.api_audiences (bearer access is off without it)");
+    }
+    BearerSettings {
+        api_audiences,
+        typ_required: typ_required.unwrap_or(true),
+        introspect,
+        introspection_cache: Duration::from_secs(range(p, "oidc.introspection_cache_secs", cache_secs, 60, 1, 3600)),
+    }
 }
 
 /// `oidc.client_key_file` and its companions (`private_key_jwt`): the key is read and parsed here, so a bad key is
@@ -690,8 +765,11 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
     }
     let any_of = raw.any_of.unwrap_or_default();
     let all_of = raw.all_of.unwrap_or_default();
-    let has_rules =
-        !email_domains.is_empty() || raw.email_verified.is_some() || !any_of.is_empty() || !all_of.is_empty();
+    let has_rules = !email_domains.is_empty()
+        || raw.email_verified.is_some()
+        || !any_of.is_empty()
+        || !all_of.is_empty()
+        || raw.scopes_all.as_ref().is_some_and(|s| !s.is_empty());
     if auth == AuthMode::Public && has_rules {
         p.add(&key("auth"), "a public route cannot have claim requirements");
     }
@@ -704,6 +782,19 @@ fn route(p: &mut Problems, i: usize, raw: RawRoute) -> Option<RouteSettings> {
         all_of,
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
         providers: raw.providers.unwrap_or_default(),
+        audience: match raw.audience {
+            Some(a) if a.trim().is_empty() || a.chars().any(char::is_control) => {
+                p.bad(&key("audience"), "must be a non-empty string")
+            }
+            other => other,
+        },
+        scopes_all: {
+            let scopes = raw.scopes_all.unwrap_or_default();
+            if scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                p.add(&key("scopes_all"), "each entry is one scope name (no spaces)");
+            }
+            scopes
+        },
     })
 }
 

@@ -399,6 +399,54 @@ fn dpop_settings_are_loaded_and_checked() {
     }
 }
 
+/// Issue 14: `[assertion]` key files are read at load; an `alg` the key cannot sign, an unreadable key and claims
+/// idgate sets itself (or token members) are refused, naming the key.
+#[test]
+fn assertion_keys_and_claims_are_checked_at_load() {
+    let load_text = |t: &str| load(file(".toml", t).path(), &HashMap::new());
+    let with = |extra: &str| format!("{GOOD}\n[assertion]\n{extra}\n");
+    let ec = file(".pem", include_str!("../signing/testdata/ec-sec1.pem"));
+    let rsa = file(".pem", include_str!("../signing/testdata/rsa-pkcs1.pem"));
+    let s = load_text(&with(&format!(
+        "enabled = true\nkey_file = {:?}\nprevious_key_files = [{:?}]\naudience = \"app\"",
+        ec.path(),
+        rsa.path()
+    )))
+    .unwrap();
+    let a = &s.assertion;
+    assert!(a.enabled && a.key.as_ref().is_some_and(|k| k.0.alg() == crate::signing::SigningAlg::Es256));
+    assert_eq!(a.previous_keys.len(), 1);
+    assert_eq!(
+        (a.header.as_str(), a.lifetime.as_secs(), a.audience.as_deref()),
+        ("x-idgate-assertion", 300, Some("app"))
+    );
+    assert_eq!(a.claims, ["sub", "email", "email_verified", "name", "idp_iss"]);
+    assert!(!format!("{s:?}").contains("PRIVATE"), "no key material in Debug");
+    let s = load_text(&with(&format!("enabled = true\nkey_file = {:?}\nalg = \"PS256\"", rsa.path()))).unwrap();
+    assert_eq!(s.assertion.key.unwrap().0.alg(), crate::signing::SigningAlg::Ps256);
+    assert!(!load_text(GOOD).unwrap().assertion.enabled, "off by default");
+    let cases = [
+        (format!("key_file = {:?}\nalg = \"RS256\"", ec.path()), "assertion.alg", "RS256 does not fit an EC P-256 key"),
+        (format!("key_file = {:?}\nalg = \"ES256\"", rsa.path()), "assertion.alg", "ES256 does not fit an RSA key"),
+        ("alg = \"RS256\"".into(), "assertion.alg", "generated key is EC P-256"),
+        ("alg = \"HS256\"".into(), "assertion.alg", "expected RS256, PS256 or ES256"),
+        ("key_file = \"/nonexistent/k.pem\"".into(), "assertion.key_file", "/nonexistent/k.pem"),
+        ("previous_key_files = [\"/nonexistent/old.pem\"]".into(), "assertion.previous_key_files[0]", "cannot read"),
+        ("claims = [\"sub\", \"exp\"]".into(), "assertion.claims", "sets iss, aud"),
+        ("claims = [\"nonce\"]".into(), "assertion.claims", "never copied"),
+        ("claims = [\"refresh_token\"]".into(), "assertion.claims", "never copied"),
+        ("lifetime_secs = 86400".into(), "assertion.lifetime_secs", "between 60 and 3600"),
+        ("header = \"Authorization\"".into(), "assertion.header", "managed by the proxy"),
+        ("header = \"bad header\"".into(), "assertion.header", "not a valid HTTP header name"),
+        ("audience = \"\"".into(), "assertion.audience", "non-empty"),
+    ];
+    for (line, key, why) in cases {
+        let e = load_text(&with(&line)).unwrap_err();
+        assert_eq!(keys(&e), [key], "{line}");
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+}
+
 // === session.redis_url: Sentinel and Cluster forms (issue 16) ===
 
 #[test]

@@ -24,6 +24,9 @@ pub struct Metadata {
     /// RFC 9207: the issuer sends `iss` with every authorization response, so one without it is refused.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 7662: where opaque access tokens are introspected (`oidc.introspect_opaque_tokens`).
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
     /// RFC 9126: where authorization parameters are pushed, and whether the issuer accepts only pushed ones.
     #[serde(default)]
     pub pushed_authorization_request_endpoint: Option<String>,

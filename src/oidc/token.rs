@@ -70,6 +70,21 @@ impl Provider {
         Ok(true)
     }
 
+    /// RFC 7662: introspects an access token at the issuer's `introspection_endpoint`, authenticated like the token
+    /// endpoint. Returns the answer's members (`active` and the rest); `Ok(None)` when discovery names no endpoint.
+    pub async fn introspect(&self, token: &str) -> Result<Option<Map<String, Value>>, ProviderError> {
+        const WHAT: &str = "introspection endpoint";
+        let metadata = self.metadata()?;
+        let Some(endpoint) = metadata.introspection_endpoint.as_deref() else { return Ok(None) };
+        let answer = self.client_post(WHAT, endpoint, &[("token", token), ("token_type_hint", "access_token")]).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status { what: WHAT, status: answer.status.as_u16() });
+        }
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| ProviderError::BadDocument { what: WHAT, why: e.to_string() })
+    }
+
     async fn token_request(&self, params: &[(&str, &str)]) -> Result<Tokens, ProviderError> {
         const WHAT: &str = "token endpoint";
         let metadata = self.metadata()?;

@@ -31,6 +31,8 @@ pub enum Event {
     Refresh(&'static str),
     /// `idgate_session_store_errors_total{op}`
     StoreError(&'static str),
+    /// `idgate_bearer_total{result}`: `accepted`, or why a bearer token was refused.
+    Bearer(&'static str),
     /// `idgate_preserved_posts_total{result}`: form posts kept over a re-login (`kept`, `resumed`, `lost`, or the
     /// refusal's reason).
     PreservedPost(&'static str),
@@ -46,6 +48,7 @@ impl Event {
             Event::SignOut(v) => ("idgate_sign_outs_total", "kind", v),
             Event::Refresh(v) => ("idgate_refreshes_total", "result", v),
             Event::StoreError(v) => ("idgate_session_store_errors_total", "op", v),
+            Event::Bearer(v) => ("idgate_bearer_total", "result", v),
             Event::PreservedPost(v) => ("idgate_preserved_posts_total", "result", v),
         }
     }
@@ -66,6 +69,9 @@ pub struct Metrics {
     /// `[[providers]]`: each provider's own events, rendered with a `provider` label (names come from the
     /// configuration, never from a request).
     providers: Mutex<Vec<(String, Arc<Metrics>)>>,
+    /// Identity assertions signed, and handed out again from the cache (hot path: atomics).
+    assertions_signed: AtomicU64,
+    assertion_cache_hits: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +101,12 @@ impl Metrics {
     /// The count of upstream connections kept by client connections, kept up to date by the forwarder.
     pub fn kept_upstream(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.kept_upstream)
+    }
+
+    /// Counts one identity assertion written: `cached` when it came from the cache, else newly signed.
+    pub fn assertion(&self, cached: bool) {
+        let counter = if cached { &self.assertion_cache_hits } else { &self.assertions_signed };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// Counts one event.
@@ -170,6 +182,12 @@ impl Metrics {
         out.push_str("# HELP idgate_upstream_kept_connections Upstream connections kept by client connections.\n");
         out.push_str("# TYPE idgate_upstream_kept_connections gauge\n");
         let _ = writeln!(out, "idgate_upstream_kept_connections {}", self.kept_upstream.load(Relaxed));
+        out.push_str("# HELP idgate_assertions_signed_total Identity assertions signed.\n");
+        out.push_str("# TYPE idgate_assertions_signed_total counter\n");
+        let _ = writeln!(out, "idgate_assertions_signed_total {}", self.assertions_signed.load(Relaxed));
+        out.push_str("# HELP idgate_assertion_cache_hits_total Identity assertions reused from the cache.\n");
+        out.push_str("# TYPE idgate_assertion_cache_hits_total counter\n");
+        let _ = writeln!(out, "idgate_assertion_cache_hits_total {}", self.assertion_cache_hits.load(Relaxed));
         let mut last = "";
         for (name, provider, label, value, v) in self.event_rows() {
             if name != last {

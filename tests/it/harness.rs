@@ -290,6 +290,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             userinfo_claims: false,
             id_token_decryption: Default::default(),
             dpop: Default::default(),
+            bearer: Default::default(),
             client_key: None,
             client_assertion_audience: Default::default(),
             par: false,
@@ -302,6 +303,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        assertion: Default::default(),
         ext_authz: Default::default(),
         providers: vec![],
     }

@@ -3,7 +3,9 @@
 
 mod harness;
 
+mod assertion;
 mod attacks;
+mod bearer;
 mod cli;
 mod client_auth;
 mod deploy;

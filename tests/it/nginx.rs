@@ -170,6 +170,7 @@ async fn nginx_auth_request_in_front_of_idgate() {
                 ("x-forwarded-access-token", "forged6"),
                 ("x-original-uri", "/forged7"),
                 ("x-auth-request-roles", "forged8"),
+                ("x-idgate-assertion", "forged9"),
             ],
         )
         .await;

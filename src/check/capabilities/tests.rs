@@ -45,6 +45,7 @@ fn settings() -> OidcSettings {
         client_assertion_audience: Default::default(),
         par: false,
         dpop: Default::default(),
+        bearer: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ fn settings(method: TokenAuthMethod) -> OidcSettings {
         client_assertion_audience: AssertionAudience::Issuer,
         par: false,
         dpop: Default::default(),
+        bearer: Default::default(),
     }
 }
 
