@@ -1415,3 +1415,24 @@ async fn a_copy_refreshed_before_sign_out_is_refused_after_the_original_exp() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "past the original exp, the refreshed copy is still signed out");
     gate.shutdown().await;
 }
+
+// === break-par: issuer-supplied text at the back channel and in `idgate check` (issue 13 review) ===
+
+/// A compromised issuer answering the token endpoint with an error code that holds a newline forged a whole log
+/// line: the code went raw into `ProviderError::Refused`'s `Display`, which the text log prints as it is (PAR's
+/// error codes were already cut to their own characters; the token endpoint's, used by `private_key_jwt` logins and
+/// refreshes, were not).
+#[tokio::test]
+async fn an_issuer_error_code_cannot_forge_a_log_line() {
+    let logs = Logs::capture();
+    let gate = TestGate::builder()
+        .knobs(|k| k.token_error = Some((400, "invalid_grant\nFORGED idgate::audit: login succeeded sub=admin")))
+        .spawn()
+        .await;
+    let cb = gate.browser().login_to_callback(&gate.base, "/", "eve").await;
+    assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "{}", cb.text());
+    let text = logs.text();
+    assert!(text.contains("refused with HTTP 400: invalid_grantFORGED"), "the code is kept, cut: {text}");
+    assert!(!text.lines().any(|l| l.starts_with("FORGED")), "a forged line: {text}");
+    gate.shutdown().await;
+}
