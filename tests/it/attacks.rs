@@ -1436,3 +1436,29 @@ async fn an_issuer_error_code_cannot_forge_a_log_line() {
     assert!(!text.lines().any(|l| l.starts_with("FORGED")), "a forged line: {text}");
     gate.shutdown().await;
 }
+
+/// `idgate check` printed the issuer's own strings (auth methods, algorithms, the PAR endpoint) raw to the
+/// operator's terminal: a discovery document could carry ANSI/OSC escapes (rewrite the line as `ok`, hide text,
+/// set the clipboard). Control and bidi characters are now shown escaped.
+#[test]
+fn issuer_strings_in_check_lines_carry_no_terminal_escapes() {
+    let mut s = crate::harness::settings("http://127.0.0.1:1", "http://i.invalid", "127.0.0.1:1".parse().unwrap());
+    s.oidc.par = true;
+    let m: idgate::oidc::Metadata = serde_json::from_value(json!({
+        "issuer": "i", "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j",
+        "token_endpoint_auth_methods_supported": ["\u{1b}]52;c;cm0gLXJmIH4K\u{7}private_key_jwt"],
+        "id_token_encryption_alg_values_supported": ["\u{1b}[2K\rok    RSA-OAEP"],
+        "pushed_authorization_request_endpoint": "https://op/par\u{1b}[8m\u{202e}",
+        "dpop_signing_alg_values_supported": ["ES256\u{9b}31m"],
+    }))
+    .unwrap();
+    let lines = idgate::check::capabilities::findings(&s.oidc, &m, "https://gate/oauth2/jwks");
+    assert_eq!(lines.len(), 4);
+    for f in &lines {
+        assert!(!f.text.chars().any(|c| c.is_control() || c == '\u{202e}'), "{:?}", f.text);
+    }
+    let all: String = lines.iter().map(|f| f.text.as_str()).collect();
+    for shown in ["\\u{1b}]52", "\\u{1b}[2K\\rok", "par\\u{1b}[8m\\u{202e}", "ES256\\u{9b}31m"] {
+        assert!(all.contains(shown), "{shown} in {all}");
+    }
+}
