@@ -1462,3 +1462,41 @@ fn issuer_strings_in_check_lines_carry_no_terminal_escapes() {
         assert!(all.contains(shown), "{shown} in {all}");
     }
 }
+
+/// Key material in configuration errors: PEM text given where a key file's path belongs (an environment override
+/// `IDGATE_OIDC__CLIENT_KEY_FILE` fed straight from a secret, instead of a mounted file) was echoed whole in the
+/// "cannot read" error — the private key printed to the console and whatever collects it.
+#[test]
+fn a_private_key_given_instead_of_its_path_is_never_echoed_in_config_errors() {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(
+        br#"
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "https://issuer.example.com"
+client_id = "my-app"
+redirect_url = "https://app.example.com/oauth2/callback"
+[session]
+secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+"#,
+    )
+    .unwrap();
+    let pem = idgate::id_token::jwe::GeneratedKey::p256().private_pem;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for (key, extra) in [
+        ("IDGATE_OIDC__CLIENT_KEY_FILE", ("IDGATE_OIDC__TOKEN_AUTH_METHOD", "private_key_jwt")),
+        ("IDGATE_OIDC__ID_TOKEN_DECRYPTION_KEY_FILE", ("IDGATE_OIDC__CLIENT_SECRET", "s3cret")),
+        ("IDGATE_OIDC__CLIENT_SECRET_FILE", ("IDGATE_OIDC__TOKEN_AUTH_METHOD", "client_secret_basic")),
+    ] {
+        let env: std::collections::HashMap<String, String> =
+            [(key.to_owned(), pem.clone()), (extra.0.to_owned(), extra.1.to_owned())].into();
+        let err = idgate::config::load(file.path(), &env).unwrap_err().to_string();
+        assert!(err.contains("not shown: the value looks like key text"), "{key}: {err}");
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!err.contains(line), "{key}: key material in {err}");
+        }
+        assert!(!err.contains(&body[..20]), "{key}: {err}");
+    }
+}
