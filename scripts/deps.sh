@@ -18,6 +18,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 # The differential path suite (tests/it/differential.rs): Debian's own python3 with Flask, Caddy, Tomcat 10 (its JRE
 # and Eclipse's Java compiler for the JSPs come as dependencies).
 /usr/bin/python3 -c 'import flask' >/dev/null 2>&1 || need+=(python3-flask)
+# The ext_authz gRPC client (tests/extauthz): a virtualenv of Debian's python3 with grpcio and Envoy's protos.
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || need+=(caddy)
 [ -f /usr/share/tomcat10/bin/bootstrap.jar ] && [ -f /usr/share/java/eclipse-jdt-core.jar ] || need+=(tomcat10-common)
 
@@ -41,4 +43,10 @@ if [ ! -d tests/differential/node_modules/koa ] || [ ! -d tests/differential/nod
   || [ ! -d tests/differential/node_modules/@koa/router ]; then
   echo "== npm ci (tests/differential)"
   (cd tests/differential && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if ! tests/extauthz/.venv/bin/python -c 'import grpc, envoy.service.auth.v3.external_auth_pb2_grpc' >/dev/null 2>&1; then
+  echo "== pip install (tests/extauthz)"
+  /usr/bin/python3 -m venv tests/extauthz/.venv
+  tests/extauthz/.venv/bin/pip install -q --disable-pip-version-check -r tests/extauthz/requirements.txt
 fi

@@ -151,6 +151,7 @@ impl State {
         new.session.store = old.session.store.clone();
         new.session.memory_capacity = old.session.memory_capacity;
         new.log = old.log.clone();
+        new.ext_authz = old.ext_authz.clone();
         let kept = Kept {
             clock: Arc::clone(&self.clock),
             metrics: Arc::clone(&self.metrics),
@@ -267,6 +268,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         refresh_margin: _,
         silent_reauth: _,
         preserve_post_max_bytes: _,
+        preserve_post_store_bytes: _,
     } = &old.session;
     let n = &new.session;
     match (store, &n.store) {
@@ -274,6 +276,16 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         (a, b) => check("session.store", a != b),
     }
     check("session.memory_capacity", *memory_capacity != n.memory_capacity);
+    let crate::config::settings::ExtAuthzSettings { grpc_listen, grpc_tls } = &old.ext_authz;
+    check("ext_authz.grpc_listen", *grpc_listen != new.ext_authz.grpc_listen);
+    check(
+        "ext_authz.grpc_tls_cert_file",
+        grpc_tls.as_ref().map(|t| &t.cert) != new.ext_authz.grpc_tls.as_ref().map(|t| &t.cert),
+    );
+    check(
+        "ext_authz.grpc_tls_key_file",
+        grpc_tls.as_ref().map(|t| &t.key) != new.ext_authz.grpc_tls.as_ref().map(|t| &t.key),
+    );
     let LogSettings { format, level } = &old.log;
     check("log.format", *format != new.log.format);
     check("log.level", *level != new.log.level);
@@ -305,14 +317,22 @@ pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -
     let kind = route::kind(&method, req.headers());
     // A `Uri` clone shares its bytes: no copy of the path on the request path, only on the error or log path.
     let received = req.uri().clone();
-    let decided = state.routes.decide(received.path(), true).and_then(|(path, route)| match path {
-        Cow::Borrowed(_) => Ok(route),
-        Cow::Owned(path) => set_path(&mut req, &path).map(|()| route),
-    });
+    // Envoy's HTTP ext_authz shape, `{prefix}/auth/<original path>`: the original path is judged as received.
+    let envoy = crate::ext_authz::http::original_target(state.routes.prefix(), &received);
+    let decided = match envoy {
+        Some(_) => Ok(Route::Endpoint(Endpoint::Auth)),
+        None => state.routes.decide(received.path(), true).and_then(|(path, route)| match path {
+            Cow::Borrowed(_) => Ok(route),
+            Cow::Owned(path) => set_path(&mut req, &path).map(|()| route),
+        }),
+    };
     let uri = req.uri().clone();
-    let (route, result) = match decided {
-        Ok(route) => (Some(route), dispatch(&state, route, req, peer).await),
-        Err(e) => (None, Err(Failure::from(e))),
+    let (route, result) = match (decided, envoy) {
+        (Ok(route), Some(target)) => {
+            (Some(route), Ok(crate::ext_authz::http::check(&state, &method, req.headers(), &peer, target).await))
+        }
+        (Ok(route), None) => (Some(route), dispatch(&state, route, req, peer).await),
+        (Err(e), _) => (None, Err(Failure::from(e))),
     };
     // The upstream's own answers pass as they are; everything idgate answers itself gets its security headers.
     let own = !matches!((&route, &result), (Some(Route::Proxy { .. }), Ok(_)));
@@ -405,6 +425,8 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
 pub struct Running {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The ext_authz gRPC listener's address, when `[ext_authz] grpc_listen` is set.
+    pub grpc_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
@@ -511,6 +533,24 @@ pub async fn start_on(
         when_full: server::WhenFull::Wait,
     };
     let grace = settings.server.shutdown_grace;
+    let grpc = match settings.ext_authz.grpc_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                key: "ext_authz.grpc_listen",
+                addr,
+                source,
+            })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Bind {
+                key: "ext_authz.grpc_listen",
+                addr,
+                source,
+            })?;
+            let tls = settings.ext_authz.grpc_tls.as_ref().map(server::tls::acceptor).transpose()?;
+            Some((listener, bound, tls))
+        }
+        None => None,
+    };
+    let grpc_addr = grpc.as_ref().map(|(_, bound, _)| *bound);
     let state = State::new(settings, clock)?;
     let loader = state.provider.spawn_loader();
     let shared = Arc::new(Shared(std::sync::RwLock::new(Arc::clone(&state))));
@@ -538,16 +578,28 @@ pub async fn start_on(
             admin_limits,
             Arc::new(Metrics::default()),
             handler,
-            signal(stopped),
+            signal(stopped.clone()),
             Duration::from_secs(1),
         )
     };
+    let grpc_server = {
+        let sh = Arc::clone(&shared);
+        let current: crate::ext_authz::grpc::Current = Arc::new(move || sh.current());
+        let (handshake, cap) = (limits.header_read_timeout, limits.max_connections);
+        let stopped = signal(stopped.clone());
+        async move {
+            if let Some((listener, bound, tls)) = grpc {
+                tracing::info!(ext_authz_grpc = %bound, tls = tls.is_some(), "ext_authz gRPC serving");
+                crate::ext_authz::grpc::serve(listener, tls, current, handshake, cap, stopped).await;
+            }
+        }
+    };
     tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %state.settings.upstream.url, issuer = %state.settings.oidc.issuer, "idgate serving");
     let done = tokio::spawn(async move {
-        tokio::join!(public_server, admin_server);
+        tokio::join!(public_server, admin_server, grpc_server);
         loader.abort();
     });
-    Ok(Running { public_addr, admin_addr, shared, stop, done })
+    Ok(Running { public_addr, admin_addr, grpc_addr, shared, stop, done })
 }
 
 /// Resolves on SIGTERM or SIGINT (Kubernetes sends SIGTERM, then SIGKILL after the grace period).

@@ -171,6 +171,7 @@ fn demo_settings(
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        ext_authz: Default::default(),
     })
 }
 

@@ -256,7 +256,7 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
         html_page(status, status.canonical_reason().unwrap_or("Error"), message, &extra)
     };
     match e {
-        PostError::TooLarge { .. } | PostError::NoRoom { .. } => {
+        PostError::TooLarge { .. } | PostError::NoRoom { .. } | PostError::StoreFull { .. } => {
             tracing::info!(request_id = id, reason, error = %e, "form post not kept over the re-login");
             let rd = url::form_urlencoded::byte_serialize(ctx.return_to.as_bytes()).collect::<String>();
             let link = format!(
@@ -264,11 +264,13 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
                  here and send the form again.</p>",
                 escape(&format!("{}/start?rd={rd}", ctx.prefix))
             );
-            page(
-                StatusCode::UNAUTHORIZED,
-                "Your session has ended, and this form is too large to keep while you sign in again.",
-                &link,
-            )
+            let message = match e {
+                PostError::StoreFull { .. } => {
+                    "Your session has ended, and this form cannot be kept right now while you sign in again."
+                }
+                _ => "Your session has ended, and this form is too large to keep while you sign in again.",
+            };
+            page(StatusCode::UNAUTHORIZED, message, &link)
         }
         PostError::Unreadable => {
             tracing::info!(request_id = id, reason, "form post body unreadable");
@@ -285,6 +287,10 @@ fn preserved_post_error(e: &PostError, ctx: &Context<'_>, retry: &str) -> Respon
         PostError::OtherBrowser => {
             tracing::warn!(request_id = id, reason, "kept form post sent from another browser");
             page(StatusCode::FORBIDDEN, "This form can only be sent from the browser that started it.", "")
+        }
+        PostError::CrossOrigin => {
+            tracing::warn!(request_id = id, reason, "resume form sent by a page of another origin");
+            page(StatusCode::FORBIDDEN, "This form can only be sent from the page shown after signing in.", "")
         }
         PostError::Replayed => {
             tracing::warn!(request_id = id, reason, "kept form post sent again");

@@ -78,6 +78,12 @@ impl HeaderPlan {
         name.starts_with(STRIPPED_PREFIX) || self.strip.binary_search_by(|s| s.as_str().cmp(name)).is_ok()
     }
 
+    /// The exact names [`HeaderPlan::strip`] removes (besides any `x-auth-request-*` and `_` spellings), for a
+    /// proxy in front that removes headers by name (Envoy's `headers_to_remove`).
+    pub fn stripped_names(&self) -> &[String] {
+        &self.strip
+    }
+
     /// Removes every identity header a client sent (any case, `-` or `_`, duplicates) and idgate's cookies
     /// (`NAME`, `NAME_*`) from `Cookie`, keeping the application's own. Returns how many headers were stripped.
     pub fn strip(&self, headers: &mut HeaderMap) -> usize {

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod identity;
 pub mod forward;
 pub mod pipeline;
+pub mod ext_authz;
 pub mod error;
 
 // Beside the path: start-up, configuration, wiring and support.

@@ -70,6 +70,7 @@ pub async fn proxy(
     rule: Option<usize>,
 ) -> Result<Response<Body>> {
     let mut req = state.forwarder.begin(req)?; // hop-by-hop headers go first: nothing after may remove ours
+    crate::telemetry::trace::propagate(req.headers_mut(), state.forwarder.is_trusted(peer.ip));
     let access = match authenticate(state, req.headers(), auth, rule).await {
         Err(Failure { err: RequestError::NoSession(cause), clear }) if auth == AuthMode::Login => {
             return keep_post(state, req, cause, clear).await;
@@ -208,15 +209,67 @@ fn forward_auth_target(state: &State, headers: &HeaderMap, peer: &Peer) -> Resul
     let Some(target) = found else {
         return deny("no X-Forwarded-Uri, X-Original-URI or X-Original-URL header from the proxy");
     };
+    target_route(state, &target).map(Some)
+}
+
+/// The route of an original request target (path and query) named by a trusted proxy, which must already be in
+/// normal form: idgate cannot rewrite what the proxy in front forwards.
+fn target_route(state: &State, target: &str) -> Result<(AuthMode, Option<usize>)> {
+    let deny = |why: &'static str| Err(Failure::from(RequestError::ForwardAuthTarget(why)));
+    if target.contains('#') {
+        return deny("the original URI contains '#'");
+    }
     let path = target.split('?').next().unwrap_or("");
     match state.routes.decide(path, false) {
-        Ok((normal, Route::Proxy { auth, rule })) if normal == path => Ok(Some((auth, rule))),
+        Ok((normal, Route::Proxy { auth, rule })) if normal == path => Ok((auth, rule)),
         Ok(_) => deny("the original URI is not in normal form (dot segments, duplicate slashes or escapes)"),
         Err(BadPath(why)) => {
             tracing::info!(cause = why, "forward-auth original URI refused by the path rule");
             deny("the original URI is refused by the path rule")
         }
     }
+}
+
+/// The route of the request an external check (Envoy `ext_authz`, over gRPC or as `{prefix}/auth/<path>`) asks
+/// about, by forward-auth's rules: `None` without route rules (the path cannot change the decision); with them,
+/// denied for a caller outside `server.trusted_proxies` and for a target not in normal form.
+pub fn check_target(state: &State, peer: &Peer, target: &str) -> Result<Option<(AuthMode, Option<usize>)>> {
+    if !state.routes.has_rules() {
+        return Ok(None);
+    }
+    if !state.forwarder.is_trusted(peer.ip) {
+        return Err(RequestError::ForwardAuthTarget(
+            "the ext_authz caller is not in server.trusted_proxies, so its original path is not believed",
+        )
+        .into());
+    }
+    target_route(state, target).map(Some)
+}
+
+/// What an external check grants a request the proxy in front will forward itself.
+#[derive(Debug, Default)]
+pub struct Grant {
+    /// The headers the proxy sink would write on the upstream request: the identity headers, and the access token
+    /// when `oidc.forward_access_token` is on. Empty for a public route.
+    pub headers: HeaderMap,
+    /// `Set-Cookie` values of a renewed session, for the client's answer.
+    pub cookies: Vec<HeaderValue>,
+}
+
+/// The ext_authz sink (Envoy, gRPC or HTTP): the proxy sink's decision and headers, without forwarding.
+pub async fn grant(state: &State, headers: &HeaderMap, auth: AuthMode, rule: Option<usize>) -> Result<Grant> {
+    let User { session, permit, cookies } = match authenticate(state, headers, auth, rule).await? {
+        Access::Public => return Ok(Grant::default()),
+        Access::User(user) => user,
+    };
+    let mut out = HeaderMap::new();
+    state.headers.apply(&mut out, session.claims(), &permit, session.identity_memo());
+    if let Some(at) = session.access_token()
+        && let Ok(v) = HeaderValue::from_str(at)
+    {
+        out.insert("x-forwarded-access-token", v);
+    }
+    Ok(Grant { headers: out, cookies })
 }
 
 /// `{prefix}/userinfo`: the session's claims as JSON, never a token.

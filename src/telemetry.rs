@@ -1,6 +1,7 @@
 //! Logging (tracing, JSON or text) and the request id. Metrics live in [`metrics`].
 
 pub mod metrics;
+pub mod trace;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub ext_authz: RawExtAuthz,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -107,6 +109,7 @@ pub struct RawSession {
     pub refresh_margin_secs: Option<u64>,
     pub silent_reauth: Option<bool>,
     pub preserve_post_max_bytes: Option<u64>,
+    pub preserve_post_store_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -129,4 +132,13 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+/// `[ext_authz]`: Envoy's external authorization over gRPC.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtAuthz {
+    pub grpc_listen: Option<String>,
+    pub grpc_tls_cert_file: Option<String>,
+    pub grpc_tls_key_file: Option<String>,
 }

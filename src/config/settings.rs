@@ -48,6 +48,7 @@ pub struct Settings {
     pub headers: Vec<(HeaderName, String)>,
     pub routes: Vec<RouteSettings>,
     pub log: LogSettings,
+    pub ext_authz: ExtAuthzSettings,
 }
 
 /// The public listener.
@@ -155,6 +156,8 @@ pub enum StoreKind {
 pub const DEFAULT_PRESERVE_POST_MAX_BYTES: usize = 64 * 1024;
 /// The most `session.preserve_post_max_bytes` may be: the kept body travels back inside an HTML page.
 const MAX_PRESERVE_POST_BYTES: u64 = 1 << 20;
+/// Default of `session.preserve_post_store_bytes`: 64 MiB of kept posts in the server-side store per process.
+pub const DEFAULT_PRESERVE_POST_STORE_BYTES: usize = 64 << 20;
 
 /// Session sealing and cookies.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +178,8 @@ pub struct SessionSettings {
     pub silent_reauth: bool,
     /// Largest form post kept over a re-login (`login::preserved_post`); 0 turns the feature off.
     pub preserve_post_max_bytes: usize,
+    /// Most bytes of kept posts this process holds in the server-side store at once (anyone can send a form post).
+    pub preserve_post_store_bytes: usize,
 }
 
 impl SessionSettings {
@@ -192,6 +197,7 @@ impl SessionSettings {
             refresh_margin: Duration::from_secs(60),
             silent_reauth: false,
             preserve_post_max_bytes: DEFAULT_PRESERVE_POST_MAX_BYTES,
+            preserve_post_store_bytes: DEFAULT_PRESERVE_POST_STORE_BYTES,
         }
     }
 }
@@ -241,6 +247,15 @@ impl RouteSettings {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+/// `[ext_authz]`: the gRPC listener for Envoy's `envoy.service.auth.v3.Authorization/Check` (off by default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExtAuthzSettings {
+    /// Where the gRPC service listens (h2c, or TLS with `tls`); `None`: not served.
+    pub grpc_listen: Option<SocketAddr>,
+    /// PEM files for TLS on the gRPC listener.
+    pub grpc_tls: Option<TlsFiles>,
 }
 
 /// Logging.
@@ -337,11 +352,12 @@ impl Settings {
             },
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
+        let ext_authz = ext_authz(p, raw.ext_authz, &[server.listen, admin.listen]);
         let (oidc, session) = (oidc?, session?);
         if !p.is_empty() {
             return None;
         }
-        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log })
+        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, ext_authz })
     }
 
     /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its
@@ -597,6 +613,14 @@ fn session(p: &mut Problems, raw: super::raw::RawSession) -> Option<SessionSetti
             0,
             MAX_PRESERVE_POST_BYTES,
         ) as usize,
+        preserve_post_store_bytes: range(
+            p,
+            "session.preserve_post_store_bytes",
+            raw.preserve_post_store_bytes,
+            DEFAULT_PRESERVE_POST_STORE_BYTES as u64,
+            0,
+            1 << 40,
+        ) as usize,
     })
 }
 
@@ -806,4 +830,21 @@ fn is_reserved_header(name: &HeaderName) -> bool {
     matches!(n, "host" | "cookie" | "authorization" | "content-length" | "transfer-encoding" | "connection" | "upgrade")
         || n.starts_with("x-forwarded-")
         || n == "forwarded"
+}
+
+/// `[ext_authz]`: the gRPC listener must not share an address with the public or admin listener.
+fn ext_authz(p: &mut Problems, raw: super::raw::RawExtAuthz, taken: &[SocketAddr]) -> ExtAuthzSettings {
+    let grpc_listen = raw.grpc_listen.as_deref().map(|a| addr(p, "ext_authz.grpc_listen", a));
+    if let Some(a) = grpc_listen
+        && taken.contains(&a)
+    {
+        p.add("ext_authz.grpc_listen", "must differ from server.listen and admin.listen");
+    }
+    let grpc_tls = match (raw.grpc_tls_cert_file, raw.grpc_tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+        (None, None) => None,
+        (Some(_), None) => p.bad("ext_authz.grpc_tls_key_file", "missing: grpc_tls_cert_file is set"),
+        (None, Some(_)) => p.bad("ext_authz.grpc_tls_cert_file", "missing: grpc_tls_key_file is set"),
+    };
+    ExtAuthzSettings { grpc_listen, grpc_tls }
 }

@@ -386,6 +386,24 @@ fn redis_url_sentinel_and_cluster_forms_load_and_bad_ones_name_the_key_not_the_p
 }
 
 #[test]
+fn ext_authz_listener_is_checked() {
+    let f = file(".toml", &format!("{GOOD}[ext_authz]\ngrpc_listen = \"127.0.0.1:9191\"\n"));
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.ext_authz.grpc_listen, Some("127.0.0.1:9191".parse().unwrap()));
+    assert!(s.ext_authz.grpc_tls.is_none());
+    assert_eq!(
+        load(file(".toml", GOOD).path(), &HashMap::new()).unwrap().ext_authz.grpc_listen,
+        None,
+        "off by default"
+    );
+    let bad = format!("{GOOD}[ext_authz]\ngrpc_listen = \"127.0.0.1:9180\"\ngrpc_tls_cert_file = \"/x.pem\"\n");
+    let e = load(file(".toml", &bad).path(), &HashMap::new()).unwrap_err();
+    assert_eq!(keys(&e), ["ext_authz.grpc_listen", "ext_authz.grpc_tls_key_file"], "{e}");
+    let e = load(f.path(), &env(&[("IDGATE_EXT_AUTHZ__GRPC_LISTEN", "nowhere")])).unwrap_err();
+    assert_eq!(keys(&e), ["ext_authz.grpc_listen"], "{e}");
+}
+
+#[test]
 fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
     let f = file(".toml", GOOD);
     let s = load(f.path(), &HashMap::new()).unwrap();
@@ -394,6 +412,17 @@ fn preserve_post_max_bytes_defaults_to_64_kib_and_is_bounded() {
     assert_eq!(off.session.preserve_post_max_bytes, 0, "0 turns it off");
     let e = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_MAX_BYTES", "2000000")])).unwrap_err();
     assert_eq!(keys(&e), ["session.preserve_post_max_bytes"]);
+}
+
+#[test]
+fn preserve_post_store_bytes_defaults_to_64_mib() {
+    let f = file(".toml", GOOD);
+    let s = load(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(s.session.preserve_post_store_bytes, 64 << 20);
+    let set = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_STORE_BYTES", "1000")])).unwrap();
+    assert_eq!(set.session.preserve_post_store_bytes, 1000);
+    let e = load(f.path(), &env(&[("IDGATE_SESSION__PRESERVE_POST_STORE_BYTES", "2199023255553")])).unwrap_err();
+    assert_eq!(keys(&e), ["session.preserve_post_store_bytes"]);
 }
 
 /// `private_key_jwt` (issue 13): the key is read at load, and every inconsistent combination names its key.

@@ -55,6 +55,10 @@ pub enum PostError {
     TooLarge { len: Option<u64>, max: usize },
     #[error("form post of {len} bytes does not fit in cookies and no server-side session store is configured")]
     NoRoom { len: usize },
+    #[error("form post of {len} bytes does not fit in session.preserve_post_store_bytes now")]
+    StoreFull { len: usize },
+    #[error("resume form not sent by a page of this origin")]
+    CrossOrigin,
     #[error("form post body could not be read")]
     Unreadable,
     #[error("preserved form post does not open (tampered, or sealed with an unknown key)")]
@@ -79,6 +83,8 @@ impl PostError {
         match self {
             PostError::TooLarge { .. } => "post_too_large",
             PostError::NoRoom { .. } => "post_no_room",
+            PostError::StoreFull { .. } => "post_store_full",
+            PostError::CrossOrigin => "post_cross_origin",
             PostError::Unreadable => "post_unreadable",
             PostError::Tampered => "post_tampered",
             PostError::OtherBrowser => "post_other_browser",
@@ -107,6 +113,8 @@ pub enum Intake {
 struct Post {
     /// What the seal is bound to besides its associated data: the flow's state, then the ticket cookie's value.
     bound: String,
+    /// The value of the browser cookie ([`PreservedPosts::browser_name`]) of the browser that sent the post.
+    browser: String,
     target: String,
     content_type: String,
     expires_at: i64,
@@ -117,8 +125,9 @@ impl Post {
     /// Length-prefixed fields: no escaping, any body bytes.
     fn encode(&self) -> Vec<u8> {
         let expires = self.expires_at.to_string();
-        let fields: [&[u8]; 5] = [
+        let fields: [&[u8]; 6] = [
             self.bound.as_bytes(),
+            self.browser.as_bytes(),
             self.target.as_bytes(),
             self.content_type.as_bytes(),
             expires.as_bytes(),
@@ -145,11 +154,12 @@ impl Post {
         };
         let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
         let bound = text(next()?)?;
+        let browser = text(next()?)?;
         let target = text(next()?)?;
         let content_type = text(next()?)?;
         let expires_at = std::str::from_utf8(next()?).ok()?.parse().ok()?;
         let body = Bytes::copy_from_slice(next()?);
-        Some(Post { bound, target, content_type, expires_at, body })
+        Some(Post { bound, browser, target, content_type, expires_at, body })
     }
 }
 
@@ -166,6 +176,22 @@ pub struct PreservedPosts {
     max_bytes: usize,
     /// Our origin (`scheme://host[:port]` of `oidc.redirect_url`), for browsers that send no `Sec-Fetch-Site`.
     origin: String,
+    /// The browser cookie: a random value the kept post is bound to, so that only the browser that sent the post
+    /// gets it back after the callback. `__Host-` when the cookies are `Secure` and host-only: then no other host
+    /// (a sibling of the same site, or a network attacker answering for `http://` of this one) can set it, as it
+    /// can set flow and post cookies (cookie tossing) — which made a login CSRF send an attacker's body.
+    browser_name: String,
+    /// Most bytes of kept posts in the server-side store at once (`session.preserve_post_store_bytes`).
+    store_budget: usize,
+    /// What this process put in the store and when it expires: anyone can send a form post.
+    in_store: std::sync::Mutex<Room>,
+}
+
+/// The store room kept posts of this process use: `(expires_at, bytes)` in the order they were put.
+#[derive(Debug, Default)]
+struct Room {
+    total: usize,
+    entries: std::collections::VecDeque<(i64, usize)>,
 }
 
 impl PreservedPosts {
@@ -180,6 +206,47 @@ impl PreservedPosts {
             attrs: Attributes { secure: s.cookie_secure, domain: s.cookie_domain.clone() },
             max_bytes: s.preserve_post_max_bytes,
             origin: settings.oidc.redirect_url.origin().ascii_serialization(),
+            browser_name: if s.cookie_secure && s.cookie_domain.is_none() {
+                format!("__Host-{}_pb", s.cookie_name)
+            } else {
+                format!("{}_pb", s.cookie_name)
+            },
+            store_budget: s.preserve_post_store_bytes,
+            in_store: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes `len` bytes of store room until `now + FLOW_TTL_SECS`; false when the budget has not that much left.
+    fn reserve(&self, now: i64, len: usize) -> bool {
+        let mut room = self.in_store.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(expires, bytes)) = room.entries.front()
+            && expires <= now
+        {
+            room.entries.pop_front();
+            room.total -= bytes;
+        }
+        if room.total + len > self.store_budget {
+            return false;
+        }
+        room.total += len;
+        room.entries.push_back((now + FLOW_TTL_SECS, len));
+        true
+    }
+
+    /// The browser cookie's value the request carries, when it has the shape of one.
+    fn browser_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        cookie::get(headers, &self.browser_name)
+            .filter(|v| v.len() == 22 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    }
+
+    /// True when the browser says a page of this origin made the request (a page's script cannot set these
+    /// headers): `Sec-Fetch-Site: same-origin` (and any `Origin` ours), or without it an `Origin` equal to ours.
+    fn sent_by_us(&self, headers: &HeaderMap) -> bool {
+        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match (h("sec-fetch-site"), h("origin")) {
+            (Some(site), origin) => site.eq_ignore_ascii_case("same-origin") && origin.is_none_or(|o| o == self.origin),
+            (None, Some(origin)) => origin == self.origin,
+            (None, None) => false,
         }
     }
 
@@ -207,13 +274,7 @@ impl PreservedPosts {
         if !navigation || h("x-requested-with").is_some() {
             return Intake::Ignore("not a navigation");
         }
-        // The browser's own word on who made the request; a page's script cannot set these headers.
-        let same_origin = match (h("sec-fetch-site"), h("origin")) {
-            (Some(site), origin) => site.eq_ignore_ascii_case("same-origin") && origin.is_none_or(|o| o == self.origin),
-            (None, Some(origin)) => origin == self.origin,
-            (None, None) => false,
-        };
-        if !same_origin {
+        if !self.sent_by_us(headers) {
             return Intake::Ignore("not sent by a page of this origin");
         }
         if redirect::safe(Some(target)) != target {
@@ -275,15 +336,19 @@ pub async fn preserve(state: &State, req: Request<Body>) -> Result<Response<Body
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let mut flow: Flow = start::new_flow(state, Some(&target), false);
     flow.post = true;
+    // A browser keeps its value while it has one (other tabs' posts are bound to it); HttpOnly, and random.
+    let browser = posts.browser_value(&parts.headers).map_or_else(|| crate::random::token(16), str::to_owned);
     let post = Post {
         bound: flow.state.clone(),
+        browser: browser.clone(),
         target,
         content_type: header_text(&parts.headers, header::CONTENT_TYPE),
         expires_at: flow.created + FLOW_TTL_SECS,
         body,
     };
     let len = post.body.len();
-    let cookies = keep(state, &parts.headers, &flow, &post).await?;
+    let mut cookies = keep(state, &parts.headers, &flow, &post).await?;
+    cookies.push(posts.attrs.set(&posts.browser_name, &browser, "/", FLOW_TTL_SECS));
     tracing::info!(bytes = len, in_cookies = !cookies.is_empty(), "form post kept over a re-login");
     state.metrics.event(Event::PreservedPost("kept"));
     Ok(start::to_issuer(state, &parts.headers, &flow, StatusCode::SEE_OTHER, cookies).await?)
@@ -311,6 +376,9 @@ async fn keep(state: &State, req: &HeaderMap, flow: &Flow, post: &Post) -> Resul
         return Err(PostError::NoRoom { len: post.body.len() });
     };
     let raw = posts.ring.seal_raw(&aad, &post.encode());
+    if !posts.reserve(state.clock.now(), raw.len()) {
+        return Err(PostError::StoreFull { len: post.body.len() });
+    }
     store.put_blob(&PreservedPosts::store_key(&flow.state), raw, FLOW_TTL_SECS as u64).await?;
     Ok(Vec::new())
 }
@@ -332,6 +400,14 @@ async fn take(state: &State, req: &HeaderMap, flow: &Flow, now: i64) -> Option<P
         },
     };
     let post = Post::decode(&plain?)?;
+    // Sent by this browser: a flow and post cookie another host added to it (cookie tossing) do not carry a post.
+    let same_browser = posts.browser_value(req).is_some_and(|v| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(v.as_bytes(), post.browser.as_bytes()).is_ok()
+    });
+    if !same_browser {
+        tracing::warn!("a kept form post came back to a browser that did not send it (cookie tossing?); dropped");
+        return None;
+    }
     (post.bound == flow.state && post.expires_at >= now).then_some(post)
 }
 
@@ -439,6 +515,11 @@ pub async fn resume(state: &State, req: &mut Inbound, now: i64) -> Result<Option
         req.set_body(body::full(body));
         return Ok(None);
     };
+    // Only idgate's page sends the field: a page of another origin (a sibling host of the same site, whose post
+    // carries the `SameSite=Lax` session, and which can toss a ticket cookie of its own) is refused.
+    if !posts.sent_by_us(req.headers()) {
+        return Err(PostError::CrossOrigin);
+    }
     let plain = posts.ring.open(&PreservedPosts::resume_aad(ticket), sealed).map_err(|_| PostError::Tampered)?;
     let post = Post::decode(&plain).ok_or(PostError::Tampered)?;
     let cookie_name = format!("{}{}", posts.resume_prefix, ticket);

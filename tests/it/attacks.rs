@@ -1416,7 +1416,170 @@ async fn a_copy_refreshed_before_sign_out_is_refused_after_the_original_exp() {
     gate.shutdown().await;
 }
 
-// === break-par: issuer-supplied text at the back channel and in `idgate check` (issue 13 review) ===
+// === break-post: form posts that survive a re-login, attacked ===
+
+/// A form navigation as a browser sends it from a page of `origin` (`site` is its `Sec-Fetch-Site`); a client that
+/// is no browser forges the same headers at will.
+async fn post_form_navigation(
+    b: &Browser,
+    base: &str,
+    path: &str,
+    origin: &str,
+    site: &str,
+    body: &str,
+) -> crate::harness::Resp {
+    let mut h = HeaderMap::new();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+    h.insert("sec-fetch-dest", HeaderValue::from_static("document"));
+    h.insert("sec-fetch-site", HeaderValue::from_str(site).unwrap());
+    h.insert(http::header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+    b.send(Method::POST, &format!("{base}{path}"), h, Bytes::from(body.to_owned())).await
+}
+
+/// An upstream counting the POSTs it received, answering with their user header and body.
+async fn post_counting_upstream() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use http_body_util::BodyExt;
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let kept = Arc::clone(&seen);
+    let addr = crate::harness::spawn_upstream(move |req: http::Request<hyper::body::Incoming>| {
+        let seen = Arc::clone(&kept);
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let user = parts.headers.get("x-auth-request-user").map(|v| v.to_str().unwrap().to_owned());
+            if parts.method == Method::POST {
+                seen.lock().unwrap().push((user.clone().unwrap_or_default(), String::from_utf8_lossy(&body).into()));
+            }
+            http::Response::new(Full::new(Bytes::from(json!({"user": user}).to_string())))
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// Login CSRF by cookie tossing (a sibling host of the same site, or a network attacker answering for
+/// `http://` of this host, can add cookies that are not `__Host-`): Mallory, with no browser, makes idgate keep
+/// *his* body (forged same-origin headers), adds the flow and post cookies he got to the victim's browser and sends
+/// it to the issuer URL. The victim logs in as herself, and the resume page used to post Mallory's body to the
+/// application as her — from idgate's own origin, past any Origin or SameSite check the application makes. The
+/// kept post is now bound to a `__Host-` cookie of the browser that sent it, which no other host can set.
+#[tokio::test]
+async fn post_a_tossed_flow_cannot_send_an_attackers_body_as_the_victim() {
+    let (upstream, seen) = post_counting_upstream().await;
+    let gate = TestGate::builder()
+        .upstream(upstream)
+        .settings(|s| {
+            s.session.cookie_secure = true;
+            s.session.store = idgate::config::StoreKind::Memory;
+        })
+        .spawn()
+        .await;
+    // In cookies (small body) and in the server-side store (over the cookie budget: only the flow cookie travels).
+    for body in ["to=mallory&amount=1000".to_owned(), format!("to=mallory&amount=1000&pad={}", "x".repeat(9000))] {
+        let mallory = Browser::new();
+        let kept = post_form_navigation(&mallory, &gate.base, "/transfer", &gate.base, "same-origin", &body).await;
+        assert_eq!(kept.status, StatusCode::SEE_OTHER, "{}", kept.text());
+        let victim = Browser::new();
+        for (name, value) in mallory.jar.lock().unwrap().iter() {
+            assert!(name.starts_with("idgate_") || name.starts_with("__Host-"), "{name}");
+            if !name.starts_with("__Host-") {
+                victim.set_cookie(name, value);
+            }
+        }
+        let page = victim.authorize_and_callback(&gate.base, kept.location(), "alice").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(!page.text().contains("idgate_resume"), "no resume form for a tossed post: {}", page.text());
+        assert!(page.text().contains("could not be restored"), "{}", page.text());
+        assert!(victim.cookie("idgate").is_some(), "the victim's own login still succeeds");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream: {:?}", seen.lock().unwrap());
+    gate.shutdown().await;
+}
+
+/// The resume form sent from a sibling host of the same site: `SameSite=Lax` lets the victim's session cookie
+/// through, and a tossed ticket cookie (Mallory's own, from his own login) made idgate swap in Mallory's kept body
+/// under the victim's identity. The resume form comes from idgate's page only: same-origin, or it is refused.
+#[tokio::test]
+async fn post_a_resume_form_from_another_origin_is_refused() {
+    let (upstream, seen) = post_counting_upstream().await;
+    let gate = TestGate::builder().upstream(upstream).spawn().await;
+    // Mallory keeps a post through his own login and takes the resume field and its ticket cookie.
+    let mallory = gate.login_as("mallory").await;
+    gate.clock.advance(3601);
+    let kept = post_form_navigation(&mallory, &gate.base, "/transfer", &gate.base, "same-origin", "to=mallory").await;
+    assert_eq!(kept.status, StatusCode::SEE_OTHER, "{}", kept.text());
+    let page = mallory.authorize_and_callback(&gate.base, kept.location(), "mallory").await;
+    let html = page.text();
+    let value = html.split("name=\"idgate_resume\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let ticket = mallory
+        .jar
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("idgate_resume_"))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let (ticket_name, ticket_value) = ticket.expect("a ticket cookie");
+    // The victim, logged in; Mallory's ticket cookie tossed into her browser; the form posted by a sibling's page.
+    let victim = gate.login_as("alice").await;
+    victim.set_cookie(&ticket_name, &ticket_value);
+    let body = format!("idgate_resume={value}");
+    for (origin, site) in [("http://evil.localhost", "same-site"), ("https://evil.example", "cross-site")] {
+        let r = post_form_navigation(&victim, &gate.base, "/transfer", origin, site, &body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{origin}: {}", r.text());
+        assert!(r.text().contains("post_cross_origin"), "{}", r.text());
+    }
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream: {:?}", seen.lock().unwrap());
+    // Mallory's own resume, from idgate's page, still works (the refusals did not use the ticket up).
+    let own = post_form_navigation(&mallory, &gate.base, "/transfer", &gate.base, "same-origin", &body).await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text());
+    assert_eq!(seen.lock().unwrap().as_slice(), [("dev|mallory".to_owned(), "to=mallory".to_owned())]);
+    gate.shutdown().await;
+}
+
+/// Anyone, with no login, could make idgate hold kept posts: each forged same-origin form post of up to 64 KiB over
+/// the cookie budget went to the server-side store for 10 minutes, without bound — 100 000 of them (the memory
+/// store's capacity) are 6.5 GB in memory or in Redis, and they pushed the sessions out of the memory store. The
+/// bytes a process keeps in the store at once are now bounded (`session.preserve_post_store_bytes`); beyond that a
+/// post is not kept (`401` with the page saying so) until older ones expire.
+#[tokio::test]
+async fn post_the_server_side_store_of_kept_posts_is_bounded() {
+    let (upstream, seen) = post_counting_upstream().await;
+    let gate = TestGate::builder()
+        .upstream(upstream)
+        .settings(|s| {
+            s.session.store = idgate::config::StoreKind::Memory;
+            s.session.preserve_post_store_bytes = 100_000;
+        })
+        .spawn()
+        .await;
+    let mallory = Browser::new();
+    let body = format!("pad={}", "x".repeat(9_000));
+    let mut kept = 0;
+    let refused = loop {
+        let r = post_form_navigation(&mallory, &gate.base, "/a", &gate.base, "same-origin", &body).await;
+        if r.status != StatusCode::SEE_OTHER {
+            break r;
+        }
+        kept += 1;
+        assert!(kept <= 10, "more than 100 000 bytes kept");
+    };
+    assert_eq!(kept, 10, "9 KB posts (9 119 bytes sealed) until the 100 000 bytes are used");
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert!(refused.text().contains("post_store_full"), "{}", refused.text());
+    assert!(refused.text().contains("cannot be kept right now"), "{}", refused.text());
+    // Small posts travel in cookies and need no room in the store.
+    let small = post_form_navigation(&mallory, &gate.base, "/a", &gate.base, "same-origin", "a=1").await;
+    assert_eq!(small.status, StatusCode::SEE_OTHER, "{}", small.text());
+    // After the flows' 10 minutes the room is free again.
+    gate.clock.advance(601);
+    let again = post_form_navigation(&mallory, &gate.base, "/a", &gate.base, "same-origin", &body).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.text());
+    assert!(seen.lock().unwrap().is_empty());
+    gate.shutdown().await;
+}
+
+// === break-par: issuer-supplied text at the back channel and in `idgate check`, key material in config errors (issue 13 review) ===
 
 /// A compromised issuer answering the token endpoint with an error code that holds a newline forged a whole log
 /// line: the code went raw into `ProviderError::Refused`'s `Display`, which the text log prints as it is (PAR's

@@ -5,19 +5,19 @@ use std::{collections::HashMap, path::Path};
 use idgate::config;
 use yaml_rust2::{Yaml, YamlLoader};
 
-fn repo(path: &str) -> std::path::PathBuf {
+pub(crate) fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn docs(path: &str) -> Vec<Yaml> {
+pub(crate) fn docs(path: &str) -> Vec<Yaml> {
     YamlLoader::load_from_str(&std::fs::read_to_string(repo(path)).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn find<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
+pub(crate) fn find<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
     docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).collect()
 }
 
-fn strs(y: &Yaml) -> Vec<String> {
+pub(crate) fn strs(y: &Yaml) -> Vec<String> {
     y.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
@@ -57,7 +57,7 @@ fn dockerfile_builds_the_release_binary_and_runs_it_as_non_root() {
 }
 
 /// Loads config text the way idgate would, with secret files provided by the test.
-fn load_config(text: &str, env: &[(&str, &str)]) -> config::Settings {
+pub(crate) fn load_config(text: &str, env: &[(&str, &str)]) -> config::Settings {
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
@@ -79,7 +79,7 @@ fn text_has_secret_file(path: &Path) -> bool {
     std::fs::read_to_string(path).unwrap().contains("secret_file")
 }
 
-fn check_deployment(path: &str, config_map: &str) {
+pub(crate) fn check_deployment(path: &str, config_map: &str) {
     let docs = docs(path);
     let cm = find(&docs, "ConfigMap")
         .into_iter()

@@ -301,6 +301,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             .collect(),
         routes: vec![],
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
+        ext_authz: Default::default(),
     }
 }
 

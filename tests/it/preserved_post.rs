@@ -67,13 +67,18 @@ fn posts(log: &Log) -> Vec<Received> {
 
 /// A form submission as Chromium sends it from a page of the gate's origin.
 async fn submit(b: &Browser, base: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
+    submit_to(b, base, base, path, content_type, body).await
+}
+
+/// [`submit`] from a page of `base`, sent to `at` (a replica behind the same origin).
+async fn submit_to(b: &Browser, base: &str, at: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
     h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
     h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
     h.insert("sec-fetch-dest", HeaderValue::from_static("document"));
     h.insert(header::ORIGIN, HeaderValue::from_str(base).unwrap());
-    b.send(Method::POST, &format!("{base}{path}"), h, Bytes::copy_from_slice(body)).await
+    b.send(Method::POST, &format!("{at}{path}"), h, Bytes::copy_from_slice(body)).await
 }
 
 /// A logged-in browser whose session then ends (the clock passes the ID token's `exp`).
@@ -207,7 +212,9 @@ async fn a_body_over_the_cookie_budget_is_kept_in_redis_and_sent_once_across_rep
     // Another replica, which never saw this ticket used, learns it from Redis.
     let replica = gate.replica(|_| {}).await;
     b.set_cookie(&ticket_cookie.0, &ticket_cookie.1);
-    let there = send_resume(&b, &format!("http://{}", replica.public_addr), &action, &value).await;
+    let at = format!("http://{}", replica.public_addr);
+    let field = format!("idgate_resume={value}");
+    let there = submit_to(&b, &gate.base, &at, &action, "application/x-www-form-urlencoded", field.as_bytes()).await;
     assert_eq!((there.status, reason(&there)), (StatusCode::CONFLICT, "post_replayed".to_owned()), "{}", there.text());
     assert_eq!(posts(&log).len(), 1);
     replica.shutdown().await;

@@ -223,6 +223,7 @@ fn only_a_same_origin_form_navigation_within_the_limit_is_kept() {
 fn a_post_round_trips_and_truncation_is_refused() {
     let post = Post {
         bound: "state".into(),
+        browser: "browser".into(),
         target: "/form?a=1".into(),
         content_type: "multipart/form-data; boundary=x".into(),
         expires_at: 1_700_000_000,
@@ -275,6 +276,7 @@ fn a_64_kib_body_fits_the_resume_form_limit() {
     let p = posts();
     let post = Post {
         bound: "abcdefghijklmnopqrstuv".into(),
+        browser: "abcdefghijklmnopqrstuv".into(),
         target: format!("/{}", "a".repeat(2047)),
         content_type: "multipart/form-data; boundary=----WebKitFormBoundaryabcdefghijklmnop".into(),
         expires_at: i64::MAX,

@@ -36,6 +36,9 @@ impl Expiry<Key, Entry> for ByTtl {
 /// Sessions in this process's memory.
 pub struct MemoryStore {
     entries: Cache<Key, Entry>,
+    /// Kept form posts, apart from the sessions: anyone can make idgate keep one, and none may push a session out
+    /// (their bytes are bounded by `session.preserve_post_store_bytes` before they get here).
+    blobs: Cache<Key, Entry>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -53,6 +56,7 @@ impl MemoryStore {
     pub fn new(capacity: u64) -> Self {
         Self {
             entries: Cache::builder().max_capacity(capacity).expire_after(ByTtl).build(),
+            blobs: Cache::builder().max_capacity(capacity).expire_after(ByTtl).build(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -101,11 +105,11 @@ impl MemoryStore {
             sub: NO_SID,
             created: 0,
         };
-        self.entries.insert(key, entry).await;
+        self.blobs.insert(key, entry).await;
     }
 
     pub(super) async fn take_blob(&self, key: &Key) -> Option<Bytes> {
-        self.entries.remove(key).await.map(|e| e.value)
+        self.blobs.remove(key).await.map(|e| e.value)
     }
 
     pub(super) async fn get(&self, key: &Key) -> Option<Bytes> {
@@ -141,5 +145,31 @@ impl MemoryStore {
             self.entries.invalidate(k).await;
         }
         Ended { ended: doomed.len(), kept_newer }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Anyone can make idgate keep a form post: kept posts filled the sessions' cache and, once it was full, pushed
+    /// sessions out (every user logged out). They have a cache of their own.
+    #[tokio::test]
+    async fn kept_posts_never_push_sessions_out() {
+        let store = MemoryStore::new(4);
+        let owner = Owner { sid: None, sub: "alice".into(), created: 0 };
+        for k in 0..4u8 {
+            store.put([k; 32], vec![k], &owner, 600).await;
+        }
+        for k in 10..200u8 {
+            store.put_blob([k; 32], vec![0; 64], 600).await;
+        }
+        store.entries.run_pending_tasks().await;
+        assert_eq!(store.entries.entry_count(), 4, "no session was pushed out, and no post took a session's place");
+        for k in 0..4u8 {
+            assert_eq!(store.get(&[k; 32]).await.as_deref(), Some(&[k][..]));
+        }
+        assert_eq!(store.take_blob(&[199; 32]).await.as_deref(), Some(&[0u8; 64][..]), "the latest post is kept");
+        assert_eq!(store.take_blob(&[199; 32]).await, None, "taken once");
     }
 }
