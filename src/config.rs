@@ -154,13 +154,24 @@ fn describe_config_error(e: &config::ConfigError, path: &Path) -> String {
     if msg.contains(&*path.to_string_lossy()) { msg } else { format!("{msg} (in {})", path.display()) }
 }
 
+/// A `*_file` setting's value as named in an error: quoted, unless it is key material rather than a path (PEM text
+/// pasted where its file's path belongs, as an environment override fed from a secret easily does), which is
+/// never echoed.
+pub fn path_shown(path: &str) -> String {
+    if path.contains("-----BEGIN") || path.contains('\n') {
+        "(not shown: the value looks like key text, not a file path; give the path of the file holding it)".into()
+    } else {
+        format!("{path:?}")
+    }
+}
+
 /// Replaces `client_secret_file` / `secret_file` with the file's content (trailing newline removed).
 fn resolve_secret_files(raw: &mut raw::RawConfig, p: &mut Problems) {
     fn read(p: &mut Problems, key: &str, path: &str) -> Option<String> {
         match std::fs::read_to_string(path) {
             Ok(s) if s.trim().is_empty() => p.bad(key, &format!("{path}: the file is empty")),
             Ok(s) => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
-            Err(e) => p.bad(key, &format!("{path}: cannot read ({e})")),
+            Err(e) => p.bad(key, &format!("{}: cannot read ({e})", path_shown(path))),
         }
     }
     if let Some(path) = raw.oidc.client_secret_file.take() {

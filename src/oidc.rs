@@ -23,6 +23,13 @@ use crate::{
 pub use discovery::Metadata;
 pub use token::Tokens;
 
+/// An issuer's OAuth error code as logged or shown: its own characters only (RFC 6749 §5.2 allows printable ASCII
+/// but codes are words), bounded — so a newline in it cannot forge a log line, nor markup reach a page.
+pub(crate) fn error_code(raw: &str) -> String {
+    let clean: String = raw.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+    if clean.is_empty() { "error".into() } else { clean }
+}
+
 /// Largest answer accepted from the issuer.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 

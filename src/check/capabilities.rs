@@ -28,9 +28,20 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The text is shown with control and bidi characters escaped: it quotes the issuer's discovery document,
+    /// which must not drive the operator's terminal (ANSI/OSC escapes, a carriage return rewriting the line).
     fn new(level: Level, text: impl Into<String>) -> Self {
-        Self { level, text: text.into() }
+        Self { level, text: shown(&text.into()) }
     }
+}
+
+/// `text` with control characters (C0, DEL, C1) and bidi overrides/isolates escaped (`\u{1b}`), the rest as is.
+fn shown(text: &str) -> String {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if unsafe_char(c) { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// The discovery name of a client authentication method.

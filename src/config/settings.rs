@@ -635,10 +635,10 @@ fn decryption(
     use crate::id_token::jwe::{Allowed, ContentEnc, DecryptionKeys, KeyAlg};
     const KEY: &str = "oidc.id_token_decryption_key_file";
     let keys = key_file.and_then(|path| match std::fs::read(&path) {
-        Err(e) => p.bad(KEY, &format!("cannot read {path:?}: {e}")),
+        Err(e) => p.bad(KEY, &format!("cannot read {}: {e}", crate::config::path_shown(&path))),
         Ok(bytes) => match DecryptionKeys::from_file_contents(&bytes) {
             Ok(k) => Some(std::sync::Arc::new(k)),
-            Err(e) => p.bad(KEY, &format!("{path:?}: {e}")),
+            Err(e) => p.bad(KEY, &format!("{}: {e}", crate::config::path_shown(&path))),
         },
     });
     let required = required.unwrap_or(false);

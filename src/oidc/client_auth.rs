@@ -49,10 +49,11 @@ impl ClientKey {
     /// Reads the first private key of a PEM file; `alg` as in [`SigningKey::from_pem`]. The error names the file and
     /// the problem, never key material.
     pub fn from_file(path: &str, alg: Option<SigningAlg>) -> Result<Self, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+        let shown = || crate::config::path_shown(path);
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", shown()))?;
         SigningKey::from_pem(&pem, alg)
             .map(|k| ClientKey(Arc::new(k)))
-            .map_err(|e: SigningKeyError| format!("{path:?}: {e}"))
+            .map_err(|e: SigningKeyError| format!("{}: {e}", shown()))
     }
 }
 

@@ -6,7 +6,7 @@
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{Metadata, Provider, ProviderError};
+use super::{Metadata, Provider, ProviderError, error_code};
 
 /// The longest `expires_in` believed (seconds). RFC 9126 §2.2 expects a short lifetime (its examples use 60–90 s);
 /// anything beyond an hour, or below one second, is a broken or impersonated endpoint.
@@ -108,13 +108,6 @@ pub fn read_answer(status: StatusCode, body: &[u8]) -> Result<Pushed, ParError> 
         return Err(ParError::BadAnswer("expires_in is outside 1..3600 seconds"));
     }
     Ok(Pushed { request_uri, expires_in })
-}
-
-/// An OAuth error code as shown on a page: its own characters only (RFC 6749 §5.2 allows printable ASCII but
-/// codes are words), bounded.
-fn error_code(raw: &str) -> String {
-    let clean: String = raw.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-    if clean.is_empty() { "error".into() } else { clean }
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ impl Provider {
             return Err(match serde_json::from_slice::<OAuthError>(&answer.body) {
                 Ok(e) => ProviderError::Refused {
                     status: answer.status.as_u16(),
-                    error: e.error,
+                    error: super::error_code(&e.error),
                     description: e.error_description,
                 },
                 Err(_) => ProviderError::Status { what: WHAT, status: answer.status.as_u16() },

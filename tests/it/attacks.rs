@@ -1578,3 +1578,88 @@ async fn post_the_server_side_store_of_kept_posts_is_bounded() {
     assert!(seen.lock().unwrap().is_empty());
     gate.shutdown().await;
 }
+
+// === break-par: issuer-supplied text at the back channel and in `idgate check`, key material in config errors (issue 13 review) ===
+
+/// A compromised issuer answering the token endpoint with an error code that holds a newline forged a whole log
+/// line: the code went raw into `ProviderError::Refused`'s `Display`, which the text log prints as it is (PAR's
+/// error codes were already cut to their own characters; the token endpoint's, used by `private_key_jwt` logins and
+/// refreshes, were not).
+#[tokio::test]
+async fn an_issuer_error_code_cannot_forge_a_log_line() {
+    let logs = Logs::capture();
+    let gate = TestGate::builder()
+        .knobs(|k| k.token_error = Some((400, "invalid_grant\nFORGED idgate::audit: login succeeded sub=admin")))
+        .spawn()
+        .await;
+    let cb = gate.browser().login_to_callback(&gate.base, "/", "eve").await;
+    assert_eq!(cb.status, StatusCode::BAD_GATEWAY, "{}", cb.text());
+    let text = logs.text();
+    assert!(text.contains("refused with HTTP 400: invalid_grantFORGED"), "the code is kept, cut: {text}");
+    assert!(!text.lines().any(|l| l.starts_with("FORGED")), "a forged line: {text}");
+    gate.shutdown().await;
+}
+
+/// `idgate check` printed the issuer's own strings (auth methods, algorithms, the PAR endpoint) raw to the
+/// operator's terminal: a discovery document could carry ANSI/OSC escapes (rewrite the line as `ok`, hide text,
+/// set the clipboard). Control and bidi characters are now shown escaped.
+#[test]
+fn issuer_strings_in_check_lines_carry_no_terminal_escapes() {
+    let mut s = crate::harness::settings("http://127.0.0.1:1", "http://i.invalid", "127.0.0.1:1".parse().unwrap());
+    s.oidc.par = true;
+    let m: idgate::oidc::Metadata = serde_json::from_value(json!({
+        "issuer": "i", "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j",
+        "token_endpoint_auth_methods_supported": ["\u{1b}]52;c;cm0gLXJmIH4K\u{7}private_key_jwt"],
+        "id_token_encryption_alg_values_supported": ["\u{1b}[2K\rok    RSA-OAEP"],
+        "pushed_authorization_request_endpoint": "https://op/par\u{1b}[8m\u{202e}",
+        "dpop_signing_alg_values_supported": ["ES256\u{9b}31m"],
+    }))
+    .unwrap();
+    let lines = idgate::check::capabilities::findings(&s.oidc, &m, "https://gate/oauth2/jwks");
+    assert_eq!(lines.len(), 4);
+    for f in &lines {
+        assert!(!f.text.chars().any(|c| c.is_control() || c == '\u{202e}'), "{:?}", f.text);
+    }
+    let all: String = lines.iter().map(|f| f.text.as_str()).collect();
+    for shown in ["\\u{1b}]52", "\\u{1b}[2K\\rok", "par\\u{1b}[8m\\u{202e}", "ES256\\u{9b}31m"] {
+        assert!(all.contains(shown), "{shown} in {all}");
+    }
+}
+
+/// Key material in configuration errors: PEM text given where a key file's path belongs (an environment override
+/// `IDGATE_OIDC__CLIENT_KEY_FILE` fed straight from a secret, instead of a mounted file) was echoed whole in the
+/// "cannot read" error — the private key printed to the console and whatever collects it.
+#[test]
+fn a_private_key_given_instead_of_its_path_is_never_echoed_in_config_errors() {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(
+        br#"
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "https://issuer.example.com"
+client_id = "my-app"
+redirect_url = "https://app.example.com/oauth2/callback"
+[session]
+secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+"#,
+    )
+    .unwrap();
+    let pem = idgate::id_token::jwe::GeneratedKey::p256().private_pem;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for (key, extra) in [
+        ("IDGATE_OIDC__CLIENT_KEY_FILE", ("IDGATE_OIDC__TOKEN_AUTH_METHOD", "private_key_jwt")),
+        ("IDGATE_OIDC__ID_TOKEN_DECRYPTION_KEY_FILE", ("IDGATE_OIDC__CLIENT_SECRET", "s3cret")),
+        ("IDGATE_OIDC__CLIENT_SECRET_FILE", ("IDGATE_OIDC__TOKEN_AUTH_METHOD", "client_secret_basic")),
+    ] {
+        let env: std::collections::HashMap<String, String> =
+            [(key.to_owned(), pem.clone()), (extra.0.to_owned(), extra.1.to_owned())].into();
+        let err = idgate::config::load(file.path(), &env).unwrap_err().to_string();
+        assert!(err.contains("not shown: the value looks like key text"), "{key}: {err}");
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!err.contains(line), "{key}: key material in {err}");
+        }
+        assert!(!err.contains(&body[..20]), "{key}: {err}");
+    }
+}
