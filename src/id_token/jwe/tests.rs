@@ -467,3 +467,91 @@ fn key_sets_are_equal_exactly_when_read_from_the_same_text() {
     assert!(DecryptionKeys::default().is_empty() && !read(&a).is_empty());
     assert_eq!(read(&format!("{a}{b}")).len(), 2);
 }
+
+/// The limits at their boundaries (mutants): a header of exactly `MAX_HEADER_B64` characters, `apu` of exactly the
+/// longest allowed length and one more, a token of exactly `MAX_JWE_BYTES`, and a 44-character coordinate.
+#[test]
+fn limits_hold_exactly_at_their_boundaries() {
+    let (keys, to) = ec_pair("k");
+    let jwe = encrypt(JWS.as_bytes(), &to, Some("k"), KeyAlg::EcdhEs, ContentEnc::A128CbcHs256).unwrap();
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwe.split('.').next().unwrap()).unwrap()).unwrap();
+    // Pad the header so its base64url is exactly MAX_HEADER_B64 long: accepted as a header (fails later: AAD).
+    let padded = |n: usize| {
+        let mut h = header.clone();
+        h["pad"] = json!("x".repeat(n));
+        b64(&h)
+    };
+    let n = (0..MAX_HEADER_B64).find(|&n| padded(n).len() >= MAX_HEADER_B64).unwrap();
+    let mut h = header.clone();
+    h["pad"] = json!("x".repeat(n));
+    let token = with_header(&jwe, &h);
+    if padded(n).len() == MAX_HEADER_B64 {
+        assert_eq!(decrypt(&token, &keys, &all()), Err(JweError::DecryptionFailed), "a header at the limit is read");
+    }
+    // apu: 686 characters (512 bytes' worth plus slack) pass the length check, 687 do not.
+    let limit = MAX_PARTY_INFO * 4 / 3 + 4;
+    assert_eq!(limit, 686);
+    for (len, refused) in [(limit - 2, false), (limit, false), (limit + 1, true)] {
+        let mut h = header.clone();
+        h["apu"] = json!("A".repeat(len));
+        let got = decrypt(&with_header(&jwe, &h), &keys, &all());
+        assert_eq!(
+            got == Err(JweError::Malformed("apu/apv is not a short base64url string")),
+            refused,
+            "apu of {len}: {got:?}"
+        );
+    }
+    // A 44-character coordinate (33 bytes) is refused by its length, before decoding.
+    let mut h = header.clone();
+    h["epk"]["x"] = json!(format!("{}A", header["epk"]["x"].as_str().unwrap()));
+    assert_eq!(decrypt(&with_header(&jwe, &h), &keys, &all()), Err(JweError::BadEpk("coordinate is not 32 bytes")));
+    // Only p2s, only p2c: each is PBES2's and refused alone.
+    for extra in [json!({"p2s": "c2FsdA"}), json!({"p2c": 1000})] {
+        let mut h = header.clone();
+        h.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        assert_eq!(
+            decrypt(&with_header(&jwe, &h), &keys, &all()),
+            Err(JweError::Malformed("p2c/p2s belong to PBES2, which is not supported")),
+            "{extra}"
+        );
+    }
+    // ECDH-ES (direct) with an encrypted key part is malformed.
+    let parts: Vec<&str> = jwe.split('.').collect();
+    let with_ek = format!("{}.AAAA.{}.{}.{}", parts[0], parts[2], parts[3], parts[4]);
+    assert_eq!(
+        decrypt(&with_ek, &keys, &all()),
+        Err(JweError::Malformed("ECDH-ES direct agreement has an encrypted key"))
+    );
+    // A token of exactly MAX_JWE_BYTES is read (then fails on its content), one byte more is not.
+    let grow = |extra: usize| {
+        let ct = format!("{}{}", parts[3], "A".repeat(extra));
+        format!("{}.{}.{}.{}.{}", parts[0], parts[1], parts[2], ct, parts[4])
+    };
+    let base = grow(0).len();
+    let at = grow(MAX_JWE_BYTES - base);
+    assert_eq!(at.len(), MAX_JWE_BYTES);
+    assert_ne!(decrypt(&at, &keys, &all()), Err(JweError::Malformed("too large")));
+    assert_eq!(decrypt(&grow(MAX_JWE_BYTES - base + 1), &keys, &all()), Err(JweError::Malformed("too large")));
+}
+
+/// The published public halves are the keys' own (RSA from PEM, EC from PEM and from a JWK), and a JWK whose
+/// coordinates are not 32 bytes each is refused.
+#[test]
+fn public_jwks_are_the_keys_own_and_coordinates_are_checked() {
+    let rsa = GeneratedKey::rsa();
+    let ec = GeneratedKey::p256();
+    let from_pem = |pem: &str| DecryptionKeys::from_pem(pem.as_bytes()).unwrap().public_jwks();
+    let [r] = from_pem(&rsa.private_pem).try_into().unwrap();
+    assert_eq!((&r["n"], &r["e"], &r["kty"]), (&rsa.public_jwk["n"], &rsa.public_jwk["e"], &json!("RSA")));
+    let [e] = from_pem(&ec.private_pem).try_into().unwrap();
+    assert_eq!((&e["x"], &e["y"], &e["crv"]), (&ec.public_jwk["x"], &ec.public_jwk["y"], &json!("P-256")));
+    let jwk = ec.private_jwk.clone().unwrap();
+    let [j] = keys_of(&jwk).public_jwks().try_into().unwrap();
+    assert_eq!(j["x"], ec.public_jwk["x"]);
+    let mut short = jwk.clone();
+    let y = URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap();
+    short["y"] = json!(URL_SAFE_NO_PAD.encode(&y[1..]));
+    let err = DecryptionKeys::from_jwks(serde_json::to_string(&short).unwrap().as_bytes()).unwrap_err();
+    assert!(err.0.contains("x/y are not 32 bytes each"), "{err}");
+}
