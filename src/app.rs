@@ -144,8 +144,12 @@ impl State {
             rules: Rules::new(&settings.routes),
             headers: HeaderPlan::new(
                 &settings.headers,
-                &[settings.upstream.strip_headers.as_slice(), std::slice::from_ref(&settings.assertion.header)]
-                    .concat(),
+                &[
+                    settings.upstream.strip_headers.as_slice(),
+                    std::slice::from_ref(&settings.assertion.header),
+                    std::slice::from_ref(&settings.upstream.issuer_header),
+                ]
+                .concat(),
                 &s.cookie_name,
             ),
             forwarder: kept.forwarder,
@@ -255,7 +259,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("server.shutdown_grace_secs", *shutdown_grace != n.shutdown_grace);
     let AdminSettings { listen } = &old.admin;
     check("admin.listen", *listen != new.admin.listen);
-    let UpstreamSettings { url, connect_timeout, timeout, allowed_upgrades, strip_headers } = &old.upstream;
+    // `issuer_header` takes effect on reload: the registry and the header plan are rebuilt.
+    let UpstreamSettings { url, connect_timeout, timeout, allowed_upgrades, strip_headers, issuer_header: _ } =
+        &old.upstream;
     let n = &new.upstream;
     check("upstream.url", *url != n.url);
     check("upstream.connect_timeout_secs", *connect_timeout != n.connect_timeout);

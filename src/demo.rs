@@ -149,6 +149,7 @@ fn demo_settings(
             timeout: Duration::from_secs(30),
             allowed_upgrades: UpstreamSettings::default_upgrades(),
             strip_headers: vec![],
+            issuer_header: crate::providers::ISSUER_HEADER,
         },
         oidc: OidcSettings {
             issuer: issuer.to_owned(),

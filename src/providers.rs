@@ -17,8 +17,9 @@ use crate::{
 /// At most this many providers (a request's allowed set is a 64-bit mask).
 pub const MAX_PROVIDERS: usize = 64;
 
-/// The identity header naming the session's provider (with `[[providers]]` only).
-pub const ISSUER_HEADER: HeaderName = HeaderName::from_static("x-auth-request-issuer");
+/// The identity header naming the session's provider (with `[[providers]]` only), unless `upstream.issuer_header`
+/// names another.
+pub const ISSUER_HEADER: HeaderName = HeaderName::from_static(crate::config::settings::DEFAULT_ISSUER_HEADER);
 
 /// One provider and its background loader (discovery, then periodic key refreshes), shared by the registries of
 /// successive reloads while its settings stay the same; the loader stops when the last of them lets go.
@@ -130,6 +131,8 @@ pub struct Registry {
     multi: bool,
     /// Per `[[routes]]` index: the providers allowed there (`None`: chosen by host).
     by_route: Vec<Option<Allowed>>,
+    /// `upstream.issuer_header`.
+    issuer_header: HeaderName,
 }
 
 impl Registry {
@@ -177,7 +180,7 @@ impl Registry {
                 })
             })
             .collect();
-        Self { entries, multi, by_route }
+        Self { entries, multi, by_route, issuer_header: settings.upstream.issuer_header.clone() }
     }
 
     /// A provider with its loader, not started yet.
@@ -289,11 +292,11 @@ impl Registry {
         self.entries.iter().enumerate().filter(move |(_, e)| e.provider().settings().issuer == iss).map(|(i, _)| i)
     }
 
-    /// Writes [`ISSUER_HEADER`] for the session of provider `i` (with `[[providers]]`; after stripping, so it
-    /// overrides whatever `[headers]` maps to that name).
+    /// Writes the issuer header (`upstream.issuer_header`, default [`ISSUER_HEADER`]) for the session of provider
+    /// `i` (with `[[providers]]`; after stripping, so it overrides whatever `[headers]` maps to that name).
     pub fn apply_issuer_header(&self, headers: &mut HeaderMap, i: usize) {
         if let Some(v) = self.entries.get(i).and_then(|e| e.header.clone()) {
-            headers.insert(ISSUER_HEADER, v);
+            headers.insert(self.issuer_header.clone(), v);
         }
     }
 }

@@ -66,6 +66,7 @@ pub struct RawUpstream {
     pub timeout_secs: Option<u64>,
     pub allowed_upgrades: Option<Vec<String>>,
     pub strip_headers: Option<Vec<String>>,
+    pub issuer_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

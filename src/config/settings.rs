@@ -96,7 +96,13 @@ pub struct UpstreamSettings {
     pub allowed_upgrades: Vec<String>,
     /// Request headers removed from every request besides the built-in list (`identity`).
     pub strip_headers: Vec<HeaderName>,
+    /// With `[[providers]]`: the header naming the session's provider (`upstream.issuer_header`); always stripped
+    /// from clients.
+    pub issuer_header: HeaderName,
 }
+
+/// The default `upstream.issuer_header`.
+pub const DEFAULT_ISSUER_HEADER: &str = "x-auth-request-issuer";
 
 /// The default `upstream.allowed_upgrades`.
 pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
@@ -369,6 +375,7 @@ impl Settings {
             timeout: secs(p, "upstream.timeout_secs", raw.upstream.timeout_secs, 60),
             allowed_upgrades: upgrades(p, raw.upstream.allowed_upgrades),
             strip_headers: strip_headers(p, raw.upstream.strip_headers.unwrap_or_default()),
+            issuer_header: issuer_header(p, raw.upstream.issuer_header),
         };
         let (oidc, providers) = super::providers::from_raw(p, raw.oidc, raw.providers);
         let session = session(p, raw.session);
@@ -832,6 +839,20 @@ fn strip_headers(p: &mut Problems, list: Vec<String>) -> Vec<HeaderName> {
             }
         })
         .collect()
+}
+
+/// `upstream.issuer_header`: any valid name but those the request is framed or routed by, and not `Cookie`.
+fn issuer_header(p: &mut Problems, name: Option<String>) -> HeaderName {
+    let default = HeaderName::from_static(DEFAULT_ISSUER_HEADER);
+    let Some(name) = name else { return default };
+    let key = "upstream.issuer_header";
+    match HeaderName::try_from(name.as_str()) {
+        Ok(h) if matches!(h.as_str(), "host" | "content-length" | "transfer-encoding" | "connection" | "cookie") => {
+            p.bad(key, "idgate needs this header for itself").unwrap_or(default)
+        }
+        Ok(h) => h,
+        Err(_) => p.bad(key, &format!("{name:?}: not a valid HTTP header name")).unwrap_or(default),
+    }
 }
 
 // === field helpers: each adds a problem naming the key and returns a usable placeholder ===

@@ -554,3 +554,18 @@ fn private_key_jwt_settings_are_loaded_and_checked() {
         assert!(e.to_string().contains(why), "{key}: {e}");
     }
 }
+
+#[test]
+fn upstream_issuer_header_is_checked_and_defaults_to_x_auth_request_issuer() {
+    let s = load(file(".toml", GOOD).path(), &HashMap::new()).unwrap();
+    assert_eq!(s.upstream.issuer_header.as_str(), "x-auth-request-issuer");
+    let renamed = GOOD.replacen("[upstream]\n", "[upstream]\nissuer_header = \"X-Idp-Name\"\n", 1);
+    let s = load(file(".toml", &renamed).path(), &HashMap::new()).unwrap();
+    assert_eq!(s.upstream.issuer_header.as_str(), "x-idp-name");
+    for (name, why) in [("Cookie", "idgate needs this header"), ("Host", "idgate needs"), ("bad name", "not a valid")] {
+        let text = GOOD.replacen("[upstream]\n", &format!("[upstream]\nissuer_header = \"{name}\"\n"), 1);
+        let e = load(file(".toml", &text).path(), &HashMap::new()).unwrap_err();
+        assert_eq!(keys(&e), ["upstream.issuer_header"], "{name}");
+        assert!(e.problems[0].why.contains(why), "{name}: {e}");
+    }
+}

@@ -141,3 +141,13 @@ fn the_issuer_header_names_the_provider() {
     assert_eq!(r.by_issuer("https://guests.example.com").collect::<Vec<_>>(), [2]);
     assert_eq!(r.by_issuer("https://nobody.example.com").count(), 0);
 }
+
+#[test]
+fn upstream_issuer_header_renames_the_issuer_header() {
+    let text = CONFIG.replacen("[upstream]\n", "[upstream]\nissuer_header = \"X-Idp\"\n", 1);
+    let r = registry(&text);
+    let mut h = HeaderMap::new();
+    r.apply_issuer_header(&mut h, 2);
+    assert_eq!(h.get("x-idp").map(|v| v.as_bytes()), Some(&b"guests"[..]));
+    assert!(h.get(ISSUER_HEADER).is_none(), "the default name is not written as well");
+}

@@ -272,6 +272,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
             timeout: Duration::from_secs(5),
             allowed_upgrades: UpstreamSettings::default_upgrades(),
             strip_headers: vec![],
+            issuer_header: idgate::providers::ISSUER_HEADER,
         },
         oidc: OidcSettings {
             issuer: issuer.to_owned(),

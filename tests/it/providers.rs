@@ -200,6 +200,30 @@ async fn one_browser_logs_into_either_issuer_through_the_chooser_and_the_session
 }
 
 #[tokio::test]
+async fn upstream_issuer_header_renames_the_header_and_both_names_are_stripped_from_clients() {
+    let t = two(|s| {
+        s.upstream.issuer_header = http::HeaderName::from_static("x-idp");
+        s.routes.push(route("/public", AuthMode::Public, &[]));
+    })
+    .await;
+    let base = t.gate.base.clone();
+    let b = Browser::new();
+    let landed = login(&b, &t, "/home", None, "partners", &t.partners, "alice").await;
+    assert_eq!(landed.status, StatusCode::OK);
+    assert_eq!(landed.upstream_header("x-idp").as_deref(), Some("partners"));
+    assert_eq!(landed.upstream_header("x-auth-request-issuer"), None, "only the configured name is written");
+    let forged = b.get_with(&format!("{base}/home"), &[("x-idp", "staff"), ("x-auth-request-issuer", "staff")]).await;
+    assert_eq!(forged.status, StatusCode::OK);
+    assert_eq!(forged.upstream_header("x-idp").as_deref(), Some("partners"), "the client's value is replaced");
+    assert_eq!(forged.upstream_header("x-auth-request-issuer"), None, "the default name is stripped too");
+    // Anonymous on a public path: the configured name is stripped even where no session writes it.
+    let anon = Browser::new().get_with(&format!("{base}/public/x"), &[("x-idp", "staff")]).await;
+    assert_eq!(anon.status, StatusCode::OK);
+    assert_eq!(anon.upstream_header("x-idp"), None);
+    t.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_session_from_one_issuer_never_opens_a_route_of_the_other() {
     let t = two(|_| {}).await;
     let base = t.gate.base.clone();
