@@ -16,13 +16,17 @@
 //                      private_key_jwt signed by the key published there; idgate-par (client_secret_basic) must push
 //                      its authorization requests (require_pushed_authorization_requests) and is always registered
 //   REQUIRE_PAR        "1": PAR required of every client, as discovery's require_pushed_authorization_requests says
+// Resource indicators (RFC 8707) are on for three APIs, for idgate's bearer access (RFC 9068 / RFC 7662): an
+// authorization request and token request with `resource=` get an access token for it — a JWT (`at+jwt`, signed with
+// the provider's keys) for https://api.idgate.test and https://other.idgate.test, an opaque one, which idgate must
+// introspect (features.introspection), for https://opaque.idgate.test. Without `resource` nothing changes.
 // DPoP (features.dPoP, RFC 9449) is on, with server nonces required in every proof; the client idgate-dpop is
 // registered with dpop_bound_access_tokens (a token request without a proof is refused).
 // Prints "listening <issuer>" on stdout once it serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // The provider's start-up notices about its development defaults are expected here; keep the test output clean.
 const warn = console.warn;
@@ -87,6 +91,13 @@ const encrypting = (id, jwk, alg, enc) => ({
   jwks: { keys: [{ ...jwk, kid: `${id}-key` }] },
 });
 
+// The APIs a client may ask access tokens for (scope `api:read`), and in which format.
+const resourceServers = {
+  'https://api.idgate.test': 'jwt',
+  'https://other.idgate.test': 'jwt',
+  'https://opaque.idgate.test': 'opaque',
+};
+
 const provider = new Provider(issuer, {
   clients: [
     client('idgate-rs256', 'RS256'),
@@ -141,6 +152,17 @@ const provider = new Provider(issuer, {
     backchannelLogout: { enabled: Boolean(backchannelUri) },
     dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: requirePar },
+    introspection: { enabled: true },
+    resourceIndicators: {
+      // No `resource` asked for: no resource (the access token is for userinfo only, as before); the token request
+      // names the resource again (useGrantedResource stays false).
+      enabled: true,
+      getResourceServerInfo(ctx, resource) {
+        const format = resourceServers[resource];
+        if (!format) throw new errors.InvalidTarget();
+        return { scope: 'api:read', audience: resource, accessTokenTTL: idTokenTtl, accessTokenFormat: format };
+      },
+    },
   },
   pkce: { required: () => true },
   ttl: { IdToken: idTokenTtl, AccessToken: idTokenTtl, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600 },

@@ -757,3 +757,120 @@ async fn pushed_authorization_requests_log_in_at_the_provider() {
     assert_eq!(login(&gate, &op, &b, "/", "alice").await.status, StatusCode::OK);
     gate.shutdown().await;
 }
+
+/// The provider's tokens for `resource` (RFC 8707), as a client of its own would get them: an authorization-code
+/// flow with PKCE through the provider's pages for `user`, as client `idgate-rs256` (redirected to the gate's
+/// callback, which is never called), then the token request naming the resource. Returns the access token and the
+/// ID token of the same grant.
+async fn resource_tokens(gate: &TestGate, op: &Op, user: &str, resource: &str) -> (String, String) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let verifier = b64.encode(idgate::random::bytes::<32>());
+    let challenge = b64.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
+    let client = "idgate-rs256";
+    let callback = format!("{}/oauth2/callback", gate.base);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("client_id", client),
+            ("response_type", "code"),
+            ("redirect_uri", &callback),
+            ("scope", "openid api:read"),
+            ("resource", resource),
+            ("state", "interop-state"),
+            ("nonce", "interop-nonce"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .finish();
+    let b = Browser::new();
+    let at_op = b.get(&format!("{}/auth?{query}", op.issuer)).await;
+    let back = through_provider(&b, op, at_op, user).await;
+    let location = url::Url::parse(&Browser::resolve(&gate.base, back.location())).unwrap();
+    let code = location.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned());
+    let code = code.unwrap_or_else(|| panic!("no code: {location}"));
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &callback),
+            ("code_verifier", &verifier),
+            ("resource", resource),
+        ])
+        .finish();
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{client}:{client}-secret-that-is-long-enough-for-hs256-keys"));
+    h.insert(http::header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+    let token = b.api().send(http::Method::POST, &format!("{}/token", op.issuer), h, form.into()).await;
+    assert_eq!(token.status, StatusCode::OK, "token request: {}", token.text());
+    let json = token.json();
+    (json["access_token"].as_str().unwrap().to_owned(), json["id_token"].as_str().unwrap().to_owned())
+}
+
+/// Issue 14 against a real provider: its RFC 9068 JWT access tokens (resource indicators) and its opaque ones (RFC
+/// 7662 introspection, authenticated as the gate's client) open API routes; an expired one, one for another API,
+/// one short of the route's scope, and the same user's ID token from the same grant are refused, each for its reason.
+#[tokio::test]
+async fn the_providers_access_tokens_open_api_routes_and_its_id_token_does_not() {
+    use crate::harness::route;
+    use idgate::config::AuthMode;
+    const API: &str = "https://api.idgate.test";
+    const OPAQUE: &str = "https://opaque.idgate.test";
+    let (gate, op) = gate_for("idgate-rs256", 600, |s| {
+        s.oidc.bearer.api_audiences = vec![API.into(), OPAQUE.into()];
+        s.oidc.bearer.introspect = true;
+        s.routes = vec![route("/api", AuthMode::Api), {
+            let mut r = route("/api/write", AuthMode::Api);
+            r.scopes_all = vec!["api:write".into()];
+            r
+        }];
+    })
+    .await;
+    let call = |path: &'static str, token: String| {
+        let url = format!("{}{path}", gate.base);
+        async move { Browser::new().api().get_with(&url, &[("Authorization", &format!("Bearer {token}"))]).await }
+    };
+    let refused = |r: &Resp, reason: &str| {
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{reason}: {}", r.text());
+        assert!(r.text().contains(&format!("({reason})")), "{reason}: {}", r.text());
+    };
+
+    let (jwt, id_token) = resource_tokens(&gate, &op, "alice", API).await;
+    let header: serde_json::Value = {
+        use base64::Engine as _;
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap();
+        serde_json::from_slice(&h).unwrap()
+    };
+    assert_eq!(header["typ"], "at+jwt", "the provider issues RFC 9068 tokens: {header}");
+    let r = call("/api/items", jwt.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.upstream_header("x-auth-request-user").as_deref(), Some("alice"));
+    assert_eq!(r.upstream_header("authorization"), None, "the token is not forwarded");
+    // The route wants a scope the token does not carry (the provider granted api:read).
+    let r = call("/api/write/x", jwt.clone()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    // The ID token of the same grant, same user, same issuer: never an API credential (R14).
+    let r = call("/api/items", id_token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.text().contains("ID tokens are not API credentials"), "{}", r.text());
+    // A token for another API of the same provider.
+    let (other, _) = resource_tokens(&gate, &op, "alice", "https://other.idgate.test").await;
+    refused(&call("/api/items", other).await, "wrong_audience");
+
+    // An opaque token, introspected at the provider (once; then cached).
+    let (opaque, _) = resource_tokens(&gate, &op, "bob", OPAQUE).await;
+    assert_eq!(opaque.split('.').count(), 1, "opaque, not a JWT");
+    for _ in 0..2 {
+        let r = call("/api/items", opaque.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.upstream_header("x-auth-request-user").as_deref(), Some("bob"));
+    }
+    refused(&call("/api/items", format!("{opaque}x")).await, "inactive");
+
+    // Past the tokens' exp (600 s, by the provider's real clock) and the leeway: both refused.
+    gate.clock.set(idgate::clock::Clock::now(&idgate::clock::SystemClock) + 600 + 61);
+    refused(&call("/api/items", jwt).await, "expired");
+    refused(&call("/api/items", opaque).await, "expired");
+    gate.shutdown().await;
+}
