@@ -264,12 +264,34 @@ async fn login_with_each_allowed_algorithm_and_claims_forwarded() {
 #[tokio::test]
 async fn encrypted_id_tokens_from_the_provider_log_in() {
     for client in ["idgate-enc-rsa", "idgate-enc-ec"] {
-        let (gate, op) = gate_for(client, 3600, |s| s.oidc.id_token_decryption.required = true).await;
+        let (gate, op) = gate_for(client, 300, |s| {
+            s.oidc.id_token_decryption.required = true;
+            s.oidc.scopes.push("offline_access".into());
+        })
+        .await;
         let b = Browser::new();
         let page = login(&gate, &op, &b, "/app", "alice").await;
         assert_eq!(page.status, StatusCode::OK, "{client}: {}", page.text());
         assert_eq!(page.upstream_header("x-auth-request-user").as_deref(), Some("alice"), "{client}");
         assert!(!crate::harness::contains_jwt(&page.text()));
+        // Refresh: the provider's new ID token is encrypted too, and opens the same way.
+        let before = b.cookie("idgate").unwrap();
+        gate.clock.advance(280);
+        let r = b.get(&format!("{}/app", gate.base)).await;
+        assert_eq!(r.status, StatusCode::OK, "{client}: {}", r.text());
+        assert_ne!(b.cookie("idgate").unwrap(), before, "{client}: renewed through the refresh token");
+        let metrics = gate.state().metrics.render();
+        assert!(metrics.contains("idgate_refreshes_total{result=\"success\"} 1"), "{client}: {metrics}");
+        // RP-initiated sign-out: the provider takes idgate's id_token_hint and sends the browser back.
+        let form = b.get(&format!("{}/oauth2/sign_out", gate.base)).await;
+        let csrf = form.text().split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let out = b
+            .post_form(&format!("{}/oauth2/sign_out", gate.base), &format!("csrf={}", crate::harness::urlencode(&csrf)))
+            .await;
+        assert!(out.location().starts_with(&format!("{}/session/end", op.issuer)), "{client}: {}", out.location());
+        let end = b.get(out.location()).await;
+        let back = through_provider(&b, &op, end, "alice").await;
+        assert!(back.location().contains("/signed-out?state="), "{client}: {}", back.location());
         gate.shutdown().await;
     }
     // The same provider's plain JWS (another client) is refused when encryption is required.
