@@ -1,5 +1,5 @@
 //! The per-request hot path: opening a session cookie (~1.5 KB ID token; kept and first time), validating RS256 / ES256 ID tokens
-//! with a cached key, and the identity assertion of a logged-in request (cached, and signed). Run with
+//! with a cached key, the identity assertion of a logged-in request (cached, and signed), and the access line. Run with
 //! `cargo bench --bench hot_path`.
 #![allow(clippy::expect_used, reason = "benchmark set-up: a failure is a broken benchmark")]
 
@@ -149,5 +149,58 @@ fn assertion(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, session_open, validate, assertion);
+/// The per-request access line: as it was (a `tracing` event through the JSON layer, written to a sink) and as it is
+/// (formatted by hand, appended to the shared buffer a background thread writes out).
+fn access_line(c: &mut Criterion) {
+    use std::{sync::Mutex, time::SystemTime};
+
+    use idgate::{
+        config::LogFormat,
+        telemetry::access_log::{self, Line},
+    };
+    let line = Line {
+        message: "request",
+        method: "GET",
+        path: "/app/orders/12345",
+        status: 200,
+        latency_us: 87,
+        request_id: "9f3c2a61b7e04d55",
+    };
+    {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::sink)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        c.bench_function("access line via tracing's JSON layer (before)", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    method = line.method,
+                    path = line.path,
+                    status = line.status,
+                    latency_us = line.latency_us,
+                    request_id = line.request_id,
+                    "request"
+                )
+            })
+        });
+    }
+    let shared = Mutex::new(Vec::<u8>::with_capacity(128 * 1024));
+    let mut scratch = String::with_capacity(256);
+    c.bench_function("access line formatted and buffered (now)", |b| {
+        b.iter(|| {
+            scratch.clear();
+            access_log::format_line(&mut scratch, LogFormat::Json, SystemTime::now(), black_box(&line));
+            let mut buf = shared.lock().expect("not poisoned");
+            if buf.len() > 64 * 1024 {
+                buf.clear();
+            }
+            buf.extend_from_slice(scratch.as_bytes());
+        })
+    });
+}
+
+criterion_group!(benches, session_open, validate, assertion, access_line);
 criterion_main!(benches);

@@ -28,7 +28,7 @@ use crate::{
         cookie::Attributes,
         seal::{KeyRing, Purpose},
     },
-    telemetry::{self, metrics::Metrics},
+    telemetry::{self, access_log, metrics::Metrics},
 };
 
 /// Largest form body idgate reads itself (sign-out confirmation).
@@ -443,14 +443,14 @@ pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -
     }
     let elapsed = started.elapsed();
     state.metrics.request(resp.status().as_u16(), elapsed);
-    tracing::info!(
-        method = %method,
-        path = %received.path(),
-        status = resp.status().as_u16(),
-        latency_us = elapsed.as_micros() as u64,
-        request_id = %request_id,
-        "request"
-    );
+    access_log::write(&access_log::Line {
+        message: "request",
+        method: method.as_str(),
+        path: received.path(),
+        status: resp.status().as_u16(),
+        latency_us: elapsed.as_micros() as u64,
+        request_id: &request_id,
+    });
     resp
 }
 

@@ -1,5 +1,8 @@
 //! The idgate binary: parse the command line, load configuration before binding anything, run. Exit status: 0 ok,
 //! 2 configuration error (every problem printed, one per line), 1 start-up or runtime failure.
+// As in lib.rs: the layout of the request handler's future (gRPC ext_authz, DPoP, …) is deeper than rustc's default
+// query depth, and the optimised build of this crate computes it too.
+#![recursion_limit = "256"]
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -43,7 +46,9 @@ fn main() -> ExitCode {
                     level: "info".into(),
                 });
                 let modes = demo::Modes { private_key_jwt, par, dpop };
-                match demo::run(port, encrypt_id_tokens, modes).await {
+                let result = demo::run(port, encrypt_id_tokens, modes).await;
+                telemetry::access_log::flush();
+                match result {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("idgate demo: {e}");
@@ -87,6 +92,8 @@ async fn run(path: Option<std::path::PathBuf>) -> ExitCode {
     });
     spawn_reload_on_hangup(running.reloader(), path);
     running.wait().await;
+    // Every request has been answered: its line is written before the process ends.
+    telemetry::access_log::flush();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

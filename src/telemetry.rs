@@ -1,5 +1,7 @@
-//! Logging (tracing, JSON or text) and the request id. Metrics live in [`metrics`].
+//! Logging (tracing, JSON or text; the per-request line in [`access_log`]) and the request id. Metrics live in
+//! [`metrics`].
 
+pub mod access_log;
 pub mod metrics;
 pub mod trace;
 
@@ -12,10 +14,14 @@ use crate::config::{LogFormat, settings::LogSettings};
 pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match log.format {
+    let installed = match log.format {
         LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true).with_current_span(false)).try_init(),
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
     };
+    // The request lines follow the same format, beside the subscriber installed here (not another one).
+    if installed.is_ok() {
+        access_log::init(log.format);
+    }
 }
 
 /// A request id: the client's `X-Request-Id` when it is short and printable, otherwise a fresh one.

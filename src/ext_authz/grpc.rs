@@ -136,13 +136,14 @@ impl Authorization for Service {
         let path = path.split('?').next().unwrap_or("");
         let elapsed = started.elapsed();
         state.metrics.request(status.as_u16(), elapsed);
-        tracing::info!(
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            latency_us = elapsed.as_micros() as u64,
-            "ext_authz check"
-        );
+        crate::telemetry::access_log::write(&crate::telemetry::access_log::Line {
+            message: "ext_authz check",
+            method: method.as_str(),
+            path,
+            status: status.as_u16(),
+            latency_us: elapsed.as_micros() as u64,
+            request_id: "",
+        });
         Ok(tonic::Response::new(respond(verdict).await))
     }
 }

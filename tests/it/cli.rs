@@ -353,3 +353,56 @@ async fn audit_lines_name_the_user_and_never_a_token() {
     child.kill().await.unwrap();
     iss.stop();
 }
+
+/// The request lines are buffered off the request path (telemetry::access_log); a SIGTERM right after the last
+/// answer still leaves one line per request in the output, each a JSON object with the request's fields.
+#[tokio::test]
+async fn every_request_line_is_written_before_a_terminated_process_exits() {
+    let port = free_port();
+    let admin = free_port();
+    let iss = issuer(port).await;
+    let upstream = crate::harness::spawn_json_echo().await;
+    let text = gate_config(port, admin, iss.issuer(), upstream)
+        .replace("format = \"text\"\nlevel = \"warn\"", "format = \"json\"\nlevel = \"info\"");
+    let f = config_file(&text);
+    let mut child = spawn_run(f.path(), Stdio::piped());
+    let collected = collect_lines(child.stdout.take().unwrap());
+    until_listening("idgate's public listener", ([127, 0, 0, 1], port).into()).await;
+    let b = crate::harness::Browser::new().api();
+    const N: usize = 200;
+    for i in 0..N {
+        let r = b.get(&format!("http://127.0.0.1:{port}/stream/{i}?secret=q{i}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let pid = child.id().unwrap();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The reader task may still hold the last lines: wait for the end of the stream ("stopped" is the last line).
+    let logs = eventually("the output ends", Duration::from_secs(5), || async {
+        let logs = collected.lock().unwrap().clone();
+        logs.iter().any(|l| l.contains("\"stopped\"")).then_some(logs)
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "request")
+        .collect();
+    let paths: std::collections::BTreeSet<String> =
+        lines.iter().map(|v| v["path"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(lines.len(), N, "one line per request, none lost");
+    assert_eq!(paths.len(), N);
+    assert!(paths.contains("/stream/0") && paths.contains(&format!("/stream/{}", N - 1)));
+    let v = &lines[0];
+    assert_eq!(
+        (v["method"].as_str(), v["status"].as_u64(), v["target"].as_str()),
+        (Some("GET"), Some(200), Some("idgate::access"))
+    );
+    assert!(v["latency_us"].is_u64() && v["request_id"].as_str().is_some_and(|id| id.len() == 16), "{v}");
+    assert!(!logs.iter().any(|l| l.contains("secret=q")), "the query is never logged");
+    let stopped = logs.iter().position(|l| l.contains("\"stopped\"")).unwrap();
+    let last_request = logs.iter().rposition(|l| l.contains("\"message\":\"request\"")).unwrap();
+    assert!(last_request < stopped, "the lines are flushed before the process says it stopped");
+    iss.stop();
+}
