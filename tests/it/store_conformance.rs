@@ -163,6 +163,7 @@ async fn expiry_at_exp(store: &Store, backing: &Backing<'_>) {
     let name = backing.name();
     let (two, one_then_four, post) = (key("exp-2s"), key("exp-1s-then-4s"), key("exp-post"));
     let o = owner("exp-sub", Some("exp-sid"), 100);
+    // Checks that an entry lives are timed from before its write, checks that it is gone from after the last one.
     let start = Instant::now();
     store.put(&two, b"two".to_vec(), &o, NOW + 2, NOW).await.unwrap();
     store.put(&one_then_four, b"one".to_vec(), &o, NOW + 1, NOW).await.unwrap();
@@ -170,9 +171,10 @@ async fn expiry_at_exp(store: &Store, backing: &Backing<'_>) {
     assert!(store.replace(&one_then_four, b"four".to_vec(), &o, NOW + 4, NOW).await.unwrap());
     store.put_blob(&post, b"a=1".to_vec(), 1).await.unwrap();
     assert!(store.first_use("exp-once", 1).await.unwrap());
+    let written = Instant::now();
     sleep_until(start + Duration::from_millis(1300)).await;
     assert_eq!(store.get(&two).await.unwrap().as_deref(), Some(&b"two"[..]), "{name}: alive before its exp");
-    sleep_until(start + Duration::from_millis(2600)).await;
+    sleep_until(written + Duration::from_millis(2600)).await;
     assert_eq!(store.get(&two).await.unwrap(), None, "{name}: gone at its exp");
     assert_eq!(
         store.get(&one_then_four).await.unwrap().as_deref(),
@@ -184,7 +186,7 @@ async fn expiry_at_exp(store: &Store, backing: &Backing<'_>) {
     assert!(store.first_use("exp-once", 1).await.unwrap(), "{name}: a replay mark lasts its ttl only");
     assert!(!store.replace(&two, b"x".to_vec(), &o, NOW + 60, NOW).await.unwrap(), "{name}: expired is ended");
     assert_eq!(store.get(&two).await.unwrap(), None, "{name}: an expired session is not revived");
-    sleep_until(start + Duration::from_millis(4600)).await;
+    sleep_until(written + Duration::from_millis(4600)).await;
     assert_eq!(store.get(&one_then_four).await.unwrap(), None, "{name}: gone at its new exp");
     // Nothing of this owner is alive: a logout ends none and keeps none.
     assert_eq!(store.delete_owned(None, Some("exp-sub"), NOW).await.unwrap(), ended(0, 0), "{name}");
@@ -342,10 +344,11 @@ async fn refresh_lock(store: &Store, backing: &Backing<'_>) {
     assert!(store.try_lock("l3", 10_000).await.unwrap().is_some(), "{name}: free");
 
     // Renewing extends the lease past its first end.
-    let held = store.try_lock("l4", 500).await.unwrap().expect("taken");
+    let taken = Instant::now();
+    let held = store.try_lock("l4", 1_500).await.unwrap().expect("taken");
     sleep(Duration::from_millis(200)).await;
-    assert!(store.renew(&held, 3_000).await.unwrap());
-    sleep(Duration::from_millis(700)).await;
+    assert!(store.renew(&held, 5_000).await.unwrap());
+    sleep_until(taken + Duration::from_millis(2_000)).await;
     assert!(store.try_lock("l4", 10_000).await.unwrap().is_none(), "{name}: renewed past its first lease");
 }
 
