@@ -33,7 +33,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDGATE = os.path.join(ROOT, "target", "release", "idgate")
-CAPACITY = os.path.join(ROOT, "target", "release", "examples", "store_capacity")
+CAPACITY = os.path.join(ROOT, "target", "debug", "examples", "store_capacity")
 STORES = ("cookie", "memory", "redis", "sentinel", "cluster")
 INTEROP = os.path.join(ROOT, "tests", "interop")
 CLK_TCK = os.sysconf("SC_CLK_TCK")

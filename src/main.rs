@@ -1,5 +1,8 @@
 //! The idgate binary: parse the command line, load configuration before binding anything, run. Exit status: 0 ok,
 //! 2 configuration error (every problem printed, one per line), 1 start-up or runtime failure.
+// The request future (`app::handle`) nests deeper than rustc's default query depth in a release build of the binary
+// too (lib.rs says why); without this `cargo build --release` fails.
+#![recursion_limit = "256"]
 
 use std::{process::ExitCode, sync::Arc};
 
