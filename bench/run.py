@@ -7,7 +7,13 @@ ratios against nginx-proxy and against the peer, as bench/results/results.md (+ 
 matplotlib is available). Every logged-in run must answer 200 to every request, with the identity header seen by the
 upstream: a redirect counted as success would be a lie.
 
-Usage: bash bench/run.sh [--quick] [--duration S] [--reps N] [--soak S] [--idle N]
+The session-store section compares idgate logged in on each store topology — cookie, memory, one Redis, Redis
+Sentinel (primary + replica + three sentinels) and Redis Cluster (three primaries with a replica each), every Redis
+process started here on loopback — and measures Redis memory per session: `INFO memory` `used_memory` on every data
+primary before and after writing real sealed sessions through idgate's own Sessions code path
+(examples/store_capacity.rs). `--stores` runs that section alone and keeps the last full run's main table.
+
+Usage: bash bench/run.sh [--quick] [--stores] [--duration S] [--reps N] [--soak S] [--idle N]
 """
 import argparse
 import http.cookiejar
@@ -27,6 +33,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDGATE = os.path.join(ROOT, "target", "release", "idgate")
+CAPACITY = os.path.join(ROOT, "target", "debug", "examples", "store_capacity")
+STORES = ("cookie", "memory", "redis", "sentinel", "cluster")
 INTEROP = os.path.join(ROOT, "tests", "interop")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_1K = "x" * 1024
@@ -201,6 +209,103 @@ level = "warn"
     raise RuntimeError("idgate never became ready")
 
 
+def redis_args(port, extra=()):
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True).stdout
+
+
+def until(what, check, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if check():
+                return
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what}: not within {timeout} s")
+
+
+def start_sentinel(procs, tmp):
+    """A primary, one replica and three sentinels watching them as `mymaster`; returns (url, primary ports, pids)."""
+    d = os.path.join(tmp, "sentinel")
+    os.makedirs(d, exist_ok=True)
+    primary, replica = free_port(), free_port()
+    started = [procs.start(redis_args(primary), cwd=d)]
+    wait_port(primary)
+    started.append(procs.start(redis_args(replica, ["--replicaof", "127.0.0.1", str(primary)]), cwd=d))
+    wait_port(replica)
+    sentinels = []
+    for i in range(3):
+        port = free_port()
+        conf = os.path.join(d, f"sentinel-{i}.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {port}\nbind 127.0.0.1\ndir {d}\nsentinel monitor mymaster 127.0.0.1 {primary} 2\n"
+                    "sentinel down-after-milliseconds mymaster 5000\n")
+        started.append(procs.start(["redis-sentinel", conf], cwd=d))
+        wait_port(port)
+        sentinels.append(port)
+    until("the replica in sync", lambda: "master_link_status:up" in redis_cli(replica, "INFO", "replication"))
+    until("the sentinels know each other",
+          lambda: all("num-other-sentinels\n2" in redis_cli(p, "SENTINEL", "MASTER", "mymaster") for p in sentinels))
+    hosts = ",".join(f"127.0.0.1:{p}" for p in sentinels)
+    return f"redis+sentinel://{hosts}/mymaster", [primary], [p.pid for p in started]
+
+
+def start_cluster(procs, tmp):
+    """Three primaries with a replica each (`redis-cli --cluster create`); returns (url, primary ports, pids)."""
+    ports = []
+    while len(ports) < 6:
+        p = free_port()
+        if p < 55000 and p not in ports:
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p + 10000))
+                ports.append(p)
+            except OSError:
+                pass
+    started = []
+    for i, p in enumerate(ports):
+        d = os.path.join(tmp, f"cluster-{i}")
+        os.makedirs(d, exist_ok=True)
+        started += [procs.start(redis_args(p, ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", d]), cwd=d)]
+        wait_port(p)
+    subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "1",
+                    "--cluster-yes"], capture_output=True, check=True)
+    until("the cluster ok", lambda: all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO") for p in ports))
+    primaries = [p for p in ports if "role:master" in redis_cli(p, "INFO", "replication")]
+    until("every primary has its replica",
+          lambda: all("connected_slaves:1" in redis_cli(p, "INFO", "replication") for p in primaries))
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports[:3]), primaries, [p.pid for p in started]
+
+
+def used_memory(ports):
+    """`used_memory` summed over `ports`, less what does not grow with the sessions: the replication backlog (up to
+    1 MiB per primary, filled by the first writes) and the client buffers."""
+    total = 0
+    for p in ports:
+        info = dict(l.split(":", 1) for l in redis_cli(p, "INFO", "memory").splitlines() if ":" in l)
+        total += int(info["used_memory"]) - sum(int(info[k]) for k in ("mem_replication_backlog", "mem_clients_slaves", "mem_clients_normal"))
+    return total
+
+
+def capacity(topology, url, primaries, n, profile):
+    """Redis memory per session: used_memory on every primary before and after writing n sessions."""
+    before = used_memory(primaries)
+    out = subprocess.run([CAPACITY, url, str(n), profile], capture_output=True, text=True, check=True).stdout
+    sizes = json.loads(out.strip().splitlines()[-1])
+    delta = used_memory(primaries) - before
+    per = delta / n
+    r = {"topology": topology, "profile": profile, "sessions": n, "used_memory_delta": delta, "bytes_per_session": per,
+         "sessions_per_gib": (1 << 30) / per, **{k: v for k, v in sizes.items() if k.endswith("_bytes")}}
+    print(f"capacity {topology:8s} {profile:7s} {n} sessions: {per:.0f} B/session, {r['sessions_per_gib']:,.0f} per GiB "
+          f"(ID token {sizes['id_token_bytes']} B)", flush=True)
+    return r
+
+
 def start_apache(procs, tmp, port, op_port, upstream):
     d = os.path.join(tmp, "apache")
     os.makedirs(os.path.join(d, "logs"), exist_ok=True)
@@ -311,13 +416,13 @@ def probe(url, cookie):
 
 # === measuring ===
 
-def wrk(url, conns, duration, cookie, pids):
+def wrk(url, conns, duration, cookie, pids, store_pids=()):
     args = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", os.path.join(ROOT, "bench", "status.lua"), "-H", "Accept: text/html"]
     if cookie:
         args += ["-H", f"Cookie: {cookie}"]
-    before = cpu_ticks(pids)
+    before, store_before = cpu_ticks(pids), cpu_ticks(store_pids)
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
-    ticks = cpu_ticks(pids) - before
+    ticks, store_ticks = cpu_ticks(pids) - before, cpu_ticks(store_pids) - store_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = to_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
@@ -325,7 +430,9 @@ def wrk(url, conns, duration, cookie, pids):
     statuses = dict(kv.split("=") for kv in re.search(r"STATUSES (.*)", out).group(1).split(",") if kv)
     errors = re.search(r"Socket errors: (.*)", out)
     cpu_us = ticks / CLK_TCK * 1e6 / max(total, 1)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "cpu_us": cpu_us, "statuses": statuses, "requests": total,
+    store_cpu_us = store_ticks / CLK_TCK * 1e6 / max(total, 1)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "cpu_us": cpu_us, "store_cpu_us": store_cpu_us,
+            "statuses": statuses, "requests": total,
             "socket_errors": errors.group(1) if errors else ""}
 
 
@@ -341,12 +448,13 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--soak", type=int, default=0, help="also run a soak of this many seconds at 128 connections")
     ap.add_argument("--idle", type=int, default=0, help="also hold this many idle keep-alive connections")
+    ap.add_argument("--stores", action="store_true", help="only the session-store section (keeps the main table)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.reps = 2, 1
     tmp = tempfile.mkdtemp(prefix="idgate-bench-")
     procs = Procs()
-    results = []
+    results, caps = [], []
     try:
         ports = {k: free_port() for k in ["upstream", "proxy", "op", "idgate", "admin", "apache", "redis"]}
         start_upstream(procs, tmp, ports["upstream"])
@@ -355,8 +463,13 @@ def main():
         apache_origin = f"http://127.0.0.1:{ports['apache']}"
         start_op(procs, tmp, ports["op"], [f"{idgate_origin}/oauth2/callback", f"{apache_origin}/redirect_uri"])
         op_origin = f"http://127.0.0.1:{ports['op']}"
-        redis = procs.start(["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        single = procs.start(redis_args(ports["redis"]))
         wait_port(ports["redis"])
+        sentinel_url, sentinel_primaries, sentinel_pids = start_sentinel(procs, tmp)
+        cluster_url, cluster_primaries, cluster_pids = start_cluster(procs, tmp)
+        redis_urls = {"redis": f"redis://127.0.0.1:{ports['redis']}/", "sentinel": sentinel_url, "cluster": cluster_url}
+        # Every process of a topology, for the Redis side of a request's CPU cost.
+        store_pids = {"redis": [single.pid], "sentinel": sentinel_pids, "cluster": cluster_pids}
 
         targets = []  # (name, url, cookie, pids, logged_in)
         up = procs.procs[0]
@@ -364,7 +477,7 @@ def main():
         proxy = procs.procs[1]
         targets.append(("nginx plain reverse proxy", f"http://127.0.0.1:{ports['proxy']}/", None, tree(proxy.pid), False))
 
-        def measure(name, url, cookie, pid_of, logged_in):
+        def measure(name, url, cookie, pid_of, logged_in, store_pids=()):
             if logged_in:
                 status, seen = probe(url, cookie)
                 if status != 200 or not seen:
@@ -372,29 +485,35 @@ def main():
             for conns in (32, 128):
                 runs = []
                 for _ in range(args.reps):
-                    r = wrk(url, conns, args.duration, cookie, tree(pid_of()))
+                    r = wrk(url, conns, args.duration, cookie, tree(pid_of()), store_pids)
                     if logged_in and set(r["statuses"]) != {"200"}:
                         raise RuntimeError(f"{name}: not every response was 200: {r['statuses']}")
                     runs.append(r)
-                med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+                med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "cpu_us", "store_cpu_us")}
                 med["rss_mib"] = peak_rss_kib(tree(pid_of())) / 1024
                 med.update(name=name, conns=conns, statuses=runs[-1]["statuses"], socket_errors=runs[-1]["socket_errors"])
                 results.append(med)
                 print(f"{name:45s} c={conns:3d} {med['rps']:10.0f} req/s p50 {med['p50_ms']:.2f} ms p99 {med['p99_ms']:.2f} ms "
                       f"cpu {med['cpu_us']:.1f} µs/req rss {med['rss_mib']:.1f} MiB {med['statuses']}", flush=True)
 
-        for name, url, cookie, pids, logged_in in targets:
+        store_runs = [(store, False) for store in STORES]
+        if not args.stores:
+            store_runs.insert(1, ("cookie", True))
+            for name, url, cookie, pids, logged_in in targets:
+                measure(name, url, cookie, lambda p=pids[0]: p, logged_in)
+        else:
+            # The bare hop, for the ratios.
+            name, url, cookie, pids, logged_in = targets[1]
             measure(name, url, cookie, lambda p=pids[0]: p, logged_in)
-
-        for store, assertion in (("cookie", False), ("cookie", True), ("memory", False), ("redis", False)):
-            redis_url = f"redis://127.0.0.1:{ports['redis']}/" if store == "redis" else None
+        for store, assertion in store_runs:
+            redis_url = redis_urls.get(store)
             p = start_idgate(procs, tmp, ports["idgate"], ports["admin"], ports["op"], ports["upstream"], store, redis_url,
                              assertion)
             cookie = login(f"{idgate_origin}/oauth2/start?rd=/", idgate_origin, op_origin)
             with_assertion = ", assertion on" if assertion else ""
             measure(f"idgate logged in ({store} sessions{with_assertion})", f"{idgate_origin}/", cookie,
-                    lambda p=p: p.pid, True)
-            if store == "cookie" and not assertion:
+                    lambda p=p: p.pid, True, store_pids.get(store, ()))
+            if store == "cookie" and not assertion and not args.stores:
                 # The bare hop's cost for the very request idgate gets: the same ~2 KB session cookie, which nginx
                 # forwards (idgate strips it).
                 measure(SAME_REQUEST, f"http://127.0.0.1:{ports['proxy']}/", cookie, lambda: proxy.pid, False)
@@ -405,14 +524,21 @@ def main():
                     results.append(soak(f"{idgate_origin}/", cookie, p.pid, args.soak))
             procs.stop(p)
 
-        apache = start_apache(procs, tmp, ports["apache"], ports["op"], ports["upstream"])
-        cookie = login(f"{apache_origin}/", apache_origin, op_origin)
-        measure("Apache + mod_auth_openidc logged in", f"{apache_origin}/", cookie, lambda: apache.pid, True)
-        measure("Apache + mod_auth_openidc unauthenticated (302)", f"{apache_origin}/", None, lambda: apache.pid, False)
+        if not args.stores:
+            apache = start_apache(procs, tmp, ports["apache"], ports["op"], ports["upstream"])
+            cookie = login(f"{apache_origin}/", apache_origin, op_origin)
+            measure("Apache + mod_auth_openidc logged in", f"{apache_origin}/", cookie, lambda: apache.pid, True)
+            measure("Apache + mod_auth_openidc unauthenticated (302)", f"{apache_origin}/", None, lambda: apache.pid, False)
+
+        n = 2000 if args.quick else 20000
+        primaries = {"redis": [ports["redis"]], "sentinel": sentinel_primaries, "cluster": cluster_primaries}
+        for profile in ("typical", "large"):
+            for topology in ("redis", "sentinel", "cluster"):
+                caps.append(capacity(topology, redis_urls[topology], primaries[topology], n, profile))
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(results, args)
+    report(results, caps, args)
 
 
 def idle_connections(port, n, cookie, pid):
@@ -451,30 +577,79 @@ def soak(url, cookie, pid, seconds):
     return {"name": f"soak {seconds}s at 128 connections", "statuses": statuses, "rss_first_mib": first, "rss_second_mib": second}
 
 
-def report(results, args):
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+STORE_SECTION = "## Session stores"
+
+
+def store_section(measured, by, caps, args):
+    """The request cost per store topology and Redis memory per session."""
+    lines = ["", STORE_SECTION, "", measured + " idgate logged in with each session store, the same request (one "
+             "browser's session). CPU is idgate's process tree, then every process of the Redis topology (Sentinel: "
+             "primary, replica, three sentinels; Cluster: three primaries, three replicas), all on this machine over "
+             "loopback; \"added\" is the total over cookie sessions at the same connection count.", "",
+             "| store | conns | req/s | p50 ms | p99 ms | idgate CPU µs/req | Redis CPU µs/req | added µs/req vs cookie | req/s vs nginx proxy |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for store in STORES:
+        for conns in (32, 128):
+            r = by[(f"idgate logged in ({store} sessions)", conns)]
+            base = by[("idgate logged in (cookie sessions)", conns)]
+            proxy = by[("nginx plain reverse proxy", conns)]
+            added = r["cpu_us"] + r["store_cpu_us"] - base["cpu_us"] - base["store_cpu_us"]
+            redis_cpu = f"{r['store_cpu_us']:.1f}" if store in ("redis", "sentinel", "cluster") else "—"
+            lines.append(f"| {store} | {conns} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us']:.1f} | "
+                         f"{redis_cpu} | {added:+.1f} | {r['rps'] / proxy['rps']:.2f}× |")
+    lines += ["", "Redis memory per session: sessions written through idgate's own `Sessions::save` (sealed, each another "
+              "user's: the session key and its `sub` and `sid` logout indexes, with their expiries) by "
+              "examples/store_capacity.rs; `used_memory` (INFO memory) summed over the primaries, after minus before, "
+              "less the replication backlog and client buffers (fixed, not per session). "
+              "Each replica holds one more copy. `typical`: an RS256 ID token with profile, email, 5 groups and 3 "
+              "roles, and an opaque refresh token; `large`: 40 groups, a JWT refresh token and the access token kept "
+              "for `forward_access_token`.", "",
+              "| topology | profile | sessions | ID token B | refresh token B | access token B | Redis bytes/session | sessions per GiB |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for c in caps:
+        lines.append(f"| {c['topology']} | {c['profile']} | {c['sessions']} | {c['id_token_bytes']} | {c['refresh_token_bytes']} | "
+                     f"{c['access_token_bytes']} | {c['bytes_per_session']:.0f} | {c['sessions_per_gib']:,.0f} |")
+    return lines
+
+
+def report(results, caps, args):
+    out = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out, exist_ok=True)
+    measured = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; wrk -t1, {args.duration}s runs, "
+                f"median of {args.reps}{' (--quick)' if args.quick else ''}.")
     rows = [r for r in results if "rps" in r]
     by = {(r["name"], r["conns"]): r for r in rows}
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; wrk -t1, {args.duration}s runs, median of {args.reps}.", "",
-             "| target | conns | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | req/s vs nginx proxy | req/s vs nginx, same request | req/s vs peer |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        proxy = by.get(("nginx plain reverse proxy", r["conns"]))
-        peer_name = "Apache + mod_auth_openidc unauthenticated (302)" if "302" in r["name"] else "Apache + mod_auth_openidc logged in"
-        peer = by.get((peer_name, r["conns"]))
-        same = by.get((SAME_REQUEST, r["conns"])) if r["name"].startswith("idgate logged in") else None
-        vs = lambda base: f"{r['rps'] / base['rps']:.2f}×" if base else "—"
-        lines.append(f"| {r['name']} | {r['conns']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us']:.1f} | {r['rss_mib']:.1f} | {vs(proxy)} | {vs(same)} | {vs(peer)} |")
-    for r in results:
-        if "rps" not in r:
-            lines.append("")
-            lines.append(f"- {r['name']}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "name"))
+    if args.stores:
+        # The main table stays the last full run's.
+        with open(os.path.join(out, "results.md")) as f:
+            lines = f.read().split(f"\n{STORE_SECTION}")[0].rstrip("\n").split("\n")
+    else:
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        lines = [measured, "",
+                 "| target | conns | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | req/s vs nginx proxy | req/s vs nginx, same request | req/s vs peer |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            proxy = by.get(("nginx plain reverse proxy", r["conns"]))
+            peer_name = "Apache + mod_auth_openidc unauthenticated (302)" if "302" in r["name"] else "Apache + mod_auth_openidc logged in"
+            peer = by.get((peer_name, r["conns"]))
+            same = by.get((SAME_REQUEST, r["conns"])) if r["name"].startswith("idgate logged in") else None
+            vs = lambda base: f"{r['rps'] / base['rps']:.2f}×" if base else "—"
+            lines.append(f"| {r['name']} | {r['conns']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us']:.1f} | {r['rss_mib']:.1f} | {vs(proxy)} | {vs(same)} | {vs(peer)} |")
+        for r in results:
+            if "rps" not in r:
+                lines.append("")
+                lines.append(f"- {r['name']}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "name"))
+    lines += store_section(measured, by, caps, args)
+    with open(os.path.join(out, "stores.json"), "w") as f:
+        json.dump({"measured": measured, "requests": [by[(f"idgate logged in ({s} sessions)", c)] for s in STORES for c in (32, 128)],
+                   "capacity": caps}, f, indent=2)
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "bench", "results", "results.md"), "w") as f:
+    with open(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
     print(text)
+    if args.stores:
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")

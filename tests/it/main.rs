@@ -25,4 +25,5 @@ mod redis;
 mod redis_ha;
 mod sessions;
 mod server;
+mod store_conformance;
 mod trace;

@@ -433,12 +433,18 @@ async fn posts_that_are_not_same_origin_form_navigations_get_todays_401() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // An API route never keeps anything.
     gate.shutdown().await;
-    let (gate, _) = gate_with_api_route().await;
+    assert!(log.lock().unwrap().iter().all(|r| r.method != "POST"));
+    let (gate, api_log) = gate_with_api_route().await;
     let b = expired_browser(&gate).await;
     let r = submit(&b, &gate.base, "/api/orders", "application/x-www-form-urlencoded", b"a=1").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"], "unauthenticated");
-    assert!(log.lock().unwrap().iter().all(|r| r.method != "POST"));
+    assert!(r.set_cookies().iter().all(|c| !c.starts_with("idgate_flow_") && !c.starts_with("idgate_post_")));
+    // Nothing was kept to send later: a login now resumes no post.
+    let landed = b.login_to_callback(&gate.base, "/", "alice").await;
+    assert_eq!(landed.status, StatusCode::FOUND, "a plain login, no resume page: {}", landed.text());
+    assert!(!landed.text().contains("idgate_resume"));
+    assert!(api_log.lock().unwrap().iter().all(|r| r.method != "POST"), "the API route's post was never sent");
     gate.shutdown().await;
 }
 

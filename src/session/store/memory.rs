@@ -25,11 +25,35 @@ struct Entry {
     created: i64,
 }
 
+/// Each entry expires `ttl_secs` after it was last written. moka's default keeps an updated entry's old expiry:
+/// a session refreshed to a later `exp` ended at the first token's `exp` (the store conformance suite's regression).
 struct ByTtl;
 
 impl Expiry<Key, Entry> for ByTtl {
     fn expire_after_create(&self, _: &Key, e: &Entry, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs(e.ttl_secs.into()))
+    }
+
+    fn expire_after_update(&self, _: &Key, e: &Entry, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(Duration::from_secs(e.ttl_secs.into()))
+    }
+}
+
+/// A kept form post. It carries its deadline: moka's `remove` hands back an entry that expired but was not yet
+/// evicted, and an expired post must not be taken (the store conformance suite's regression).
+#[derive(Clone)]
+struct Blob {
+    value: Bytes,
+    until: Instant,
+}
+
+impl Expiry<Key, Blob> for ByTtl {
+    fn expire_after_create(&self, _: &Key, b: &Blob, now: Instant) -> Option<Duration> {
+        Some(b.until.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(&self, _: &Key, b: &Blob, now: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(b.until.saturating_duration_since(now))
     }
 }
 
@@ -38,7 +62,7 @@ pub struct MemoryStore {
     entries: Cache<Key, Entry>,
     /// Kept form posts, apart from the sessions: anyone can make idgate keep one, and none may push a session out
     /// (their bytes are bounded by `session.preserve_post_store_bytes` before they get here).
-    blobs: Cache<Key, Entry>,
+    blobs: Cache<Key, Blob>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -96,20 +120,15 @@ impl MemoryStore {
         matches!(result, CompResult::ReplacedWith(_))
     }
 
-    /// An entry no back-channel logout can name (its sid and sub hashes are the "none" mark).
+    /// A post kept apart from the sessions: no back-channel logout can name it.
     pub(super) async fn put_blob(&self, key: Key, value: Vec<u8>, ttl_secs: u64) {
-        let entry = Entry {
-            value: Bytes::from(value),
-            ttl_secs: ttl_secs.min(u32::MAX.into()) as u32,
-            sid: NO_SID,
-            sub: NO_SID,
-            created: 0,
-        };
-        self.blobs.insert(key, entry).await;
+        let until = Instant::now() + Duration::from_secs(ttl_secs.min(u32::MAX.into()));
+        self.blobs.insert(key, Blob { value: Bytes::from(value), until }).await;
     }
 
+    /// Removes the post; hands it out only while it has not expired.
     pub(super) async fn take_blob(&self, key: &Key) -> Option<Bytes> {
-        self.blobs.remove(key).await.map(|e| e.value)
+        self.blobs.remove(key).await.filter(|b| b.until > Instant::now()).map(|b| b.value)
     }
 
     pub(super) async fn get(&self, key: &Key) -> Option<Bytes> {

@@ -1,6 +1,6 @@
 //! The Redis store: `idgate:s:<key>` holds a session with an expiry at its token's `exp`; the sorted sets
 //! `idgate:z:sid:<sid>` and `idgate:z:sub:<sub>` index keys for back-channel logout, scored by when the login was
-//! made; `idgate:once:<name>` remembers used logout-token `jti`s for every replica; `idgate:lock:<name>` makes
+//! made and living as long as the last session they name; `idgate:once:<name>` remembers used logout-token `jti`s for every replica; `idgate:lock:<name>` makes
 //! refreshes single-flight across replicas, held under a random owner token (renewed and released only by its
 //! owner, compare-and-delete in one script). The connection is made lazily and re-made after failures, so idgate
 //! starts (not ready) while Redis is down and resumes when it returns.
@@ -10,7 +10,7 @@
 //! session, its two indexes and its lock hash to different slots on purpose (they spread over the shards). Where
 //! two writes used to share a `MULTI`, their order now keeps the invariant instead: the indexes are written before
 //! a new session (a session never exists that back-channel logout cannot find), and ended sessions are deleted
-//! before their index entries. The multi-key `DEL` is split per slot by the cluster client.
+//! before their index entries. The multi-key `DEL` and `EXISTS` are split per slot by the cluster client.
 
 mod connect;
 
@@ -23,8 +23,13 @@ use super::{Ended, Key, Owner, StoreError, hex};
 use connect::{Conn, Connector};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// Index sets outlive any session they name by at most this long.
-const INDEX_TTL_SECS: i64 = 36 * 3600;
+/// An index set outlives the last session it names by this long. It used to expire 36 h after its last write, so a
+/// session living longer (a long ID token) escaped back-channel logout once its index was gone.
+const INDEX_GRACE_SECS: u64 = 60;
+/// Adds `ARGV[1]` scored `ARGV[2]` to the index and extends (never shortens) its life to `ARGV[3]` seconds.
+const INDEX_AND_EXTEND: &str = "redis.call('zadd', KEYS[1], ARGV[2], ARGV[1]) \
+     if redis.call('ttl', KEYS[1]) < tonumber(ARGV[3]) then redis.call('expire', KEYS[1], ARGV[3]) end \
+     return redis.status_reply('OK')";
 /// Extends a lock's lease only while it is still held by this owner.
 const RENEW_IF_OWNER: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
@@ -101,16 +106,20 @@ impl RedisStore {
         }
     }
 
-    /// Adds the session to its owner's logout indexes (one key per pipeline).
-    async fn index_owner(&self, key: &Key, owner: &Owner) -> Result<(), StoreError> {
+    /// Adds the session to its owner's logout indexes (one key per script), making each index live at least as long
+    /// as this session.
+    async fn index_owner(&self, key: &Key, owner: &Owner, ttl_secs: u64) -> Result<(), StoreError> {
+        let keep = ttl_secs.saturating_add(INDEX_GRACE_SECS);
         for idx in indexes(owner) {
             let (member, created) = (hex(key), owner.created);
             self.run(|mut c| async move {
-                redis::pipe()
-                    .zadd(&idx, &member, created)
-                    .ignore()
-                    .expire(&idx, INDEX_TTL_SECS)
-                    .ignore()
+                redis::cmd("EVAL")
+                    .arg(INDEX_AND_EXTEND)
+                    .arg(1)
+                    .arg(&idx)
+                    .arg(&member)
+                    .arg(created)
+                    .arg(keep)
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -121,7 +130,7 @@ impl RedisStore {
 
     pub(super) async fn put(&self, key: &Key, value: Vec<u8>, owner: &Owner, ttl_secs: u64) -> Result<(), StoreError> {
         // Indexed first: a session whose indexing failed is never written, so none escapes back-channel logout.
-        self.index_owner(key, owner).await?;
+        self.index_owner(key, owner, ttl_secs).await?;
         let k = format!("idgate:s:{}", hex(key));
         self.run(|mut c| async move { c.set_ex::<_, _, ()>(&k, value, ttl_secs).await }).await
     }
@@ -150,7 +159,7 @@ impl RedisStore {
             .await?
             .is_some();
         if written {
-            self.index_owner(key, owner).await?;
+            self.index_owner(key, owner, ttl_secs).await?;
         }
         Ok(written)
     }
@@ -173,15 +182,22 @@ impl RedisStore {
     ) -> Result<Ended, StoreError> {
         let Some((idx, legacy)) = index(sid, sub) else { return Ok(Ended::default()) };
         let i = idx.clone();
-        let (doomed, kept_newer): (Vec<String>, usize) = self
+        let (doomed, newer): (Vec<String>, Vec<String>) = self
             .run(|mut c| async move {
                 redis::pipe()
                     .zrangebyscore(&i, "-inf", issued_at)
-                    .zcount(&i, format!("({issued_at}"), "+inf")
+                    .zrangebyscore(&i, format!("({issued_at}"), "+inf")
                     .query_async(&mut c)
                     .await
             })
             .await?;
+        // Kept are the later logins still stored: the index also names sessions signed out or expired since.
+        let newer: Vec<String> = newer.iter().map(|m| format!("idgate:s:{m}")).collect();
+        let kept_newer = if newer.is_empty() {
+            0
+        } else {
+            self.run(|mut c| async move { c.exists::<_, usize>(&newer).await }).await?
+        };
         let l = legacy.clone();
         let old: Vec<String> = self.run(|mut c| async move { c.smembers(&l).await }).await?;
         let keys: Vec<String> = doomed.iter().chain(&old).map(|m| format!("idgate:s:{m}")).collect();
