@@ -1,7 +1,12 @@
-//! Logging (tracing, JSON or text) and the request id. Metrics live in [`metrics`].
+//! Logging (tracing, JSON or text) and the request id. Metrics live in [`metrics`]; OpenTelemetry traces in
+//! [`span`] (what is recorded), [`otlp`] (how it is sent) and [`trace`] (the W3C headers).
 
 pub mod metrics;
+pub mod otlp;
+pub mod span;
 pub mod trace;
+
+use std::sync::Arc;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -16,6 +21,21 @@ pub fn init(log: &LogSettings) {
         LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true).with_current_span(false)).try_init(),
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
     };
+}
+
+/// Starts tracing when `[telemetry] otlp_endpoint` is set: spawns the exporter task (so this runs inside the Tokio
+/// runtime) and returns the tracer requests record on. `None`, and nothing spawned, when tracing is off.
+pub fn start_tracing(
+    settings: &crate::config::telemetry::TelemetrySettings,
+    session_secret: &crate::config::Secret,
+    metrics: &Arc<metrics::Metrics>,
+) -> Option<Arc<span::Tracer>> {
+    let otlp = settings.otlp.as_ref()?;
+    let (queue, received) = tokio::sync::mpsc::channel(otlp.queue.max(1));
+    let http = crate::client::build(otlp.timeout);
+    tokio::spawn(otlp::Exporter::new(received, otlp.clone(), http, Arc::clone(metrics)).run());
+    tracing::info!(endpoint = %otlp.endpoint, service_name = %otlp.service_name, "exporting traces over OTLP/HTTP");
+    Some(Arc::new(span::Tracer::new(queue, session_secret, Arc::clone(metrics))))
 }
 
 /// A request id: the client's `X-Request-Id` when it is short and printable, otherwise a fresh one.
