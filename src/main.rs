@@ -1,5 +1,9 @@
 //! The idgate binary: parse the command line, load configuration before binding anything, run. Exit status: 0 ok,
 //! 2 configuration error (every problem printed, one per line), 1 start-up or runtime failure.
+// As in lib.rs: a release build inlines the library's request handler (a thin wrapper since it opens the request's
+// span) into this crate, which then computes the layout of the whole request future, deeper than rustc's default
+// query depth of 128.
+#![recursion_limit = "256"]
 
 use std::{process::ExitCode, sync::Arc};
 

@@ -31,9 +31,9 @@ pub fn start_tracing(
     metrics: &Arc<metrics::Metrics>,
 ) -> Option<Arc<span::Tracer>> {
     let otlp = settings.otlp.as_ref()?;
-    let (queue, received) = tokio::sync::mpsc::channel(otlp.queue.max(1));
+    let (queue, queued) = span::queue(otlp.queue, otlp.batch);
     let http = crate::client::build(otlp.timeout);
-    tokio::spawn(otlp::Exporter::new(received, otlp.clone(), http, Arc::clone(metrics)).run());
+    tokio::spawn(otlp::Exporter::new(queued, otlp.clone(), http, Arc::clone(metrics)).run());
     tracing::info!(endpoint = %otlp.endpoint, service_name = %otlp.service_name, "exporting traces over OTLP/HTTP");
     Some(Arc::new(span::Tracer::new(queue, session_secret, Arc::clone(metrics))))
 }

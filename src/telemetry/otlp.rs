@@ -1,6 +1,6 @@
-//! The OTLP/HTTP exporter, off the request path: finished spans arrive on a bounded queue ([`super::span`] drops
-//! and counts what does not fit, never waits), and one background task batches them (up to `batch` spans, or
-//! whatever waited `interval`) and POSTs each batch as an `ExportTraceServiceRequest` in protobuf
+//! The OTLP/HTTP exporter, off the request path: finished spans arrive on a bounded queue ([`super::span::queue`]:
+//! what does not fit is dropped and counted, nothing waits), and one background task drains it every `interval`,
+//! or as soon as a batch's worth waits, and POSTs each batch of up to `batch` spans as an `ExportTraceServiceRequest` in protobuf
 //! (`Content-Type: application/x-protobuf`) with idgate's own HTTP client ([`crate::client`]: rustls on aws-lc-rs).
 //!
 //! A collector that is down or refuses costs the batch (counted as `failed`) and one warning a minute at most;
@@ -11,11 +11,11 @@ pub mod encode;
 use std::{sync::Arc, time::Duration};
 
 use http::{Request, header};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 
 use super::{
     metrics::{Metrics, SpanOutcome},
-    span::Finished,
+    span::{Finished, Queued},
 };
 use crate::{body, client::HttpClient, config::telemetry::OtlpSettings};
 
@@ -40,7 +40,7 @@ pub enum ExportError {
 
 /// The background half of tracing: reads the queue, batches, sends.
 pub struct Exporter {
-    queue: mpsc::Receiver<Finished>,
+    queue: Queued,
     settings: OtlpSettings,
     http: HttpClient,
     metrics: Arc<Metrics>,
@@ -48,12 +48,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// An exporter of what arrives on `queue`, to `settings.endpoint`.
-    pub fn new(
-        queue: mpsc::Receiver<Finished>,
-        settings: OtlpSettings,
-        http: HttpClient,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(queue: Queued, settings: OtlpSettings, http: HttpClient, metrics: Arc<Metrics>) -> Self {
         Self { queue, settings, http, metrics }
     }
 
@@ -65,21 +60,21 @@ impl Exporter {
         let mut warnings = Warnings::default();
         loop {
             tokio::select! {
-                got = self.queue.recv() => match got {
-                    Some(span) => {
-                        batch.push(span);
-                        if batch.len() < self.settings.batch {
-                            continue;
-                        }
-                    }
-                    None => {
-                        self.flush(&mut batch, &mut warnings).await;
-                        return;
-                    }
-                },
                 _ = tick.tick() => {}
+                () = self.queue.batch_waiting() => {}
             }
-            self.flush(&mut batch, &mut warnings).await;
+            // Everything waiting, a batch at a time.
+            loop {
+                let open = self.queue.take(&mut batch, self.settings.batch);
+                let full = batch.len() >= self.settings.batch;
+                self.flush(&mut batch, &mut warnings).await;
+                if !open {
+                    return;
+                }
+                if !full {
+                    break;
+                }
+            }
         }
     }
 

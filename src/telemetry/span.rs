@@ -3,8 +3,8 @@
 //! record children without a parameter threaded through every step; the upstream's `traceparent` names it
 //! ([`super::trace::propagate`]).
 //!
-//! With `[telemetry]` off there is no [`Tracer`], nothing is ever put in the task-local, and every function here
-//! returns after one failed task-local lookup: no allocation, no clock read, no lock.
+//! With `[telemetry]` off no [`Tracer`] is ever made, and every function here returns after one relaxed load of a
+//! process-wide flag: no task-local lookup, no allocation, no clock read, no lock.
 //!
 //! What a span may carry is fixed here: static names, numbers, statuses, idgate's request id, and the user only as
 //! a keyed hash of `sub` ([`set_user`]). Never a token, a cookie, a header value or a claim.
@@ -14,19 +14,31 @@ use std::{
     hash::BuildHasher,
     sync::{
         Arc, LazyLock, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Instant,
 };
 
 use aws_lc_rs::{hkdf, hmac};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::{metrics::Metrics, trace::Parent};
 use crate::config::Secret;
 
 tokio::task_local! {
     static CURRENT: Arc<Active>;
+}
+
+/// Set once a [`Tracer`] exists in the process: until then no request can be traced, and the hooks skip even the
+/// task-local lookup.
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Calls `f` with the request span being served, if any.
+fn current<R>(f: impl FnOnce(&Arc<Active>) -> R) -> Option<R> {
+    if !TRACING.load(Ordering::Relaxed) {
+        return None;
+    }
+    CURRENT.try_with(f).ok()
 }
 
 /// An attribute's value.
@@ -99,10 +111,66 @@ pub struct Finished {
     pub error: bool,
 }
 
+/// The bounded queue of finished spans between the request path and the exporter ([`queue`]): pushing never waits,
+/// and never wakes the exporter per span; it drains on its interval, or once a batch's worth waits (one notification).
+#[derive(Debug)]
+pub struct Queue {
+    spans: mpsc::Sender<Finished>,
+    full: Arc<Notify>,
+    batch: usize,
+}
+
+/// The exporter's end of the queue.
+#[derive(Debug)]
+pub struct Queued {
+    spans: mpsc::Receiver<Finished>,
+    full: Arc<Notify>,
+}
+
+/// A queue of `capacity` spans whose consumer is told when `batch` of them wait.
+pub fn queue(capacity: usize, batch: usize) -> (Queue, Queued) {
+    let (spans, received) = mpsc::channel(capacity.max(1));
+    let full = Arc::new(Notify::new());
+    (Queue { spans, full: Arc::clone(&full), batch: batch.max(1) }, Queued { spans: received, full })
+}
+
+impl Queue {
+    /// Queues `span`; false when the queue is full (the span is dropped).
+    fn push(&self, span: Finished) -> bool {
+        if self.spans.try_send(span).is_err() {
+            return false;
+        }
+        if self.spans.max_capacity() - self.spans.capacity() >= self.batch {
+            self.full.notify_one();
+        }
+        true
+    }
+}
+
+impl Queued {
+    /// Resolves once a batch's worth waits (or was waiting since the last call).
+    pub async fn batch_waiting(&self) {
+        self.full.notified().await;
+    }
+
+    /// Moves up to `max` waiting spans into `batch` (never waits). False once every sender is gone and nothing is
+    /// left.
+    pub fn take(&mut self, batch: &mut Vec<Finished>, max: usize) -> bool {
+        while batch.len() < max {
+            match self.spans.try_recv() {
+                Ok(span) => batch.push(span),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+}
+
 /// Starts request spans and hands finished spans to the exporter's bounded queue (a full queue drops the span and
 /// counts it; nothing on the request path ever waits for the exporter).
 pub struct Tracer {
-    queue: mpsc::Sender<Finished>,
+    queue: Queue,
     /// Keys the hash of `sub` ([`set_user`]): derived from the session secret, so replicas sharing it agree.
     sub_key: hmac::Key,
     metrics: Arc<Metrics>,
@@ -137,7 +205,8 @@ struct Record {
 
 impl Tracer {
     /// A tracer sending to `queue`.
-    pub fn new(queue: mpsc::Sender<Finished>, session_secret: &Secret, metrics: Arc<Metrics>) -> Self {
+    pub fn new(queue: Queue, session_secret: &Secret, metrics: Arc<Metrics>) -> Self {
+        TRACING.store(true, Ordering::Relaxed);
         Self { queue, sub_key: sub_key(session_secret), metrics }
     }
 
@@ -157,12 +226,17 @@ impl Tracer {
             trace_state,
             start_unix_nanos: crate::clock::unix_nanos(),
             started: Instant::now(),
-            record: Mutex::new(Record { method: method.to_owned(), kind: "request", ..Record::default() }),
+            record: Mutex::new(Record {
+                method: method.to_owned(),
+                kind: "request",
+                attributes: Vec::with_capacity(8),
+                error: false,
+            }),
         })
     }
 
     fn send(&self, span: Finished) {
-        if self.queue.try_send(span).is_err() {
+        if !self.queue.push(span) {
             self.metrics.trace_spans(super::metrics::SpanOutcome::Dropped, 1);
         }
     }
@@ -170,7 +244,14 @@ impl Tracer {
     /// The hash of `sub` spans carry: HMAC-SHA-256 under a key derived from the session secret, its first 128 bits
     /// in hex. Stable across replicas and restarts; not reversible by guessing `sub` without the secret.
     pub fn sub_hash(&self, sub: &str) -> String {
-        hmac::sign(&self.sub_key, sub.as_bytes()).as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let tag = hmac::sign(&self.sub_key, sub.as_bytes());
+        let mut out = String::with_capacity(32);
+        for b in &tag.as_ref()[..16] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        out
     }
 }
 
@@ -208,17 +289,17 @@ impl Drop for Active {
             return;
         }
         let record = self.record.get_mut().map(std::mem::take).unwrap_or_default();
-        let mut attributes = Vec::with_capacity(record.attributes.len() + 2);
+        let name = format!("{} {}", record.method, record.kind);
+        let mut attributes = record.attributes;
         attributes.push(("idgate.route.kind", Value::from(record.kind)));
-        attributes.push(("http.request.method", Value::from(record.method.clone())));
-        attributes.extend(record.attributes);
+        attributes.push(("http.request.method", Value::from(record.method)));
         self.tracer.send(Finished {
             trace_id: self.context.trace_id,
             span_id: self.context.span_id,
             parent_span_id: self.parent_span_id,
             trace_state: self.trace_state.take(),
             flags: self.context.flags,
-            name: Cow::Owned(format!("{} {}", record.method, record.kind)),
+            name: Cow::Owned(name),
             kind: Kind::Server,
             start_unix_nanos: self.start_unix_nanos,
             end_unix_nanos: self.start_unix_nanos + self.started.elapsed().as_nanos() as u64,
@@ -236,18 +317,18 @@ pub async fn within<F: Future>(span: Arc<Active>, fut: F) -> F::Output {
 
 /// The current request span's context, when one is being traced.
 pub fn context() -> Option<Parent> {
-    CURRENT.try_with(|a| a.context).ok()
+    current(|a| a.context)
 }
 
 /// Names what the current request is (`proxy`, `forward_auth`, `ext_authz_grpc`, …): the span's
 /// `idgate.route.kind` and the second word of its name.
 pub fn kind(kind: &'static str) {
-    let _ = CURRENT.try_with(|a| a.with_record(|r| r.kind = kind));
+    current(|a| a.with_record(|r| r.kind = kind));
 }
 
 /// Sets an attribute on the current request span; `value` is only made when one is being traced.
 pub fn set<V: Into<Value>>(key: &'static str, value: impl FnOnce() -> V) {
-    let _ = CURRENT.try_with(|a| {
+    current(|a| {
         if a.sampled() {
             let v = value().into();
             a.with_record(|r| r.attributes.push((key, v)));
@@ -257,13 +338,13 @@ pub fn set<V: Into<Value>>(key: &'static str, value: impl FnOnce() -> V) {
 
 /// The time now when a request is being traced (to time a step with), else `None` without reading the clock.
 pub fn timer() -> Option<Instant> {
-    CURRENT.try_with(|a| a.sampled().then(Instant::now)).ok().flatten()
+    current(|a| a.sampled().then(Instant::now)).flatten()
 }
 
 /// Records who the request is for: `idgate.user.sub_hash`, the keyed hash of `sub` ([`Tracer::sub_hash`]), never
 /// `sub` itself.
 pub fn set_user(sub: &str) {
-    let _ = CURRENT.try_with(|a| {
+    current(|a| {
         if a.sampled() && !sub.is_empty() {
             let hash = a.tracer.sub_hash(sub);
             a.with_record(|r| r.attributes.push(("idgate.user.sub_hash", hash.into())));
@@ -291,7 +372,7 @@ struct ChildSpan {
 impl Child {
     /// Starts a child span named `name` (static: `oidc token`, `session_store get`).
     pub fn start(name: &'static str) -> Child {
-        Child(CURRENT.try_with(|a| a.sampled().then(|| ChildSpan::new(Arc::clone(a), name))).ok().flatten())
+        Child(current(|a| a.sampled().then(|| ChildSpan::new(Arc::clone(a), name))).flatten())
     }
 
     /// Whether this span records anything (false outside a traced request): callers skip building values.

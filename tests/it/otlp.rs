@@ -182,6 +182,8 @@ async fn spans_reach_the_collector_with_their_parentage_and_no_secret() {
     // Forward-auth and an ext_authz gRPC check (Envoy asking, with the session cookie).
     let fa = b.api().get(&format!("{}/oauth2/auth", gate.base)).await;
     assert_eq!(fa.status, StatusCode::OK);
+    let envoy_http = b.api().get(&format!("{}/oauth2/auth/app", gate.base)).await;
+    assert_eq!(envoy_http.status, StatusCode::OK);
     let grpc_addr = gate.running.as_ref().unwrap().grpc_addr.unwrap();
     let checked = crate::ext_authz::grpc(vec![json!({
         "address": grpc_addr.to_string(), "method": "GET", "path": "/app", "host": "app.example",
@@ -255,6 +257,7 @@ async fn spans_reach_the_collector_with_their_parentage_and_no_secret() {
     assert_eq!(callbacks.len(), 1, "{spans:#?}");
     let callback = callbacks[0];
     assert_eq!(callback["attributes"]["http.response.status_code"], 302);
+    assert_eq!(callback["attributes"]["idgate.user.sub_hash"], sub_hash, "the user who logged in");
     assert_eq!(
         child_names(&spans, callback),
         ["oidc jwks", "oidc token", "oidc userinfo", "session_store put"],
@@ -274,6 +277,10 @@ async fn spans_reach_the_collector_with_their_parentage_and_no_secret() {
     assert_eq!(fa.len(), 1);
     assert_eq!(fa[0]["attributes"]["http.response.status_code"], 200);
     assert_eq!(fa[0]["attributes"]["idgate.user.sub_hash"], sub_hash);
+    let envoy_http = named(&spans, "GET ext_authz_http");
+    assert_eq!(envoy_http.len(), 1);
+    assert_eq!(envoy_http[0]["attributes"]["http.response.status_code"], 200);
+    assert_eq!(envoy_http[0]["attributes"]["idgate.user.sub_hash"], sub_hash);
     let grpc = named(&spans, "POST ext_authz_grpc");
     assert_eq!(grpc.len(), 1, "{spans:#?}");
     assert_eq!(grpc[0]["attributes"]["idgate.route.kind"], "ext_authz_grpc");

@@ -1,13 +1,15 @@
 use super::*;
 
-fn tracer(capacity: usize) -> (Arc<Tracer>, mpsc::Receiver<Finished>, Arc<Metrics>) {
-    let (tx, rx) = mpsc::channel(capacity);
+fn tracer(capacity: usize) -> (Arc<Tracer>, Queued, Arc<Metrics>) {
+    let (tx, rx) = queue(capacity, 512);
     let metrics = Arc::new(Metrics::default());
     (Arc::new(Tracer::new(tx, &Secret::new("a-session-secret-a-session-secret"), Arc::clone(&metrics))), rx, metrics)
 }
 
-fn drain(rx: &mut mpsc::Receiver<Finished>) -> Vec<Finished> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+fn drain(rx: &mut Queued) -> Vec<Finished> {
+    let mut out = Vec::new();
+    rx.take(&mut out, usize::MAX);
+    out
 }
 
 #[tokio::test]
@@ -101,13 +103,31 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
 #[test]
 fn the_sub_hash_is_keyed_by_the_session_secret() {
     let (a, _, _) = tracer(1);
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = queue(1, 1);
     let b = Tracer::new(tx, &Secret::new("another-secret-another-secret-another"), Arc::new(Metrics::default()));
     assert_eq!(a.sub_hash("alice"), a.sub_hash("alice"));
     assert_eq!(a.sub_hash("alice").len(), 32);
     assert_ne!(a.sub_hash("alice"), a.sub_hash("bob"));
     assert_ne!(a.sub_hash("alice"), b.sub_hash("alice"), "another deployment, another hash");
     assert!(!a.sub_hash("alice").contains("alice"));
+}
+
+#[tokio::test]
+async fn a_batchs_worth_wakes_the_exporter_and_the_end_is_seen() {
+    let (tx, mut rx) = queue(16, 3);
+    let tracer = Arc::new(Tracer::new(tx, &Secret::new("s".repeat(32)), Arc::default()));
+    drop(tracer.request("GET", None));
+    drop(tracer.request("GET", None));
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), rx.batch_waiting()).await;
+    assert!(waiting.is_err(), "two spans are not a batch");
+    drop(tracer.request("GET", None));
+    tokio::time::timeout(std::time::Duration::from_secs(1), rx.batch_waiting()).await.expect("a batch waits");
+    let mut batch = Vec::new();
+    assert!(rx.take(&mut batch, 2), "still open");
+    assert_eq!(batch.len(), 2, "no more than asked");
+    drop(tracer);
+    assert!(!rx.take(&mut batch, 10), "every sender gone");
+    assert_eq!(batch.len(), 3);
 }
 
 #[test]
