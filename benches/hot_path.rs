@@ -1,5 +1,7 @@
 //! The per-request hot path: opening a session cookie (~1.5 KB ID token; kept and first time), validating RS256 / ES256 ID tokens
-//! with a cached key, the identity assertion of a logged-in request (cached, and signed), and the access line. Run with
+//! with a cached key, the identity assertion of a logged-in request (cached, and signed), the access line, and the
+//! OpenTelemetry span path of a request (tracing off: nothing; on: the request span and a store call's child, queued
+//! for the exporter; and the exporter's protobuf encoding, off the request path). Run with
 //! `cargo bench --bench hot_path`.
 #![allow(clippy::expect_used, reason = "benchmark set-up: a failure is a broken benchmark")]
 
@@ -14,6 +16,11 @@ use idgate::{
     session::{NewSession, Sessions},
 };
 use serde_json::{Value, json};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+/// Counts allocations (the span path's must be none with tracing off); the system allocator underneath.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -202,5 +209,96 @@ fn access_line(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, session_open, validate, assertion, access_line);
+
+/// What the span hooks of one logged-in, proxied request with a server-side store do, in the order the request
+/// meets them (`app::handle`, `pipeline`, `session::store`): name the route, note the request id, name the
+/// upstream's parent, time the store call as a child span, record the user, time the upstream.
+async fn span_hooks(request_id: &str) {
+    use idgate::telemetry::span;
+    span::kind("proxy");
+    span::set("idgate.request_id", || request_id.to_owned());
+    black_box(span::context());
+    {
+        let mut store = span::Child::start("session_store get");
+        store.set("db.operation.name", || "get");
+        store.set("db.system.name", || "redis");
+    }
+    span::set_user(black_box("auth0|5f7c8ec7c33c6c004bbafe82"));
+    if let Some(started) = span::timer() {
+        span::set("idgate.upstream.duration_ms", || started.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// The cost of tracing on the request path: off (`[telemetry]` unset: no tracer, hooks outside any span) and on
+/// (a request span and one child, queued; a thread drains the queue as the exporter would). Also asserts that the
+/// off path allocates nothing, and prints what the on path allocates.
+fn spans(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use idgate::telemetry::{metrics::Metrics, otlp::encode, span};
+    let tracer: Option<Arc<span::Tracer>> = None;
+    let off = || {
+        ready(async {
+            match &tracer {
+                None => span_hooks("0123456789abcdef").await,
+                Some(_) => unreachable!("tracing is off"),
+            }
+        })
+    };
+    let region = Region::new(GLOBAL);
+    for _ in 0..10_000 {
+        off();
+    }
+    let stats = region.change();
+    assert_eq!((stats.allocations, stats.reallocations), (0, 0), "tracing off must not allocate: {stats:?}");
+    println!("span path, tracing off: 0 allocations per request (10 000 requests)");
+    c.bench_function("span path, tracing off", |b| b.iter(off));
+
+    // The exporter's part, on its own thread: drain the queue every millisecond.
+    let (queue, mut exported) = span::queue(1 << 16, 512);
+    let drain = std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(1 << 16);
+        while exported.take(&mut batch, 1 << 16) {
+            batch.clear();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    let tracer = Arc::new(span::Tracer::new(
+        queue,
+        &Secret::new("bench-secret-bench-secret-bench-secret"),
+        Arc::new(Metrics::default()),
+    ));
+    let on = || {
+        let request = tracer.request("GET", None);
+        ready(span::within(Arc::clone(&request), span_hooks("0123456789abcdef")));
+        request.status(200);
+    };
+    let region = Region::new(GLOBAL);
+    for _ in 0..1_000 {
+        on();
+    }
+    let stats = region.change();
+    println!("span path, tracing on: {} allocations per request", stats.allocations / 1_000);
+    c.bench_function("span path, tracing on (request span + 1 child, queued)", |b| b.iter(on));
+    drop(tracer);
+    let _ = drain.join();
+
+    // Off the request path: the exporter encodes a full batch of such spans.
+    let (queue, mut batch) = span::queue(1024, 1024);
+    let tracer =
+        Arc::new(span::Tracer::new(queue, &Secret::new("bench-secret-bench-secret"), Arc::new(Metrics::default())));
+    for _ in 0..512 {
+        let request = tracer.request("GET", None);
+        ready(span::within(Arc::clone(&request), span_hooks("0123456789abcdef")));
+        request.status(200);
+    }
+    drop(tracer);
+    let mut spans = Vec::new();
+    batch.take(&mut spans, 512);
+    c.bench_function(&format!("otlp encode, batch of {} spans", spans.len()), |b| {
+        b.iter(|| black_box(encode::body("idgate", black_box(&spans))))
+    });
+}
+
+criterion_group!(benches, session_open, validate, assertion, access_line, spans);
 criterion_main!(benches);

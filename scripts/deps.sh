@@ -58,3 +58,10 @@ if ! tests/extauthz/.venv/bin/python -c 'import grpc, envoy.service.auth.v3.exte
   /usr/bin/python3 -m venv tests/extauthz/.venv
   tests/extauthz/.venv/bin/pip install -q --disable-pip-version-check -r tests/extauthz/requirements.txt
 fi
+
+# The OTLP decoder (tests/otlp/decode.py): OpenTelemetry's Python protos, in a virtualenv of their own.
+if ! tests/otlp/.venv/bin/python -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1; then
+  echo "== pip install (tests/otlp)"
+  /usr/bin/python3 -m venv tests/otlp/.venv
+  tests/otlp/.venv/bin/pip install -q --disable-pip-version-check -r tests/otlp/requirements.txt
+fi

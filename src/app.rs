@@ -63,6 +63,8 @@ pub struct State {
     pub bearer: crate::bearer::Shared,
     /// Form posts kept over a re-login.
     pub posts: login::preserved_post::PreservedPosts,
+    /// OpenTelemetry spans, when `[telemetry] otlp_endpoint` is set.
+    pub tracer: Option<Arc<telemetry::span::Tracer>>,
 }
 
 /// What a reload keeps: the issuer, the upstream client, metrics, the session store and the replay guards.
@@ -78,12 +80,15 @@ struct Kept {
     own_keys: Arc<OwnKeys>,
     assertions: Option<Arc<crate::assertion::Assertions>>,
     bearer: crate::bearer::Shared,
+    tracer: Option<Arc<telemetry::span::Tracer>>,
 }
 
 impl State {
-    /// Builds the state. Nothing here does I/O; the issuer loads in the background once started.
+    /// Builds the state. Nothing here does I/O; the issuer loads in the background once started. With
+    /// `[telemetry]` on, the span exporter's task is spawned here (call within the Tokio runtime).
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<State>, StartError> {
         let metrics = Arc::new(Metrics::default());
+        let tracer = telemetry::start_tracing(&settings.telemetry, &settings.session.secret, &metrics);
         let http = client::build(settings.upstream.connect_timeout);
         let multi = !settings.providers.is_empty();
         let providers = Arc::new(Registry::new(&settings, |name, oidc| {
@@ -121,6 +126,7 @@ impl State {
             own_keys,
             assertions,
             bearer: crate::bearer::Bearer::new(&settings.oidc).map(Arc::new),
+            tracer,
         };
         Ok(Arc::new(Self::assemble(settings, kept)))
     }
@@ -161,6 +167,7 @@ impl State {
             providers: kept.providers,
             assertions: kept.assertions,
             bearer: kept.bearer,
+            tracer: kept.tracer,
             metrics: kept.metrics,
             clock: kept.clock,
             settings,
@@ -192,6 +199,7 @@ impl State {
         new.log = old.log.clone();
         new.assertion = old.assertion.clone();
         new.ext_authz = old.ext_authz.clone();
+        new.telemetry = old.telemetry.clone();
         let providers = if providers_reload {
             let http = client::build(new.upstream.connect_timeout);
             let registry = Registry::new(&new, |name, oidc| {
@@ -216,6 +224,7 @@ impl State {
             own_keys: Arc::clone(&self.own_keys),
             assertions: self.assertions.clone(),
             bearer: self.bearer.clone(),
+            tracer: self.tracer.clone(),
         };
         (Self::assemble(new, kept), ignored)
     }
@@ -350,6 +359,12 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         "ext_authz.grpc_tls_key_file",
         grpc_tls.as_ref().map(|t| &t.key) != new.ext_authz.grpc_tls.as_ref().map(|t| &t.key),
     );
+    // The exporter lives across reloads: its section needs a restart.
+    let crate::config::telemetry::TelemetrySettings { otlp } = &old.telemetry;
+    let (o, n) = (otlp.as_ref(), new.telemetry.otlp.as_ref());
+    check("telemetry.otlp_endpoint", o.map(|o| &o.endpoint) != n.map(|n| &n.endpoint));
+    check("telemetry.otlp_headers", o.map(|o| &o.headers) != n.map(|n| &n.headers));
+    check("telemetry.service_name", o.map(|o| &o.service_name) != n.map(|n| &n.service_name));
     let LogSettings { format, level } = &old.log;
     check("log.format", *format != new.log.format);
     check("log.level", *level != new.log.level);
@@ -393,8 +408,20 @@ impl Shared {
 }
 
 /// Handles one public request: normalise the path (the upstream receives that form), classify, dispatch, answer
-/// errors in one place, log one line.
-pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
+/// errors in one place, log one line. With `[telemetry]` on, all of it runs inside the request's span (a trusted
+/// peer's `traceparent` its parent).
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let Some(tracer) = state.tracer.as_ref() else {
+        return answer(state, req, peer).await;
+    };
+    let incoming = telemetry::trace::accepted(req.headers(), state.forwarder.is_trusted(peer.ip));
+    let span = tracer.request(req.method().as_str(), incoming);
+    let resp = telemetry::span::within(Arc::clone(&span), answer(state, req, peer)).await;
+    span.status(resp.status().as_u16());
+    resp
+}
+
+async fn answer(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = tokio::time::Instant::now();
     let request_id = telemetry::request_id(req.headers());
     let method = req.method().clone();
@@ -411,6 +438,12 @@ pub async fn handle(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -
         }),
     };
     let uri = req.uri().clone();
+    telemetry::span::kind(match (&decided, envoy) {
+        (Ok(_), Some(_)) => "ext_authz_http",
+        (Ok(route), None) => route.label(),
+        (Err(_), _) => "refused",
+    });
+    telemetry::span::set("idgate.request_id", || request_id.clone());
     let (route, result) = match (decided, envoy) {
         (Ok(route), Some(target)) => {
             (Some(route), Ok(crate::ext_authz::http::check(&state, &method, req.headers(), &peer, target).await))

@@ -11,6 +11,12 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> i64;
 }
 
+/// Nanoseconds since the Unix epoch, from the system clock: when a span starts (spans are dated by the wall clock
+/// collectors compare across hosts, not by the injected [`Clock`], which counts whole seconds).
+pub fn unix_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
 /// The real wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

@@ -7,6 +7,7 @@ pub mod assertion;
 pub mod raw;
 pub mod redis_url;
 pub mod settings;
+pub mod telemetry;
 
 use std::{collections::HashMap, fmt, path::Path};
 

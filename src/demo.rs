@@ -189,6 +189,7 @@ fn demo_settings(
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
         assertion: Default::default(),
         ext_authz: Default::default(),
+        telemetry: Default::default(),
         providers: vec![],
     })
 }

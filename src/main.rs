@@ -1,7 +1,8 @@
 //! The idgate binary: parse the command line, load configuration before binding anything, run. Exit status: 0 ok,
 //! 2 configuration error (every problem printed, one per line), 1 start-up or runtime failure.
-// As in lib.rs: the layout of the request handler's future (gRPC ext_authz, DPoP, …) is deeper than rustc's default
-// query depth, and the optimised build of this crate computes it too.
+// As in lib.rs: a release build inlines the library's request handler (a thin wrapper since it opens the request's
+// span) into this crate, which then computes the layout of the whole request future, deeper than rustc's default
+// query depth of 128.
 #![recursion_limit = "256"]
 
 use std::{process::ExitCode, sync::Arc};

@@ -265,8 +265,29 @@ impl Provider {
         })
     }
 
-    /// Sends `req` to the issuer and reads a bounded answer, all within the configured timeout.
+    /// Sends `req` to the issuer and reads a bounded answer, all within the configured timeout; a child span of the
+    /// request being traced, if any (endpoint, method, host and status: never the body or a header).
     async fn call(&self, what: &'static str, req: Request<body::Body>) -> Result<Answer, ProviderError> {
+        let mut span = crate::telemetry::span::Child::start(span_name(what));
+        if span.is_recording() {
+            span.set("idgate.issuer.endpoint", || what);
+            span.set("http.request.method", || req.method().to_string());
+            span.set("server.address", || req.uri().host().unwrap_or_default().to_owned());
+        }
+        let answer = self.exchange(what, req).await;
+        match &answer {
+            Ok(a) => {
+                span.set("http.response.status_code", || a.status.as_u16());
+                if a.status.is_client_error() || a.status.is_server_error() {
+                    span.fail();
+                }
+            }
+            Err(_) => span.fail(),
+        }
+        answer
+    }
+
+    async fn exchange(&self, what: &'static str, req: Request<body::Body>) -> Result<Answer, ProviderError> {
         let unreachable = |why: String| ProviderError::Unreachable { what, why };
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| unreachable(e.to_string()))?;
@@ -328,6 +349,20 @@ impl Provider {
     pub async fn keys_for_unknown_kid(&self, kid: Option<&str>) -> Result<Arc<KeySet>, ProviderError> {
         let metadata = self.metadata()?;
         Ok(self.keys.for_unknown_kid(self, &metadata.jwks_uri, kid).await)
+    }
+}
+
+/// The span of a call to the issuer's `what` (the endpoint names of [`ProviderError`]).
+fn span_name(what: &'static str) -> &'static str {
+    match what {
+        "discovery" => "oidc discovery",
+        "jwks_uri" => "oidc jwks",
+        "token endpoint" => "oidc token",
+        "userinfo endpoint" => "oidc userinfo",
+        "introspection endpoint" => "oidc introspection",
+        "revocation endpoint" => "oidc revocation",
+        "PAR endpoint" => "oidc par",
+        _ => "oidc call",
     }
 }
 

@@ -93,10 +93,12 @@ async fn authenticate(
                 .inspect_err(|r| count(r.reason()))?;
             let permit = state.rules.authorize_bearer(rule, &claims).inspect_err(|d| count(d.requirement))?;
             count("accepted");
+            crate::telemetry::span::set_user(claims.sub());
             return Ok(Access::Bearer(TokenUser { claims, permit, token: token.to_owned() }));
         }
     }
     let (session, cookies, provider) = open(state, headers, allowed).await?;
+    crate::telemetry::span::set_user(session.claims().sub());
     let permit = state.rules.authorize(rule, session.claims())?;
     Ok(Access::User(User { session, permit, cookies, provider }))
 }
@@ -127,7 +129,7 @@ pub async fn proxy(
     let user = match access {
         Access::Public => {
             state.headers.strip(req.headers_mut());
-            return Ok(state.forwarder.send(req, peer).await?);
+            return Ok(send(state, req, peer).await?);
         }
         Access::Bearer(TokenUser { claims, permit, token }) => {
             let headers = req.headers_mut();
@@ -141,7 +143,7 @@ pub async fn proxy(
                 // The token is the client's credential for idgate, not the application's.
                 headers.remove(header::AUTHORIZATION);
             }
-            return Ok(state.forwarder.send(req, peer).await?);
+            return Ok(send(state, req, peer).await?);
         }
         Access::User(user) => user,
     };
@@ -166,12 +168,26 @@ pub async fn proxy(
         headers.insert("x-forwarded-access-token", v);
     }
     let started = tokio::time::Instant::now();
-    let resp = state.forwarder.send(req, peer).await;
+    let resp = send(state, req, peer).await;
     state.metrics.upstream_latency(started.elapsed());
     if let Err(e) = &resp {
         state.metrics.event(crate::telemetry::metrics::Event::UpstreamError(e.kind()));
     }
     Ok(with_cookies(resp?, cookies))
+}
+
+/// The proxy hop, its time to the upstream's answer head on the request span (`idgate.upstream.duration_ms`).
+async fn send(
+    state: &State,
+    req: Inbound,
+    peer: Peer,
+) -> std::result::Result<Response<Body>, crate::forward::UpstreamError> {
+    let timer = crate::telemetry::span::timer();
+    let resp = state.forwarder.send(req, peer).await;
+    if let Some(started) = timer {
+        crate::telemetry::span::set("idgate.upstream.duration_ms", || started.elapsed().as_secs_f64() * 1e3);
+    }
+    resp
 }
 
 /// A request without a session on a `login` route: a form post the browser made here is kept over the re-login

@@ -33,6 +33,23 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// What the route is, as spans name it (`idgate.route.kind`): `proxy`, `public`, or the endpoint.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Proxy { auth: AuthMode::Public, .. } => "public",
+            Route::Proxy { .. } => "proxy",
+            Route::Endpoint(Endpoint::Start) => "login_start",
+            Route::Endpoint(Endpoint::Callback) => "login_callback",
+            Route::Endpoint(Endpoint::SignOut) => "sign_out",
+            Route::Endpoint(Endpoint::Auth) => "forward_auth",
+            Route::Endpoint(Endpoint::Userinfo) => "userinfo",
+            Route::Endpoint(Endpoint::BackchannelLogout) => "backchannel_logout",
+            Route::Endpoint(Endpoint::Jwks) => "jwks",
+        }
+    }
+}
+
 /// Who is asking: a browser navigating (may be sent to log in) or anything else (gets 401/403 JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {

@@ -1,9 +1,14 @@
 //! Logging (tracing, JSON or text; the per-request line in [`access_log`]) and the request id. Metrics live in
-//! [`metrics`].
+//! [`metrics`]; OpenTelemetry traces in [`span`] (what is recorded), [`otlp`] (how it is sent) and [`trace`] (the
+//! W3C headers).
 
 pub mod access_log;
 pub mod metrics;
+pub mod otlp;
+pub mod span;
 pub mod trace;
+
+use std::sync::Arc;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -22,6 +27,21 @@ pub fn init(log: &LogSettings) {
     if installed.is_ok() {
         access_log::init(log.format);
     }
+}
+
+/// Starts tracing when `[telemetry] otlp_endpoint` is set: spawns the exporter task (so this runs inside the Tokio
+/// runtime) and returns the tracer requests record on. `None`, and nothing spawned, when tracing is off.
+pub fn start_tracing(
+    settings: &crate::config::telemetry::TelemetrySettings,
+    session_secret: &crate::config::Secret,
+    metrics: &Arc<metrics::Metrics>,
+) -> Option<Arc<span::Tracer>> {
+    let otlp = settings.otlp.as_ref()?;
+    let (queue, queued) = span::queue(otlp.queue, otlp.batch);
+    let http = crate::client::build(otlp.timeout);
+    tokio::spawn(otlp::Exporter::new(queued, otlp.clone(), http, Arc::clone(metrics)).run());
+    tracing::info!(endpoint = %otlp.endpoint, service_name = %otlp.service_name, "exporting traces over OTLP/HTTP");
+    Some(Arc::new(span::Tracer::new(queue, session_secret, Arc::clone(metrics))))
 }
 
 /// A request id: the client's `X-Request-Id` when it is short and printable, otherwise a fresh one.

@@ -32,6 +32,9 @@ pub struct RawConfig {
     pub assertion: RawAssertion,
     #[serde(default)]
     pub ext_authz: RawExtAuthz,
+    /// OpenTelemetry traces (OTLP/HTTP).
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     /// `[[providers]]`: several issuers, instead of `[oidc]`.
     #[serde(default)]
     pub providers: Vec<RawProvider>,
@@ -178,6 +181,16 @@ pub struct RawExtAuthz {
     pub grpc_listen: Option<String>,
     pub grpc_tls_cert_file: Option<String>,
     pub grpc_tls_key_file: Option<String>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (protobuf).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    /// Header name → value, sent with every export (a collector's API key).
+    pub otlp_headers: Option<BTreeMap<String, String>>,
+    pub service_name: Option<String>,
 }
 
 /// One `[[providers]]` entry: its name, title and hosts, and every `[oidc]` key (parsed by the same code).

@@ -51,6 +51,8 @@ pub struct Settings {
     /// The signed identity assertion for the upstream (`[assertion]`).
     pub assertion: super::assertion::AssertionSettings,
     pub ext_authz: ExtAuthzSettings,
+    /// OpenTelemetry traces (`[telemetry]`; off by default).
+    pub telemetry: super::telemetry::TelemetrySettings,
     /// `[[providers]]`, in the order written; empty with `[oidc]` (then `oidc` is the one issuer; with
     /// `[[providers]]`, `oidc` is the first provider's, for what all providers share: the callback path).
     pub providers: Vec<super::providers::ProviderSettings>,
@@ -414,11 +416,25 @@ impl Settings {
         };
         let assertion = super::assertion::settings(p, raw.assertion);
         let ext_authz = ext_authz(p, raw.ext_authz, &[server.listen, admin.listen]);
+        let telemetry = super::telemetry::settings(p, raw.telemetry);
         let (oidc, session) = (oidc?, session?);
         if !p.is_empty() {
             return None;
         }
-        Some(Settings { server, admin, upstream, oidc, session, headers, routes, log, assertion, ext_authz, providers })
+        Some(Settings {
+            server,
+            admin,
+            upstream,
+            oidc,
+            session,
+            headers,
+            routes,
+            log,
+            assertion,
+            ext_authz,
+            telemetry,
+            providers,
+        })
     }
 
     /// Whether idgate's own answers carry `Strict-Transport-Security`: when it serves TLS itself, or when its

@@ -126,12 +126,28 @@ impl Authorization for Service {
             remote.map_or(Peer::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), false), |r| Peer::new(r.addr.ip(), r.tls));
         let state = (self.current)();
         let started = tokio::time::Instant::now();
+        // Traced: the span's parent is the caller's (Envoy's) `traceparent` in the gRPC metadata, if trusted.
+        let span = state.tracer.as_ref().map(|t| {
+            let incoming =
+                telemetry::trace::accepted(&trace_headers(request.metadata()), state.forwarder.is_trusted(peer.ip));
+            t.request("POST", incoming)
+        });
         // Boxed: the decision is the whole authenticate step, a deep future for the async-trait wrapper.
-        let (verdict, method, path) = Box::pin(decide(&state, request.into_inner(), &peer)).await;
+        let decision = Box::pin(async {
+            telemetry::span::kind("ext_authz_grpc");
+            decide(&state, request.into_inner(), &peer).await
+        });
+        let (verdict, method, path) = match &span {
+            Some(span) => telemetry::span::within(Arc::clone(span), decision).await,
+            None => decision.await,
+        };
         let status = match &verdict {
             Verdict::Allow(_) => StatusCode::OK,
             Verdict::Deny(resp) => resp.status(),
         };
+        if let Some(span) = &span {
+            span.status(status.as_u16());
+        }
         // As on the public listener: the path without its query, which may carry secrets.
         let path = path.split('?').next().unwrap_or("");
         let elapsed = started.elapsed();
@@ -146,6 +162,19 @@ impl Authorization for Service {
         });
         Ok(tonic::Response::new(respond(verdict).await))
     }
+}
+
+/// The W3C trace headers among a call's gRPC metadata.
+fn trace_headers(metadata: &tonic::metadata::MetadataMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [telemetry::trace::TRACEPARENT, telemetry::trace::TRACESTATE] {
+        for value in metadata.get_all(name) {
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                out.append(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    out
 }
 
 /// The verdict on one `CheckRequest`, with the method and path it named (for the log line).

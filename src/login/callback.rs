@@ -91,6 +91,7 @@ async fn redeem(
     // The JWS (decrypted when the issuer encrypts ID tokens) is what the session keeps.
     let (claims, id_token) = provider.validate_id_token(id_token, Some(&flow.nonce), now).await?;
     let id_token = id_token.as_str();
+    crate::telemetry::span::set_user(claims.sub());
     let oidc = provider.settings();
     let access_token = tokens.access_token.as_ref().map(Secret::expose);
     let userinfo = match (oidc.userinfo_claims, access_token) {

@@ -54,6 +54,17 @@ impl Event {
     }
 }
 
+/// What became of a recorded span (`idgate_trace_spans_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanOutcome {
+    /// Accepted by the collector.
+    Exported = 0,
+    /// Not queued: the exporter's queue was full.
+    Dropped = 1,
+    /// Sent in a batch the collector did not accept (or could not be reached).
+    Failed = 2,
+}
+
 /// All of idgate's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -72,6 +83,8 @@ pub struct Metrics {
     /// Identity assertions signed, and handed out again from the cache (hot path: atomics).
     assertions_signed: AtomicU64,
     assertion_cache_hits: AtomicU64,
+    /// Spans by [`SpanOutcome`] (hot path when the queue is full: atomics).
+    trace_spans: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -107,6 +120,16 @@ impl Metrics {
     pub fn assertion(&self, cached: bool) {
         let counter = if cached { &self.assertion_cache_hits } else { &self.assertions_signed };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` spans that came to `outcome`.
+    pub fn trace_spans(&self, outcome: SpanOutcome, n: u64) {
+        self.trace_spans[outcome as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Spans counted as `outcome` so far.
+    pub fn trace_spans_count(&self, outcome: SpanOutcome) -> u64 {
+        self.trace_spans[outcome as usize].load(Relaxed)
     }
 
     /// Counts one event.
@@ -188,6 +211,13 @@ impl Metrics {
         out.push_str("# HELP idgate_assertion_cache_hits_total Identity assertions reused from the cache.\n");
         out.push_str("# TYPE idgate_assertion_cache_hits_total counter\n");
         let _ = writeln!(out, "idgate_assertion_cache_hits_total {}", self.assertion_cache_hits.load(Relaxed));
+        if self.trace_spans.iter().any(|c| c.load(Relaxed) > 0) {
+            out.push_str("# HELP idgate_trace_spans_total Spans recorded for OTLP export, by what became of them.\n");
+            out.push_str("# TYPE idgate_trace_spans_total counter\n");
+            for (result, c) in ["exported", "dropped", "failed"].iter().zip(&self.trace_spans) {
+                let _ = writeln!(out, "idgate_trace_spans_total{{result=\"{result}\"}} {}", c.load(Relaxed));
+            }
+        }
         let mut last = "";
         for (name, provider, label, value, v) in self.event_rows() {
             if name != last {

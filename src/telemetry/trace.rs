@@ -1,7 +1,8 @@
 //! W3C Trace Context on the proxy hop: a trace a trusted proxy started continues to the upstream with idgate's
 //! own span between them (the same trace id and flags, a fresh parent id); anything else — a client's own trace
 //! headers, or an invalid `traceparent` — is removed, so a client cannot choose the trace its request joins.
-//! No spans are exported yet: the span id is idgate's place in the trace for when they are.
+//! With `[telemetry]` on, idgate's span is the request span it exports ([`super::span`]), and a request without a
+//! trace to continue starts one; with it off, the span id is a fresh one nobody records.
 
 use http::{HeaderMap, HeaderValue};
 
@@ -60,39 +61,43 @@ impl Parent {
     }
 }
 
-/// Rewrites the trace headers of a request about to be forwarded: continued with a fresh span id when a trusted
-/// peer sent exactly one valid `traceparent`, removed otherwise. Returns the context the upstream receives.
-pub fn propagate(headers: &mut HeaderMap, trusted: bool) -> Option<Parent> {
-    if !headers.contains_key(TRACEPARENT) {
-        // No trace to continue; a lone tracestate means nothing (and is not the client's to pass on).
-        headers.remove(TRACESTATE);
+/// The trace context a request continues: exactly one valid `traceparent` from a trusted peer, with its
+/// `tracestate` (several fields joined by `,`, as W3C allows). `None` for anything else.
+pub fn accepted(headers: &HeaderMap, trusted: bool) -> Option<(Parent, Option<String>)> {
+    if !trusted {
         return None;
     }
     let mut values = headers.get_all(TRACEPARENT).iter();
     let parent = match (values.next(), values.next()) {
-        (Some(v), None) if trusted => Parent::parse(v.as_bytes()),
-        _ => None,
+        (Some(v), None) => Parent::parse(v.as_bytes())?,
+        _ => return None,
     };
-    let Some(parent) = parent else {
+    let state: Vec<&str> = headers.get_all(TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect();
+    Some((parent, (!state.is_empty()).then(|| state.join(","))))
+}
+
+/// Rewrites the trace headers of a request about to be forwarded: the request span being traced is the
+/// upstream's parent (continuing the trusted peer's trace, or a new one); untraced, a trusted peer's trace
+/// continues with a fresh span id. A `traceparent` not accepted (untrusted, invalid, repeated) is removed with its
+/// `tracestate`. Returns the context the upstream receives.
+pub fn propagate(headers: &mut HeaderMap, trusted: bool) -> Option<Parent> {
+    let incoming = accepted(headers, trusted).map(|(p, _)| p);
+    if incoming.is_none() {
+        // No trace to continue; a lone tracestate means nothing (and is not the client's to pass on).
         headers.remove(TRACEPARENT);
         headers.remove(TRACESTATE);
-        return None;
+    }
+    let ours = match super::span::context() {
+        Some(ours) => ours,
+        None => {
+            let parent = incoming?;
+            Parent { span_id: super::span::fresh_span_id(), flags: parent.flags & 0x01, ..parent }
+        }
     };
-    let ours = Parent { span_id: span_id(), flags: parent.flags & 0x01, ..parent };
     if let Ok(v) = HeaderValue::from_str(&ours.render()) {
         headers.insert(TRACEPARENT, v);
     }
     Some(ours)
-}
-
-/// A fresh, non-zero span id.
-fn span_id() -> [u8; 8] {
-    loop {
-        let id = crate::random::bytes::<8>();
-        if id != [0; 8] {
-            return id;
-        }
-    }
 }
 
 #[cfg(test)]

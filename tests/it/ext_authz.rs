@@ -52,7 +52,7 @@ fn python() -> PathBuf {
 }
 
 /// Runs the independent client over `checks` (JSON objects as tests/extauthz/check.py reads them).
-async fn grpc(checks: Vec<Value>) -> Vec<Value> {
+pub(crate) async fn grpc(checks: Vec<Value>) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/extauthz/check.py");
     let mut child = tokio::process::Command::new(python())
         .arg(script)

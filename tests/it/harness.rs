@@ -306,6 +306,7 @@ pub fn settings(base: &str, issuer: &str, upstream: SocketAddr) -> Settings {
         log: LogSettings { format: LogFormat::Text, level: "info".into() },
         assertion: Default::default(),
         ext_authz: Default::default(),
+        telemetry: Default::default(),
         providers: vec![],
     }
 }

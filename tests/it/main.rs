@@ -19,6 +19,7 @@ mod interop;
 mod jwe;
 mod login;
 mod nginx;
+mod otlp;
 mod preserved_post;
 mod providers;
 mod redis;
