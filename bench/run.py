@@ -35,6 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDGATE = os.path.join(ROOT, "target", "release", "idgate")
 CAPACITY = os.path.join(ROOT, "target", "debug", "examples", "store_capacity")
 STORES = ("cookie", "memory", "redis", "sentinel", "cluster")
+# Other work on the machine shows here: figures are comparable within one run only.
+LOAD_AT_START = os.getloadavg()[0]
 INTEROP = os.path.join(ROOT, "tests", "interop")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_1K = "x" * 1024
@@ -194,7 +196,7 @@ redirect_url = "http://127.0.0.1:{port}/oauth2/callback"
 [session]
 secret = "{SECRET}"
 cookie_secure = false
-store = "{store}"
+store = "{'redis' if redis_url else store}"
 {extra}[log]
 level = "warn"
 """)
@@ -615,8 +617,8 @@ def store_section(measured, by, caps, args):
 def report(results, caps, args):
     out = os.path.join(ROOT, "bench", "results")
     os.makedirs(out, exist_ok=True)
-    measured = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; wrk -t1, {args.duration}s runs, "
-                f"median of {args.reps}{' (--quick)' if args.quick else ''}.")
+    measured = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores (load average {LOAD_AT_START:.1f} "
+                f"at the start); wrk -t1, {args.duration}s runs, median of {args.reps}{' (--quick)' if args.quick else ''}.")
     rows = [r for r in results if "rps" in r]
     by = {(r["name"], r["conns"]): r for r in rows}
     if args.stores:
