@@ -37,6 +37,9 @@ pub async fn run(settings: &Settings) -> Report {
         let mode = if s.oidc.id_token_decryption.required { "required" } else { "accepted" };
         r.lines.push(format!("encrypted ID     {mode}, {} decryption key(s)", keys.len()));
     }
+    if let Some(otlp) = &s.telemetry.otlp {
+        r.lines.push(format!("traces           OTLP/HTTP to {} as {:?}", otlp.endpoint, otlp.service_name));
+    }
     for (h, c) in &s.headers {
         r.lines.push(format!("header           {h} <- claim {c:?}"));
     }

@@ -137,6 +137,40 @@ mod tests {
         (s, p.into_error().problems.into_iter().map(|p| format!("{}: {}", p.key, p.why)).collect())
     }
 
+    /// A whole file with `[telemetry]`, loaded as idgate loads it, with `env` as the environment.
+    fn load(telemetry: &str, env: &[(&str, &str)]) -> Result<super::super::Settings, super::super::ConfigError> {
+        use std::io::Write;
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:8080\"\n[oidc]\nissuer = \"https://issuer.example.com\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"\nredirect_url = \"https://app.example.com/oauth2/callback\"\n\
+             [session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n{telemetry}"
+        );
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        super::super::load(f.path(), &env)
+    }
+
+    #[test]
+    fn the_section_loads_from_the_file_and_the_environment() {
+        let s = load(
+            "[telemetry]\notlp_endpoint = \"http://collector:4318/v1/traces\"\notlp_headers = { \"x-api-key\" = \"k\" }\n",
+            &[],
+        )
+        .unwrap();
+        let o = s.telemetry.otlp.unwrap();
+        assert_eq!(o.endpoint.as_str(), "http://collector:4318/v1/traces");
+        assert_eq!(o.headers.len(), 1);
+        assert_eq!(o.service_name, "idgate");
+        let s = load("", &[("IDGATE_TELEMETRY__OTLP_ENDPOINT", "https://otlp.example.com/v1/traces")]).unwrap();
+        assert_eq!(s.telemetry.otlp.unwrap().endpoint.as_str(), "https://otlp.example.com/v1/traces");
+        assert_eq!(load("", &[]).unwrap().telemetry.otlp, None, "off by default");
+        let e = load("[telemetry]\notlp_protocol = \"grpc\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("otlp_protocol"), "{e}");
+        let e = load("[telemetry]\notlp_endpoint = \"not a url\"\n", &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "telemetry.otlp_endpoint", "{e}");
+    }
+
     #[test]
     fn off_unless_an_endpoint_is_set() {
         let (s, problems) = check(RawTelemetry::default());
