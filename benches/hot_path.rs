@@ -209,7 +209,6 @@ fn access_line(c: &mut Criterion) {
     });
 }
 
-
 /// What the span hooks of one logged-in, proxied request with a server-side store do, in the order the request
 /// meets them (`app::handle`, `pipeline`, `session::store`): name the route, note the request id, name the
 /// upstream's parent, time the store call as a child span, record the user, time the upstream.

@@ -294,17 +294,32 @@ async fn sighup_reloads_routes_without_dropping_connections_and_refuses_bad_conf
     iss.stop();
 }
 
-#[tokio::test]
-async fn audit_lines_name_the_user_and_never_a_token() {
+/// `idgate run` with JSON lines at `info` (request lines on) on free ports, and the lines it prints.
+struct JsonLogged {
+    port: u16,
+    admin: u16,
+    iss: DevIssuer,
+    child: tokio::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    _config: tempfile::NamedTempFile,
+}
+
+async fn run_json_logged() -> JsonLogged {
     let port = free_port();
     let admin = free_port();
     let iss = issuer(port).await;
     let upstream = crate::harness::spawn_json_echo().await;
     let text = gate_config(port, admin, iss.issuer(), upstream)
         .replace("format = \"text\"\nlevel = \"warn\"", "format = \"json\"\nlevel = \"info\"");
-    let f = config_file(&text);
-    let mut child = spawn_run(f.path(), Stdio::piped());
-    let collected = collect_lines(child.stdout.take().unwrap());
+    let config = config_file(&text);
+    let mut child = spawn_run(config.path(), Stdio::piped());
+    let lines = collect_lines(child.stdout.take().unwrap());
+    JsonLogged { port, admin, iss, child, lines, _config: config }
+}
+
+#[tokio::test]
+async fn audit_lines_name_the_user_and_never_a_token() {
+    let JsonLogged { port, admin, iss, mut child, lines: collected, _config } = run_json_logged().await;
     let base = format!("http://127.0.0.1:{port}");
     until_listening("idgate's admin listener", ([127, 0, 0, 1], admin).into()).await;
     let admin_client = crate::harness::Browser::new().api();
@@ -358,15 +373,7 @@ async fn audit_lines_name_the_user_and_never_a_token() {
 /// answer still leaves one line per request in the output, each a JSON object with the request's fields.
 #[tokio::test]
 async fn every_request_line_is_written_before_a_terminated_process_exits() {
-    let port = free_port();
-    let admin = free_port();
-    let iss = issuer(port).await;
-    let upstream = crate::harness::spawn_json_echo().await;
-    let text = gate_config(port, admin, iss.issuer(), upstream)
-        .replace("format = \"text\"\nlevel = \"warn\"", "format = \"json\"\nlevel = \"info\"");
-    let f = config_file(&text);
-    let mut child = spawn_run(f.path(), Stdio::piped());
-    let collected = collect_lines(child.stdout.take().unwrap());
+    let JsonLogged { port, iss, mut child, lines: collected, _config, .. } = run_json_logged().await;
     until_listening("idgate's public listener", ([127, 0, 0, 1], port).into()).await;
     let b = crate::harness::Browser::new().api();
     const N: usize = 200;

@@ -3,13 +3,12 @@
 //! path, given the same requests, decide the same: same status, body and headers when denied; the same identity
 //! headers when allowed. The tests fail, rather than skip, when the client is missing: scripts/deps.sh installs it.
 
-use std::{collections::BTreeMap, path::PathBuf, process::Stdio};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use idgate::config::{AuthMode, Settings};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 use crate::harness::{Browser, Resp, TestGate, route};
 
@@ -45,30 +44,9 @@ impl Case {
 const NAV: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
 const API: (&str, &str) = ("accept", "application/json");
 
-fn python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/extauthz/.venv/bin/python");
-    assert!(p.exists(), "the ext_authz gRPC client is not installed: run scripts/deps.sh");
-    p
-}
-
 /// Runs the independent client over `checks` (JSON objects as tests/extauthz/check.py reads them).
 pub(crate) async fn grpc(checks: Vec<Value>) -> Vec<Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/extauthz/check.py");
-    let mut child = tokio::process::Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let input = serde_json::to_vec(&checks).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&input).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "check.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(crate::harness::python_json("extauthz/.venv", "extauthz/check.py", &checks).await).unwrap()
 }
 
 fn grpc_check(gate: &TestGate, case: &Case) -> Value {

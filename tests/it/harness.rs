@@ -528,3 +528,26 @@ pub fn contains_jwt(text: &str) -> bool {
         parts.len() >= 3 && parts[0].starts_with("eyJ") && parts[1].len() > 10
     })
 }
+
+/// Runs `script` (under tests/) with the Python of the virtualenv `venv` (under tests/, made by scripts/deps.sh),
+/// writes `input` to its stdin as JSON and returns what it prints as JSON; fails the test with its stderr otherwise.
+pub async fn python_json(venv: &str, script: &str, input: &impl serde::Serialize) -> Value {
+    use tokio::io::AsyncWriteExt;
+    let tests = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let python = tests.join(venv).join("bin/python");
+    assert!(python.exists(), "{venv} is not installed: run scripts/deps.sh");
+    let mut child = tokio::process::Command::new(python)
+        .arg(tests.join(script))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&serde_json::to_vec(input).unwrap()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

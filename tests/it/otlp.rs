@@ -8,8 +8,6 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -24,7 +22,6 @@ use idgate::{
     telemetry::{metrics::SpanOutcome, trace::Parent},
 };
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 use crate::harness::{Browser, TestGate, contains_jwt, eventually, route, spawn_upstream};
 
@@ -94,28 +91,8 @@ impl Collector {
     async fn spans(&self) -> Vec<Value> {
         let bodies: Vec<String> =
             self.posts().iter().map(|p| base64::engine::general_purpose::STANDARD.encode(&p.body)).collect();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otlp/decode.py");
-        let mut child = tokio::process::Command::new(python())
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&serde_json::to_vec(&bodies).unwrap()).await.unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().await.unwrap();
-        assert!(out.status.success(), "decode.py failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+        serde_json::from_value(crate::harness::python_json("otlp/.venv", "otlp/decode.py", &bodies).await).unwrap()
     }
-}
-
-fn python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otlp/.venv/bin/python");
-    assert!(p.exists(), "the OTLP decoder is not installed: run scripts/deps.sh");
-    p
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {
