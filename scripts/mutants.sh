@@ -32,6 +32,9 @@ MODULES=(
   src/oidc/client_auth.rs
   src/oidc/par.rs
   src/check/capabilities.rs
+  src/bearer.rs
+  src/assertion.rs
+  src/oidc/dpop.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"
