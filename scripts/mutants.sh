@@ -35,6 +35,7 @@ MODULES=(
   src/bearer.rs
   src/assertion.rs
   src/oidc/dpop.rs
+  src/login/preserved_post.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"
