@@ -32,6 +32,10 @@ MODULES=(
   src/oidc/client_auth.rs
   src/oidc/par.rs
   src/check/capabilities.rs
+  src/bearer.rs
+  src/assertion.rs
+  src/oidc/dpop.rs
+  src/login/preserved_post.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"
@@ -54,10 +58,11 @@ for f in "${files[@]}"; do file_args+=(--file "$f"); done
 # A built ./target is copied into the scratch tree, so only idgate itself is rebuilt there, not its dependencies.
 copy_target=false
 [ -d target/debug ] && copy_target=true
+copy_arg=(--copy-target="$copy_target")
 
-# `--in-place` runs one build at a time and refuses `--jobs`.
+# `--in-place` runs one build at a time and refuses `--jobs` and `--copy-target` (there is no copy).
 jobs_arg=(--jobs "$jobs")
-case " ${MUTANTS_ARGS:-} " in *" --in-place "*) jobs_arg=() ;; esac
+case " ${MUTANTS_ARGS:-} " in *" --in-place "*) jobs_arg=() copy_arg=() ;; esac
 
 mkdir -p "$out"
 start=$(date +%s)
@@ -65,7 +70,7 @@ status=0
 # `--cargo-arg=--lib` puts `--lib` on the build and on the test command: unit tests only (with `-- --lib` the
 # integration tests would still be built for every mutant). The test timeout has a floor: the machine is shared.
 # shellcheck disable=SC2086 # MUTANTS_ARGS is a list of options
-cargo mutants "${jobs_arg[@]}" --output "$out" --minimum-test-timeout 60 --colors never --copy-target="$copy_target" \
+cargo mutants "${jobs_arg[@]}" --output "$out" --minimum-test-timeout 60 --colors never "${copy_arg[@]}" \
   --cargo-arg=--lib "${file_args[@]}" ${MUTANTS_ARGS:-} || status=$?
 elapsed=$(($(date +%s) - start))
 # 0: all caught; 2: some missed; 3: some timed out. Anything else (1 usage, 4 the unmutated tree fails) is fatal.

@@ -101,6 +101,14 @@ impl Inbound {
     }
 }
 
+#[cfg(test)]
+impl Inbound {
+    /// A request as [`Forwarder::begin`] would hand it on (no upgrade), for unit tests of the steps after it.
+    pub(crate) fn for_tests(req: Request<Body>) -> Self {
+        Inbound { req, upgrade: None }
+    }
+}
+
 /// Facts about the client connection the hop needs.
 #[derive(Debug, Clone)]
 pub struct Peer {

@@ -137,4 +137,47 @@ mod tests {
         let debug = format!("{keys:?}");
         assert!(debug.starts_with("OwnKeys { signing: [SigningKey") && debug.contains(a.kid()), "{debug}");
     }
+
+    fn settings(assertion: &str) -> Settings {
+        use std::io::Write;
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:4180\"\n[admin]\nlisten = \"127.0.0.1:9180\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:8080\"\n\
+             [oidc]\nissuer = \"https://issuer.example.com\"\nclient_id = \"app\"\nclient_secret = \"s\"\n\
+             redirect_url = \"https://app.example.com/oauth2/callback\"\n\
+             [session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n[assertion]\n{assertion}"
+        );
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        crate::config::load(f.path(), &Default::default()).unwrap()
+    }
+
+    fn published_kids(keys: &OwnKeys) -> Vec<String> {
+        let doc: Value = serde_json::from_slice(keys.document()).unwrap();
+        doc["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn the_assertion_key_is_the_files_a_generated_one_or_none_and_is_published() {
+        // Off: no key, nothing published.
+        let off = OwnKeys::new(&settings("enabled = false\n"));
+        assert!(off.assertion_key().is_none());
+        assert!(published_kids(&off).is_empty());
+        // On without a key file: a P-256 key generated at start, published.
+        let generated = OwnKeys::new(&settings("enabled = true\n"));
+        let key = generated.assertion_key().expect("a generated assertion key");
+        assert_eq!(key.alg(), signing::SigningAlg::Es256);
+        assert_eq!(published_kids(&generated), [key.kid()]);
+        // With a key file: that key (its kid is its thumbprint), on or off.
+        let pem = crate::id_token::jwe::GeneratedKey::p256().private_pem;
+        let mut file = tempfile::Builder::new().suffix(".pem").tempfile().unwrap();
+        std::io::Write::write_all(&mut file, pem.as_bytes()).unwrap();
+        let kid = SigningKey::from_pem(pem.as_bytes(), None).unwrap().kid().to_owned();
+        let path = file.path().display();
+        for enabled in [true, false] {
+            let keys = OwnKeys::new(&settings(&format!("enabled = {enabled}\nkey_file = \"{path}\"\n")));
+            assert_eq!(keys.assertion_key().map(|k| k.kid().to_owned()), Some(kid.clone()), "enabled = {enabled}");
+            assert_eq!(published_kids(&keys), std::slice::from_ref(&kid));
+        }
+    }
 }

@@ -131,3 +131,20 @@ fn the_application_host_believes_x_forwarded_host_from_trusted_proxies_only() {
     assert_eq!(app_host(&none, Some("h2.example.com"), false).as_deref(), Some("h2.example.com"));
     assert_eq!(app_host(&none, None, true), None);
 }
+
+#[test]
+fn the_issuer_header_and_sid_are_exact_and_debug_shows_no_key_material() {
+    let (s, key, _) = signer(|_| {});
+    assert_eq!(s.issuer(), "https://app.example.com");
+    assert_eq!(s.header().as_str(), "x-idgate-assertion");
+    assert_eq!(
+        format!("{s:?}"),
+        format!(
+            "Assertions {{ header: \"x-idgate-assertion\", key: SigningKey {{ alg: \"ES256\", kid: {:?} }}, .. }}",
+            key.kid()
+        )
+    );
+    // sid = base64url(SHA-256("idgate-assertion-sid:" + login id)): pinned, so that a change is a decision.
+    assert_eq!(session_hash("login-abc"), "4-pvkWZr5GiZBLJcTO0gPlcva33vt-WmQOo_azcLM3M");
+    assert_ne!(session_hash("login-abd"), session_hash("login-abc"));
+}

@@ -107,3 +107,96 @@ fn only_one_bearer_credential_is_read() {
         assert_eq!(presented(&h(bad)).map_err(|e| e.reason()), Err("malformed"), "{bad:?}");
     }
 }
+
+/// A gate's bearer checker and provider in front of a development issuer whose clock stands at `NOW`.
+mod against_an_issuer {
+    use std::{io::Write, sync::Arc};
+
+    use super::*;
+    use crate::{
+        clock::{Clock, TestClock},
+        config::{Settings, TokenAuthMethod},
+        dev_issuer::{DevClient, DevIssuer},
+        telemetry::metrics::Metrics,
+    };
+
+    const API: &str = "https://api.example.com";
+
+    fn settings(issuer: &str, introspect: bool) -> Settings {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:4180\"\n[admin]\nlisten = \"127.0.0.1:9180\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:8080\"\n\
+             [oidc]\nissuer = \"{issuer}\"\nclient_id = \"app\"\nclient_secret = \"s\"\n\
+             redirect_url = \"https://app.example.com/oauth2/callback\"\napi_audiences = [\"{API}\"]\n\
+             introspect_opaque_tokens = {introspect}\nintrospection_cache_secs = 60\n\
+             [session]\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n"
+        );
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        crate::config::load(f.path(), &Default::default()).unwrap()
+    }
+
+    async fn setup(introspect: bool) -> (DevIssuer, Provider, Bearer) {
+        let clock = Arc::new(TestClock::default());
+        clock.set(NOW);
+        let client = DevClient {
+            client_id: "app".into(),
+            client_secret: "s".into(),
+            redirect_uris: vec!["https://app.example.com/oauth2/callback".into()],
+            token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            post_logout_redirect_uris: vec![],
+            jwks: None,
+            jwks_uri: None,
+        };
+        let clock: Arc<dyn Clock> = clock;
+        let issuer =
+            DevIssuer::start("127.0.0.1:0".parse().unwrap(), DevAlg::RS256, client, Arc::clone(&clock)).await.unwrap();
+        let s = settings(issuer.issuer(), introspect);
+        let http = crate::client::build(std::time::Duration::from_secs(2));
+        let provider = Provider::new(s.oidc.clone(), http, Arc::new(Metrics::default())).with_clock(clock);
+        provider.load().await.unwrap();
+        let bearer = Bearer::new(&s.oidc).unwrap();
+        (issuer, provider, bearer)
+    }
+
+    #[tokio::test]
+    async fn a_jwt_is_validated_against_the_issuers_keys_and_an_opaque_token_is_not() {
+        let (issuer, provider, bearer) = setup(false).await;
+        assert_eq!(format!("{bearer:?}"), "Bearer { audiences: [\"https://api.example.com\"], .. }");
+        let jwt = issuer.access_token("alice", API, "read", |_| {});
+        let c = bearer.authenticate(&provider, &jwt, NOW).await.unwrap();
+        assert_eq!((c.sub(), c.get("scope")), ("dev|alice", Some(&json!("read"))));
+        // The issuer rotates its key: the new kid is fetched once, then the token opens.
+        issuer.rotate_key(DevAlg::RS256, false);
+        let jwt = issuer.access_token("bob", API, "read", |_| {});
+        assert_eq!(bearer.authenticate(&provider, &jwt, NOW).await.unwrap().sub(), "dev|bob");
+        // Without introspection, an opaque token (not three parts) is refused as such, not parsed as a JWT.
+        let opaque = issuer.opaque_token("alice", API, "read", |_| {});
+        assert_eq!(bearer.authenticate(&provider, &opaque, NOW).await.unwrap_err().reason(), "opaque_not_introspected");
+        assert_eq!(issuer.request_count("introspect"), 0);
+        issuer.stop();
+    }
+
+    #[tokio::test]
+    async fn an_introspection_answer_is_believed_until_the_cache_second_and_no_longer() {
+        let (issuer, provider, bearer) = setup(true).await;
+        let opaque = issuer.opaque_token("alice", API, "read", |_| {});
+        let c = bearer.authenticate(&provider, &opaque, NOW).await.unwrap();
+        assert_eq!((c.sub(), c.get("iss")), ("dev|alice", Some(&json!(issuer.issuer()))));
+        assert_eq!(issuer.request_count("introspect"), 1);
+        // Believed for introspection_cache_secs (60, before the token's exp at NOW + 600): cached up to NOW + 59.
+        assert_eq!(bearer.authenticate(&provider, &opaque, NOW + 59).await.unwrap().sub(), "dev|alice");
+        assert_eq!(issuer.request_count("introspect"), 1, "answered from the cache");
+        assert_eq!(bearer.authenticate(&provider, &opaque, NOW + 60).await.unwrap().sub(), "dev|alice");
+        assert_eq!(issuer.request_count("introspect"), 2, "at the cache's last second the issuer is asked again");
+        // A JWT is never introspected; an inactive opaque token is refused with its reason.
+        let jwt = issuer.access_token("bob", API, "read", |_| {});
+        assert_eq!(bearer.authenticate(&provider, &jwt, NOW).await.unwrap().sub(), "dev|bob");
+        let gone = issuer.opaque_token("carol", API, "read", |c| {
+            c.insert("active".into(), json!(false));
+        });
+        assert_eq!(bearer.authenticate(&provider, &gone, NOW).await.unwrap_err().reason(), "inactive");
+        assert_eq!(issuer.request_count("introspect"), 3);
+        issuer.stop();
+    }
+}

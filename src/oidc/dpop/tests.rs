@@ -285,3 +285,65 @@ async fn a_trial_and_a_nonce_retry_make_three_requests_at_most() {
     assert_eq!(sent.len(), 3);
     assert!(!d.active());
 }
+
+#[test]
+fn a_key_file_signs_its_own_algorithms_and_keys_compare_by_thumbprint() {
+    let ec = DpopKey::from_pem(crate::id_token::jwe::GeneratedKey::p256().private_pem.as_bytes()).unwrap();
+    assert_eq!(ec.algs(), ["ES256"], "a P-256 key signs ES256 only");
+    let pem = rsa_pem();
+    let rsa = DpopKey::from_pem(pem.as_bytes()).unwrap();
+    assert_eq!(rsa.algs(), ["RS256", "PS256"]);
+    assert!(rsa == DpopKey::from_pem(pem.as_bytes()).unwrap(), "the same key read twice is the same key");
+    assert!(rsa != ec && ec != DpopKey::generate().unwrap());
+    let d = Dpop::new(&DpopSettings { mode: DpopMode::On, key: Some(rsa.clone()) }, false);
+    assert_eq!(d.jkt(), Some(rsa.jkt()));
+    assert_eq!(rsa.jkt().len(), 43, "an RFC 7638 SHA-256 thumbprint, base64url");
+    assert_eq!(format!("{d:?}"), "Dpop { mode: On, active: true, .. }");
+    let off = Dpop::new(&DpopSettings { mode: DpopMode::Off, key: None }, false);
+    assert_eq!((off.jkt(), off.active()), (None, false), "no key is generated when DPoP is off");
+    assert_eq!(format!("{off:?}"), "Dpop { mode: Off, active: false, .. }");
+}
+
+#[test]
+fn a_nonce_is_kept_up_to_512_bytes_and_an_empty_one_is_not() {
+    let d = on();
+    let nonce_sent = |d: &Dpop| {
+        part(&d.proof(None, &Method::POST, "https://op.example.com/token", None, 0).unwrap(), 1)
+            .get("nonce")
+            .map(|n| n.as_str().unwrap().to_owned())
+    };
+    let answer = |n: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(DPOP_NONCE, HeaderValue::from_str(n).unwrap());
+        h
+    };
+    let longest = "n".repeat(512);
+    d.remember_nonce("https://op.example.com/token", &answer(&longest));
+    assert_eq!(nonce_sent(&d).as_deref(), Some(longest.as_str()));
+    d.remember_nonce("https://op.example.com/token", &answer(&"m".repeat(513)));
+    assert_eq!(nonce_sent(&d).as_deref(), Some(longest.as_str()), "513 bytes: not kept");
+    d.remember_nonce("https://op.example.com/token", &answer(""));
+    assert_eq!(nonce_sent(&d).as_deref(), Some(longest.as_str()), "an empty nonce: not kept");
+    d.remember_nonce("https://op.example.com/token", &answer("a b"));
+    assert_eq!(nonce_sent(&d).as_deref(), Some(longest.as_str()), "a space is not a NQCHAR");
+    d.remember_nonce("https://op.example.com/token", &answer("!~"));
+    assert_eq!(nonce_sent(&d).as_deref(), Some("!~"), "the NQCHAR range's ends are");
+}
+
+#[tokio::test]
+async fn in_auto_mode_a_request_that_needed_no_proof_leaves_dpop_off() {
+    let d = Dpop::new(&DpopSettings::default(), false);
+    let (out, sent) = run(&d, |_, _| ok()).await;
+    assert_eq!((out, sent.len()), (Ok((StatusCode::OK, false)), 1));
+    assert!(sent[0].is_none());
+    assert!(!d.active(), "only a demand switches DPoP on");
+}
+
+#[tokio::test]
+async fn a_nonce_with_another_refusal_is_kept_but_not_retried() {
+    let d = on();
+    let (out, sent) = run(&d, |_, _| refusal("invalid_grant", "code expired", Some("n-7"))).await;
+    assert_eq!((out, sent.len()), (Ok((StatusCode::BAD_REQUEST, true)), 1), "only use_dpop_nonce is retried");
+    let (_, sent) = run(&d, |_, _| ok()).await;
+    assert_eq!(sent[0].as_ref().unwrap()["nonce"], "n-7");
+}
