@@ -1,8 +1,8 @@
 //! The Redis store: `idgate:s:<key>` holds a session with an expiry at its token's `exp`; the sorted sets
 //! `idgate:z:sid:<sid>` and `idgate:z:sub:<sub>` index keys for back-channel logout, scored by when the login was
-//! made and living as long as the last session they name; `idgate:once:<name>` remembers used logout-token `jti`s for every replica; `idgate:lock:<name>` makes
-//! refreshes single-flight across replicas, held under a random owner token (renewed and released only by its
-//! owner, compare-and-delete in one script). The connection is made lazily and re-made after failures, so idgate
+//! made and living as long as the last session they name; `idgate:once:<name>` remembers used logout-token `jti`s
+//! for every replica; `idgate:lock:<name>` makes refreshes single-flight across replicas, held under a random owner
+//! token (renewed and released only by its owner, compare-and-delete in one script). The connection is made lazily and re-made after failures, so idgate
 //! starts (not ready) while Redis is down and resumes when it returns.
 //!
 //! One code path for one server, Sentinel and Cluster ([`connect`]): every command and every pipeline names one
