@@ -524,6 +524,12 @@ async fn the_resume_form_sends_the_original_body_once_from_its_browser_to_its_ur
     assert_eq!(ok(&resume(&state, &mut req, NOW).await), Some("post_tampered"));
     let mut req = resume_request("/form?x=1", &field, "a=b", "same-origin");
     assert_eq!(ok(&resume(&state, &mut req, NOW).await), Some("post_other_browser"), "no ticket cookie");
+    // A seal is bound to its ticket: under another page's ticket (and that ticket's cookie) it does not open.
+    let (other_field, other_cookie, _) = page().await;
+    let other_ticket = other_field.split_once('=').unwrap().1.split('.').next().unwrap();
+    let swapped = format!("{FIELD}={other_ticket}.{}", field.split_once('.').unwrap().1);
+    let mut req = resume_request("/form?x=1", &swapped, &other_cookie, "same-origin");
+    assert_eq!(ok(&resume(&state, &mut req, NOW).await), Some("post_tampered"));
     let wrong = format!("{}=cccccccccccccccccccccc", cookie.split('=').next().unwrap());
     let mut req = resume_request("/form?x=1", &field, &wrong, "same-origin");
     assert_eq!(ok(&resume(&state, &mut req, NOW).await), Some("post_other_browser"), "another ticket value");
