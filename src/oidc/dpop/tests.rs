@@ -175,6 +175,7 @@ async fn run_with(
     let out = d
         .exchange("token endpoint", target, |proof: Option<String>| {
             let i = n.fetch_add(1, Ordering::SeqCst);
+            assert!(i < 3, "exchange made a fourth request: at most three are allowed");
             let a = answer(i, proof.as_deref());
             sent.lock().unwrap().push(proof.map(|p| part(&p, 1)));
             async move { Ok::<_, DpopError>(a) }
