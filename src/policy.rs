@@ -195,6 +195,32 @@ mod tests {
     }
 
     #[test]
+    fn a_bearer_token_needs_every_scope_of_its_route_in_scope_or_scp() {
+        let rules = rule(|r| r.scopes_all = vec!["read".into(), "write".into()]);
+        let ok = |c: serde_json::Value| rules.authorize_bearer(Some(0), &claims(c)).is_ok();
+        assert!(ok(json!({"scope": "read  write"})), "space-separated, runs of spaces allowed");
+        assert!(ok(json!({"scp": ["write", "read"]})), "a list");
+        assert!(ok(json!({"scp": ["read"], "scope": "write"})), "both together");
+        let denied = rules.authorize_bearer(Some(0), &claims(json!({"scope": "read"}))).unwrap_err();
+        assert_eq!(denied, Denied { route: "/admin".into(), requirement: "scopes_all" });
+        assert!(
+            rules.authorize_bearer(Some(0), &claims(json!({"scope": "readwrite"}))).is_err(),
+            "words, not a substring"
+        );
+        assert!(rules.authorize_bearer(None, &claims(json!({}))).is_ok(), "the default rule asks no scope");
+        // An empty word counts for nothing: a rule asking for "" is met by no token.
+        let empty = rule(|r| r.scopes_all = vec![String::new()]);
+        assert!(empty.authorize_bearer(Some(0), &claims(json!({"scope": " a  b "}))).is_err());
+        // The route's claim rules come first.
+        let both = rule(|r| {
+            r.scopes_all = vec!["read".into()];
+            r.email_verified = true;
+        });
+        let d = both.authorize_bearer(Some(0), &claims(json!({"scope": "read"}))).unwrap_err();
+        assert_eq!(d.requirement, "verified email");
+    }
+
+    #[test]
     fn email_domains_need_one_well_formed_address() {
         let rules = rule(|r| r.email_domains = vec!["example.com".into(), "example.org".into()]);
         assert!(rules.authorize(Some(0), &claims(json!({"email": "b@EXAMPLE.ORG"}))).is_ok());
