@@ -6,9 +6,32 @@ use http_body_util::{BodyExt, Empty, Full, Limited, combinators::BoxBody};
 /// Errors a body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A streaming body: upstream bodies pass through as they are, synthetic ones are `Full`. The error type is
-/// hyper's own: every streamed body is a hyper `Incoming`, and synthetic bodies cannot fail.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// A streaming body: upstream bodies pass through as they are, synthetic ones are `Full`. Streamed bodies are hyper's
+/// `Incoming` or a kept upstream connection's ([`crate::forward::h1`]); synthetic bodies cannot fail.
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// Why a streamed body failed (a concrete type: hyper's bounds on a response body's error need one).
+#[derive(Debug)]
+pub struct BodyError(BoxError);
+
+impl BodyError {
+    /// Wraps the cause.
+    pub fn new(cause: impl Into<BoxError>) -> Self {
+        Self(cause.into())
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -22,7 +45,7 @@ pub fn empty() -> Body {
 
 /// Wraps a streamed body.
 pub fn boxed(body: hyper::body::Incoming) -> Body {
-    body.boxed()
+    body.map_err(BodyError::new).boxed()
 }
 
 /// Reads a whole body, refusing more than `max` bytes. Only for small bodies we produce or expect (issuer answers,

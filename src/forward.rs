@@ -13,6 +13,7 @@
 //! response (`Set-Cookie`, `X-Request-Id`).
 
 pub mod affinity;
+pub mod h1;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -323,9 +324,9 @@ impl Forwarder {
             }
             return Err(UpstreamError::Protocol("101 without an upgrade request".into()));
         }
-        let (mut rparts, incoming) = resp.into_parts();
+        let (mut rparts, body) = resp.into_parts();
         remove_hop_by_hop(&mut rparts.headers);
-        Ok(Response::from_parts(rparts, body::boxed(incoming)))
+        Ok(Response::from_parts(rparts, body))
     }
 
     /// Sends on the client connection's kept upstream connection when there is one to use, else on the pool.
@@ -333,7 +334,7 @@ impl Forwarder {
         &self,
         kept: Option<(&affinity::Dialer, &Arc<affinity::UpstreamSlot>)>,
         out: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let out = match kept {
             Some((dialer, slot)) => match dialer.send(slot, out).await? {
                 affinity::Sent::Response(r) => return Ok(r),
@@ -341,13 +342,15 @@ impl Forwarder {
             },
             None => out,
         };
-        self.client.request(out).await.map_err(|e| {
+        let resp = self.client.request(out).await.map_err(|e| {
             if e.is_connect() {
                 UpstreamError::Connect(error_text(&e))
             } else {
                 UpstreamError::Protocol(error_text(&e))
             }
-        })
+        })?;
+        // The upgrade handle lives in the extensions, which the body's change keeps.
+        Ok(resp.map(body::boxed))
     }
 
     fn set_forwarding(&self, headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {

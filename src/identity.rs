@@ -195,6 +195,19 @@ mod tests {
     }
 
     #[test]
+    fn the_names_a_proxy_in_front_removes_are_the_mapped_the_extra_and_the_fixed_ones_sorted() {
+        let plan = plan();
+        let names = plan.stripped_names();
+        for n in
+            ["x-auth-request-user", "x-user-roles", "x-name", "x-custom-identity", "remote-user", "x-idgate-assertion"]
+        {
+            assert!(names.iter().any(|s| s == n), "{n} is named");
+        }
+        assert_eq!(names.len(), ALWAYS_STRIPPED.len() + 4);
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates (binary search relies on it)");
+    }
+
+    #[test]
     fn strips_spoofed_variants_and_our_cookies() {
         let mut h = HeaderMap::new();
         for name in [

@@ -370,6 +370,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_route_has_its_own_label() {
+        let routes = [
+            (Route::Proxy { auth: AuthMode::Public, rule: None }, "public"),
+            (Route::Proxy { auth: AuthMode::Login, rule: Some(0) }, "proxy"),
+            (Route::Proxy { auth: AuthMode::Api, rule: None }, "proxy"),
+            (Route::Endpoint(Endpoint::Start), "login_start"),
+            (Route::Endpoint(Endpoint::Callback), "login_callback"),
+            (Route::Endpoint(Endpoint::SignOut), "sign_out"),
+            (Route::Endpoint(Endpoint::Auth), "forward_auth"),
+            (Route::Endpoint(Endpoint::Userinfo), "userinfo"),
+            (Route::Endpoint(Endpoint::BackchannelLogout), "backchannel_logout"),
+            (Route::Endpoint(Endpoint::Jwks), "jwks"),
+        ];
+        for (route, label) in routes {
+            assert_eq!(route.label(), label, "{route:?}");
+        }
+    }
+
+    #[test]
     fn normalisation_corpus() {
         let bad = |why| Err(BadPath(why));
         let cases = [

@@ -1,28 +1,37 @@
 //! Upstream connections kept per client connection. An HTTP/1.1 client connection sends its requests one at a time,
-//! so it keeps one plain-http upstream connection of its own for them: no pool checkout, no pool lock and no key
-//! lookup per request (bench/: ~10 % less CPU per proxied request than hyper-util's pool). HTTP/2 clients (many
-//! requests at once), upgrades and https upstreams use the shared pool, and so does everything beyond
-//! [`MAX_KEPT`] kept connections. A kept connection closes with its client connection, or once the client has sent
-//! nothing on it for [`KEPT_IDLE`] to [`KEPT_IDLE`]×2: browsers hold idle connections for minutes, and an upstream
-//! that gives each connection a thread must not have its threads held by them.
+//! so it keeps one plain-http upstream connection of its own for them: no pool checkout, no pool lock, no key
+//! lookup, and no second task per request. The request task itself writes the request (head and body in one
+//! write) and reads the response head ([`super::h1`]); the response body streams from the socket straight into the
+//! client's response ([`UpstreamBody`]), and the connection goes back to its slot at the body's end. HTTP/2 clients
+//! (many requests at once), upgrades, https upstreams, request bodies of unknown or large size, and everything
+//! beyond [`MAX_KEPT`] kept connections use the shared pool (hyper's client). A kept connection closes with its
+//! client connection, or once the client has sent nothing on it for [`KEPT_IDLE`] to [`KEPT_IDLE`]×2: browsers
+//! hold idle connections for minutes, and an upstream that gives each connection a thread must not have its
+//! threads held by them.
 
 use std::{
+    pin::Pin,
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
     },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use http::{Request, Response, Uri};
-use hyper::{
-    body::Incoming,
-    client::conn::http1::{self, SendRequest},
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Request, Response, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
 };
-use hyper_util::rt::TokioIo;
 
-use super::{UpstreamError, error_text};
-use crate::body::Body;
+use super::{
+    UpstreamError, error_text,
+    h1::{self, Framing, Malformed, Parsed, RequestBody, ResponseHead},
+};
+use crate::body::{self, Body, BodyError};
 
 /// At most this many upstream connections are kept by client connections at once (the shared pool's idle limit).
 pub const MAX_KEPT: usize = 1024;
@@ -30,37 +39,138 @@ pub const MAX_KEPT: usize = 1024;
 /// A kept connection unused for a whole period of this length is closed (checked once per period).
 pub const KEPT_IDLE: Duration = Duration::from_secs(2);
 
+/// Largest request body sent on a kept connection: it is read whole first, then written with the head in one write
+/// (as nginx buffers request bodies). A longer body, or one of unknown length, takes the shared pool, which streams.
+pub const MAX_KEPT_BODY: u64 = 64 * 1024;
+
 /// The upstream connection one client connection keeps. Made by the server for each client connection.
 #[derive(Debug, Default)]
 pub struct UpstreamSlot {
-    sender: Mutex<Option<SendRequest<Body>>>,
+    kept: Mutex<Kept>,
     /// Set by each request, cleared by each idle check.
     used: AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Kept {
+    conn: Option<Conn>,
+    /// An idle check runs for this slot.
+    watched: bool,
+}
+
 impl UpstreamSlot {
-    fn take(&self) -> Option<SendRequest<Body>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Option<Conn> {
         self.used.store(true, Relaxed);
-        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.lock().conn.take()
     }
-    fn put(&self, sender: SendRequest<Body>) {
-        *self.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
-    }
-    /// Drops the kept connection when nothing used it since the last check; its connection then closes.
-    fn release_if_unused(&self) {
-        if !self.used.swap(false, Relaxed) {
-            drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
+
+    /// Keeps `conn` for the next request (unless the slot already keeps one), and starts the idle check when none
+    /// runs.
+    fn put(self: &Arc<Self>, conn: Conn, idle: Duration) {
+        let mut kept = self.lock();
+        if kept.conn.is_some() {
+            return;
         }
+        kept.conn = Some(conn);
+        if !kept.watched {
+            kept.watched = true;
+            tokio::spawn(watch(Arc::downgrade(self), idle));
+        }
+    }
+
+    /// Drops the kept connection when nothing used the slot since the last check; its connection then closes.
+    /// Returns true when the check may stop (the slot keeps nothing now).
+    fn release_if_unused(&self) -> bool {
+        let mut kept = self.lock();
+        if self.used.swap(false, Relaxed) {
+            return false;
+        }
+        kept.conn = None;
+        kept.watched = false;
+        true
+    }
+}
+
+/// The idle check of one slot: ends with the slot, or once it has released its connection.
+async fn watch(slot: Weak<UpstreamSlot>, idle: Duration) {
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    loop {
+        check.tick().await;
+        match slot.upgrade() {
+            Some(slot) if !slot.release_if_unused() => {}
+            _ => return,
+        }
+    }
+}
+
+/// An open upstream connection and the bytes read from it but not yet used. Counted while it lives.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    open: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Conn {
+    // Never the buffered bytes: they are a user's response.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.stream.peer_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// True when the connection can carry a request: nothing unread from the upstream, and not closed by it (a
+    /// kept connection the upstream closed while idle reads as end of stream).
+    fn is_usable(&mut self) -> bool {
+        self.buf.is_empty()
+            && matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Room for the next read.
+    fn reserve(&mut self) {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(16 * 1024);
+        }
+    }
+
+    /// Reads more into the buffer (0: the upstream closed).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.reserve();
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Relaxed);
     }
 }
 
 /// What became of a request offered to [`Dialer::send`].
 pub enum Sent {
-    /// The upstream's response.
-    Response(Response<Incoming>),
-    /// Not sent, untouched: the slot's connection is busy (a pipelined request) or [`MAX_KEPT`] is reached. The
-    /// caller sends it on the shared pool.
+    /// The upstream's response, its body streaming from the kept connection.
+    Response(Response<Body>),
+    /// Not sent, untouched: its body is too large or of unknown length, or [`MAX_KEPT`] is reached. The caller
+    /// sends it on the shared pool.
     Declined(Request<Body>),
+}
+
+/// Why an exchange on a kept connection failed.
+enum Failed {
+    /// The upstream closed or reset the connection before any byte of an answer: it may never have seen the
+    /// request.
+    Unanswered(std::io::Error),
+    /// Anything later: the request may have been acted on.
+    Answered(UpstreamError),
 }
 
 /// Opens the kept connections to one plain-http upstream and counts them.
@@ -88,199 +198,249 @@ impl Dialer {
         self.open.load(Relaxed)
     }
 
-    /// Sends `req` (absolute URI, `Host` set) on the slot's connection, opening one when the slot has none or its
-    /// connection has closed. A request the upstream never received (the kept connection closed just before) is sent
-    /// once more on a fresh connection.
+    /// Sends `req` (`Host` set; its path and query are the target) on the slot's connection, opening one when the
+    /// slot has none or its connection is no longer usable. An idempotent request the upstream closed the kept
+    /// connection on before answering is sent once more on a fresh connection.
     pub async fn send(&self, slot: &Arc<UpstreamSlot>, req: Request<Body>) -> Result<Sent, UpstreamError> {
-        let (mut sender, fresh) = match slot.take() {
-            Some(s) if s.is_ready() => (s, false),
-            Some(s) if !s.is_closed() => {
-                slot.put(s);
-                return Ok(Sent::Declined(req));
-            }
-            _ if self.open() >= self.max_kept => return Ok(Sent::Declined(req)),
-            _ => (self.dial(slot).await?, true),
+        let length = match kept_body_length(&req) {
+            Some(n) => n,
+            None => return Ok(Sent::Declined(req)),
         };
-        let mut req = req;
-        if let Some(pq) = req.uri().path_and_query().cloned() {
-            *req.uri_mut() = Uri::from(pq);
-        }
-        let resp = match sender.try_send_request(req).await {
-            Ok(resp) => resp,
-            Err(mut e) => match e.take_message() {
-                Some(again) if !fresh => {
-                    tracing::debug!(error = %error_text(e.error()), "kept upstream connection closed; sending on a new one");
-                    sender = self.dial(slot).await?;
-                    sender.send_request(again).await.map_err(|e| UpstreamError::Protocol(error_text(&e)))?
+        let kept = slot.take().and_then(|mut c| c.is_usable().then_some(c));
+        let (mut conn, mut fresh) = match kept {
+            Some(c) => (c, false),
+            None if self.open() >= self.max_kept => return Ok(Sent::Declined(req)),
+            None => (self.dial().await?, true),
+        };
+        let (parts, body) = req.into_parts();
+        let data = match length {
+            0 => Bytes::new(),
+            n => body::collect_limited(body, n as usize)
+                .await
+                .map_err(|e| UpstreamError::Protocol(format!("reading the request body: {e}")))?,
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let framing = if data.is_empty() { RequestBody::None } else { RequestBody::Length(data.len() as u64) };
+        let mut out = Vec::with_capacity(512 + data.len());
+        h1::write_request_head(&mut out, &parts.method, target, &parts.headers, framing);
+        out.extend_from_slice(&data);
+        let head = loop {
+            match exchange(&mut conn, &out, &parts.method).await {
+                Ok(head) => break head,
+                Err(Failed::Unanswered(e)) if !fresh && parts.method.is_idempotent() => {
+                    tracing::debug!(error = %e, "kept upstream connection closed; sending on a new one");
+                    conn = self.dial().await?;
+                    fresh = true;
                 }
-                _ => return Err(UpstreamError::Protocol(error_text(e.error()))),
-            },
+                Err(Failed::Unanswered(e)) => return Err(UpstreamError::Protocol(format!("connection closed: {e}"))),
+                Err(Failed::Answered(e)) => return Err(e),
+            }
         };
-        slot.put(sender);
+        let ResponseHead { status, headers, framing, reusable } = head;
+        let body = match framing {
+            Framing::None => {
+                if reusable && conn.buf.is_empty() {
+                    slot.put(conn, self.idle);
+                }
+                body::empty()
+            }
+            Framing::Length(n) => UpstreamBody::boxed(conn, Reading::Length(n), reusable, slot, self.idle),
+            Framing::Chunked => {
+                UpstreamBody::boxed(conn, Reading::Chunked(h1::Chunked::default()), reusable, slot, self.idle)
+            }
+            Framing::UntilClose => UpstreamBody::boxed(conn, Reading::UntilClose, false, slot, self.idle),
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = headers;
         Ok(Sent::Response(resp))
     }
 
-    async fn dial(&self, slot: &Arc<UpstreamSlot>) -> Result<SendRequest<Body>, UpstreamError> {
-        let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+    async fn dial(&self) -> Result<Conn, UpstreamError> {
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => {
                 return Err(UpstreamError::Connect(format!("connect timed out after {:?}", self.connect_timeout)));
             }
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(error_text(&e))),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(|e| UpstreamError::Connect(error_text(&e)))?;
         self.open.fetch_add(1, Relaxed);
-        slot.used.store(true, Relaxed);
-        tokio::spawn(drive(conn, Arc::downgrade(slot), self.idle, Arc::clone(&self.open)));
-        Ok(sender)
+        Ok(Conn { stream, buf: BytesMut::with_capacity(16 * 1024), open: Arc::clone(&self.open) })
     }
 }
 
-/// Runs a kept connection until it closes: with its client connection (the slot and its sender dropped), when the
-/// upstream closes it, or when [`UpstreamSlot::release_if_unused`] finds it idle for a whole `idle` period.
-async fn drive(
-    conn: http1::Connection<TokioIo<tokio::net::TcpStream>, Body>,
+/// The length of `req`'s body when it may go on a kept connection: none, or a known length up to
+/// [`MAX_KEPT_BODY`].
+fn kept_body_length(req: &Request<Body>) -> Option<u64> {
+    let body = req.body();
+    if body.is_end_stream() {
+        return Some(0);
+    }
+    body.size_hint().exact().filter(|n| *n <= MAX_KEPT_BODY)
+}
+
+/// Writes the request and reads the final response head (informational ones skipped).
+async fn exchange(conn: &mut Conn, out: &[u8], method: &Method) -> Result<ResponseHead, Failed> {
+    conn.stream.write_all(out).await.map_err(Failed::Unanswered)?;
+    let mut answered = false;
+    loop {
+        if !conn.buf.is_empty() {
+            answered = true;
+            match h1::parse_response(&conn.buf, method).map_err(malformed)? {
+                Parsed::Partial => {}
+                Parsed::Informational(n) => {
+                    conn.buf.advance(n);
+                    continue;
+                }
+                Parsed::Final(n, head) => {
+                    conn.buf.advance(n);
+                    return Ok(head);
+                }
+            }
+        }
+        conn.reserve();
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) if !answered => {
+                return Err(Failed::Unanswered(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => {
+                return Err(Failed::Answered(UpstreamError::Protocol(
+                    "connection closed inside the response head".into(),
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if !answered => return Err(Failed::Unanswered(e)),
+            Err(e) => return Err(Failed::Answered(UpstreamError::Protocol(error_text(&e)))),
+        }
+    }
+}
+
+fn malformed(e: Malformed) -> Failed {
+    Failed::Answered(UpstreamError::Protocol(e.to_string()))
+}
+
+/// How much of a body is left to read.
+enum Reading {
+    Length(u64),
+    Chunked(h1::Chunked),
+    UntilClose,
+}
+
+/// A response body read from a kept connection as the client takes it. At its end the connection goes back to its
+/// slot when it may carry another request and nothing beyond the body was received; dropped earlier (the client
+/// went away), the connection closes.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    reading: Reading,
+    reusable: bool,
     slot: Weak<UpstreamSlot>,
     idle: Duration,
-    open: Arc<AtomicUsize>,
-) {
-    tokio::pin!(conn);
-    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
-    loop {
-        tokio::select! {
-            ended = &mut conn => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %error_text(&e), "kept upstream connection ended");
+}
+
+impl UpstreamBody {
+    fn boxed(conn: Conn, reading: Reading, reusable: bool, slot: &Arc<UpstreamSlot>, idle: Duration) -> Body {
+        use http_body_util::BodyExt;
+        UpstreamBody { conn: Some(conn), reading, reusable, slot: Arc::downgrade(slot), idle }.boxed()
+    }
+
+    /// The body has ended: the connection is kept for the next request, or closed.
+    fn finish(&mut self) {
+        if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.upgrade())
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            slot.put(conn, self.idle);
+        }
+    }
+}
+
+/// What the buffered bytes gave.
+enum Next {
+    Data(Bytes),
+    End,
+    More,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            let next = match &mut this.reading {
+                Reading::Length(_) if conn.buf.is_empty() => Next::More,
+                Reading::Length(left) => {
+                    let n = conn.buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    Next::Data(conn.buf.split_to(n).freeze())
                 }
-                break;
+                Reading::Chunked(decoder) => match decoder.step(&conn.buf) {
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(BodyError::new(e))));
+                    }
+                    Ok((framing, step)) => {
+                        conn.buf.advance(framing);
+                        match step {
+                            h1::Step::Data(n) => Next::Data(conn.buf.split_to(n).freeze()),
+                            h1::Step::End => Next::End,
+                            h1::Step::More => Next::More,
+                        }
+                    }
+                },
+                Reading::UntilClose if conn.buf.is_empty() => Next::More,
+                Reading::UntilClose => Next::Data(conn.buf.split().freeze()),
+            };
+            match next {
+                Next::Data(data) => {
+                    if matches!(this.reading, Reading::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Next::End => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Next::More => {}
             }
-            _ = check.tick() => {
-                if let Some(slot) = slot.upgrade() {
-                    slot.release_if_unused();
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.reading, Reading::UntilClose) => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        "the upstream closed the connection before the body's end",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(BodyError::new(e))));
                 }
             }
         }
     }
-    open.fetch_sub(1, Relaxed);
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.conn, &self.reading) {
+            (None, _) => SizeHint::with_exact(0),
+            (Some(_), Reading::Length(left)) => SizeHint::with_exact(*left),
+            _ => SizeHint::default(),
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// An upstream answering every request on every connection with an empty 200.
-    async fn upstream() -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    fn get(addr: std::net::SocketAddr) -> Request<Body> {
-        Request::builder()
-            .uri(format!("http://{addr}/"))
-            .header("host", "x")
-            .body(crate::body::empty())
-            .expect("request")
-    }
-
-    #[tokio::test]
-    async fn beyond_the_limit_requests_are_declined_to_the_pool() {
-        let addr = upstream().await;
-        let authority: http::uri::Authority = addr.to_string().parse().expect("authority");
-        let dialer = Dialer { max_kept: 1, ..Dialer::new(&authority, Duration::from_secs(1), Arc::default()) };
-        let (a, b) = (Arc::new(UpstreamSlot::default()), Arc::new(UpstreamSlot::default()));
-        assert!(matches!(dialer.send(&a, get(addr)).await, Ok(Sent::Response(_))));
-        assert_eq!(dialer.open(), 1);
-        match dialer.send(&b, get(addr)).await {
-            Ok(Sent::Declined(req)) => assert_eq!(req.uri().to_string(), format!("http://{addr}/"), "untouched"),
-            _ => panic!("a second kept connection is over the limit"),
-        }
-        assert!(matches!(dialer.send(&a, get(addr)).await, Ok(Sent::Response(_))), "the kept one goes on");
-        drop(a);
-        for _ in 0..100 {
-            if dialer.open() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(dialer.open(), 0, "a dropped slot closes its connection");
-        assert!(matches!(dialer.send(&b, get(addr)).await, Ok(Sent::Response(_))), "room again");
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_upstream_is_a_connect_error() {
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
-        let authority: http::uri::Authority = closed.to_string().parse().expect("authority");
-        let dialer = Dialer::new(&authority, Duration::from_secs(1), Arc::default());
-        assert!(matches!(dialer.send(&Arc::default(), get(closed)).await, Err(UpstreamError::Connect(_))));
-        assert_eq!(dialer.open(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_kept_connection_unused_for_a_whole_period_is_closed() {
-        let addr = upstream().await;
-        let authority: http::uri::Authority = addr.to_string().parse().expect("authority");
-        let idle = Duration::from_millis(100);
-        let dialer = Dialer { idle, ..Dialer::new(&authority, Duration::from_secs(1), Arc::default()) };
-        let slot = Arc::new(UpstreamSlot::default());
-        // Busy for three periods: kept throughout.
-        for _ in 0..15 {
-            assert!(matches!(dialer.send(&slot, get(addr)).await, Ok(Sent::Response(_))));
-            tokio::time::sleep(idle / 5).await;
-        }
-        assert_eq!(dialer.open(), 1, "one connection served them all");
-        // Then idle: closed within two periods, and the next request opens a new one.
-        tokio::time::sleep(idle * 3).await;
-        assert_eq!(dialer.open(), 0);
-        assert!(matches!(dialer.send(&slot, get(addr)).await, Ok(Sent::Response(_))));
-        assert_eq!(dialer.open(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_response_still_streaming_is_not_cut_by_the_idle_check() {
-        // Headers at once, then ten body chunks 50 ms apart: the client sends nothing new for five idle periods.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n").await.expect("head");
-            for _ in 0..10 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                s.write_all(b"x").await.expect("chunk");
-            }
-        });
-        let authority: http::uri::Authority = addr.to_string().parse().expect("authority");
-        let dialer = Dialer {
-            idle: Duration::from_millis(100),
-            ..Dialer::new(&authority, Duration::from_secs(1), Arc::default())
-        };
-        let slot = Arc::new(UpstreamSlot::default());
-        let Ok(Sent::Response(resp)) = dialer.send(&slot, get(addr)).await else { panic!("no response") };
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await.expect("whole body").to_bytes();
-        assert_eq!(&body[..], b"xxxxxxxxxx");
-    }
-
-    #[test]
-    fn ipv6_literals_lose_their_brackets_and_the_port_defaults_to_80() {
-        let d = Dialer::new(&"[::1]".parse().expect("authority"), Duration::from_secs(1), Arc::default());
-        assert_eq!((d.host.as_str(), d.port), ("::1", 80));
-    }
-}
+mod tests;
