@@ -36,6 +36,7 @@ MODULES=(
   src/assertion.rs
   src/oidc/dpop.rs
   src/login/preserved_post.rs
+  src/forward/h1.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"
