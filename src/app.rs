@@ -430,12 +430,18 @@ async fn answer(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Re
     let received = req.uri().clone();
     // Envoy's HTTP ext_authz shape, `{prefix}/auth/<original path>`: the original path is judged as received.
     let envoy = crate::ext_authz::http::original_target(state.routes.prefix(), &received);
-    let decided = match envoy {
-        Some(_) => Ok(Route::Endpoint(Endpoint::Auth)),
-        None => state.routes.decide(received.path(), true).and_then(|(path, route)| match path {
-            Cow::Borrowed(_) => Ok(route),
-            Cow::Owned(path) => set_path(&mut req, &path).map(|()| route),
-        }),
+    // Ambiguous framing is refused before anything reads the request (`framing`).
+    let decided = match (crate::framing::check(req.version(), req.headers()), envoy) {
+        (Err(e), _) => Err(crate::error::RequestError::from(e)),
+        (Ok(()), Some(_)) => Ok(Route::Endpoint(Endpoint::Auth)),
+        (Ok(()), None) => state
+            .routes
+            .decide(received.path(), true)
+            .and_then(|(path, route)| match path {
+                Cow::Borrowed(_) => Ok(route),
+                Cow::Owned(path) => set_path(&mut req, &path).map(|()| route),
+            })
+            .map_err(crate::error::RequestError::from),
     };
     let uri = req.uri().clone();
     telemetry::span::kind(match (&decided, envoy) {

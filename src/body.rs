@@ -12,24 +12,28 @@ pub type Body = BoxBody<Bytes, BodyError>;
 
 /// Why a streamed body failed (a concrete type: hyper's bounds on a response body's error need one).
 #[derive(Debug)]
-pub struct BodyError(BoxError);
+pub struct BodyError {
+    cause: BoxError,
+    /// The client's request body failed (see [`from_client`]), not an upstream's.
+    from_client: bool,
+}
 
 impl BodyError {
     /// Wraps the cause.
     pub fn new(cause: impl Into<BoxError>) -> Self {
-        Self(cause.into())
+        Self { cause: cause.into(), from_client: false }
     }
 }
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.cause.fmt(f)
     }
 }
 
 impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        self.cause.source()
     }
 }
 
@@ -46,6 +50,24 @@ pub fn empty() -> Body {
 /// Wraps a streamed body.
 pub fn boxed(body: hyper::body::Incoming) -> Body {
     body.map_err(BodyError::new).boxed()
+}
+
+/// Wraps a client's request body: its errors are marked as the client's, so a request whose chunked framing breaks
+/// while it is sent on is answered 400, not 502 (see [`client_failed`]).
+pub fn from_client(body: hyper::body::Incoming) -> Body {
+    body.map_err(|e| BodyError { cause: e.into(), from_client: true }).boxed()
+}
+
+/// True when `e`, or an error it was caused by, is a client request body's failure.
+pub fn client_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<BodyError>().is_some_and(|b| b.from_client) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Reads a whole body, refusing more than `max` bytes. Only for small bodies we produce or expect (issuer answers,

@@ -17,6 +17,9 @@ use crate::{
 /// Everything that can end a request early.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// Ambiguous HTTP/1 framing or host (`framing`): answered, then the connection is closed.
+    #[error(transparent)]
+    Framing(#[from] crate::framing::FramingError),
     #[error(transparent)]
     BadPath(#[from] BadPath),
     #[error("no valid session: {0}")]
@@ -68,6 +71,14 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
     let retry = format!("{}/start?rd=/", ctx.prefix);
     let id = ctx.request_id;
     let mut resp = match err {
+        RequestError::Framing(e) => {
+            tracing::info!(request_id = id, error = %e, "ambiguous request framing");
+            let msg = format!("The request is ambiguous: {e}.");
+            let mut resp = answer(&ctx, e.status(), "bad_framing", &msg, None);
+            // Where this request ends is not sure: nothing after it on the connection is read as a request.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
         RequestError::BadPath(e) => {
             tracing::info!(request_id = id, error = %e, "bad request path");
             let msg = format!("The request path is not acceptable: {}.", e.0);
@@ -108,11 +119,19 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
             tracing::warn!(request_id = id, cause = why, "forward-auth denied: the original request is not known");
             json(StatusCode::FORBIDDEN, "forbidden", &format!("The original request could not be verified: {why}."))
         }
+        RequestError::Upstream(UpstreamError::ClientBody(e)) => {
+            tracing::info!(request_id = id, error = %e, "request body unreadable");
+            let mut resp =
+                answer(&ctx, StatusCode::BAD_REQUEST, "bad_request_body", "The request body could not be read.", None);
+            // The body's framing broke: what follows on the connection is not a request.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
         RequestError::Upstream(e) => {
             tracing::warn!(request_id = id, error = %e, "upstream failed");
             let status = match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::BAD_GATEWAY,
             };
             answer(&ctx, status, "upstream_unavailable", "The application is not answering. Try again shortly.", None)
         }

@@ -37,6 +37,10 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+    /// The client's request body failed while it was being sent on (bad chunked framing, a connection cut short):
+    /// the client's fault, not the upstream's.
+    #[error("client request body unreadable: {0}")]
+    ClientBody(String),
 }
 
 impl UpstreamError {
@@ -46,6 +50,7 @@ impl UpstreamError {
             UpstreamError::Connect(_) => "connect",
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::ClientBody(_) => "client_body",
         }
     }
 }
@@ -235,7 +240,7 @@ impl Forwarder {
             }
         }
         remove_hop_by_hop(req.headers_mut());
-        Ok(Inbound { req: req.map(body::boxed), upgrade })
+        Ok(Inbound { req: req.map(body::from_client), upgrade })
     }
 
     /// True when `protocol` (`name` or `name/version`) is on the allow-list.
@@ -343,7 +348,9 @@ impl Forwarder {
             None => out,
         };
         let resp = self.client.request(out).await.map_err(|e| {
-            if e.is_connect() {
+            if body::client_failed(&e) {
+                UpstreamError::ClientBody(error_text(&e))
+            } else if e.is_connect() {
                 UpstreamError::Connect(error_text(&e))
             } else {
                 UpstreamError::Protocol(error_text(&e))

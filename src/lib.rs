@@ -15,6 +15,7 @@
 
 // The data path, in the order a request meets it.
 pub mod server;
+pub mod framing;
 pub mod route;
 pub mod login;
 pub mod oidc;

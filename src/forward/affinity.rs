@@ -215,9 +215,7 @@ impl Dialer {
         let (parts, body) = req.into_parts();
         let data = match length {
             0 => Bytes::new(),
-            n => body::collect_limited(body, n as usize)
-                .await
-                .map_err(|e| UpstreamError::Protocol(format!("reading the request body: {e}")))?,
+            n => body::collect_limited(body, n as usize).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?,
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = if data.is_empty() { RequestBody::None } else { RequestBody::Length(data.len() as u64) };

@@ -25,6 +25,7 @@ mod providers;
 mod redis;
 mod redis_ha;
 mod sessions;
+mod smuggling;
 mod server;
 mod store_conformance;
 mod trace;
