@@ -37,6 +37,7 @@ MODULES=(
   src/oidc/dpop.rs
   src/login/preserved_post.rs
   src/forward/h1.rs
+  src/framing.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"

@@ -341,7 +341,8 @@ fn hex_value(d: u8) -> u8 {
 /// A trailer line: a token, `:`, then no control characters but HTAB.
 fn is_field_line(line: &[u8]) -> bool {
     let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    // `value` starts at the colon, which passes the value rule like any visible character.
+    let (name, value) = line.split_at(colon);
     !name.is_empty()
         && name.iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
         && value.iter().all(|b| *b == b'\t' || !b.is_ascii_control())

@@ -517,6 +517,12 @@ fn page(target: &str, value: &str) -> Response<Body> {
 /// A resume form arrived with a valid session ([`PreservedPosts::is_resume`] said so): when its body is the
 /// resume field, checks the ticket and puts the original body and content type in its place, returning the
 /// `Set-Cookie` that deletes the ticket cookie; any other body is put back as it was (`None`).
+/// How long the shared store keeps a used ticket's mark: until the ticket expires, plus a ticket's whole life again
+/// for replicas whose clocks run behind this one's (a replica accepts the ticket until `expires_at` on its own clock).
+fn mark_ttl(expires_at: i64, now: i64) -> u64 {
+    u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0) + RESUME_TTL_SECS as u64
+}
+
 pub async fn resume(state: &State, req: &mut Inbound, now: i64) -> Result<Option<HeaderValue>, PostError> {
     let posts = &state.posts;
     let body = body::collect_limited(req.take_body(), posts.resume_limit()).await.map_err(|_| PostError::Unreadable)?;
@@ -548,7 +554,7 @@ pub async fn resume(state: &State, req: &mut Inbound, now: i64) -> Result<Option
     if let Some(store) = state.sessions.store()
         && first
     {
-        first = store.first_use(&format!("resume:{ticket}"), (RESUME_TTL_SECS * 2) as u64).await?;
+        first = store.first_use(&format!("resume:{ticket}"), mark_ttl(post.expires_at, now)).await?;
     }
     if !first {
         return Err(PostError::Replayed);

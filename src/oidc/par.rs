@@ -166,6 +166,34 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_pushes_when_its_oidc_par_setting_says_so() {
+        use std::io::Write;
+        let provider = |par: bool| {
+            let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+            let config = format!(
+                "[upstream]\nurl = \"http://127.0.0.1:8080\"\n[session]\nsecret = \
+                 \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n[oidc]\nissuer = \"https://i.example\"\n\
+                 client_id = \"c\"\nclient_secret = \"s\"\nredirect_url = \"https://a.example/oauth2/callback\"\n\
+                 par = {par}\n"
+            );
+            f.write_all(config.as_bytes()).unwrap();
+            let settings = crate::config::load(f.path(), &Default::default()).unwrap();
+            let http = crate::client::build(std::time::Duration::from_secs(1));
+            Provider::new(settings.oidc, http, std::sync::Arc::new(crate::telemetry::metrics::Metrics::default()))
+        };
+        let m = |required: bool| -> Metadata {
+            serde_json::from_value(serde_json::json!({
+                "issuer": "i", "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j",
+                "require_pushed_authorization_requests": required,
+            }))
+            .unwrap()
+        };
+        assert!(provider(true).uses_par(&m(false)), "oidc.par = true");
+        assert!(!provider(false).uses_par(&m(false)));
+        assert!(provider(false).uses_par(&m(true)), "the issuer requires it");
+    }
+
+    #[test]
     fn each_failure_has_its_reason() {
         let reasons = [
             ParError::NoEndpoint,

@@ -160,3 +160,24 @@ fn dpop_on_is_checked_against_the_issuers_algorithms() {
     let off = OidcSettings { dpop: DpopSettings { mode: DpopMode::Off, key: None }, ..settings() };
     assert!(one(&off, &es, 3).text.contains("off (oidc.dpop = false)"));
 }
+
+#[test]
+fn a_client_key_is_checked_only_when_private_key_jwt_is_the_method() {
+    // A key is configured (for JWE or DPoP, say) but the method is client_secret_basic: the key's algorithm is not
+    // held against the issuer's signing list.
+    let basic_with_key = OidcSettings { token_auth_method: TokenAuthMethod::ClientSecretBasic, ..keyed() };
+    let rs = metadata(json!({"token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"]}));
+    let f = one(&basic_with_key, &rs, 0);
+    assert_eq!((f.level, f.text.as_str()), (Level::Ok, "client auth: client_secret_basic, supported by the issuer"));
+}
+
+#[test]
+fn findings_quote_the_issuer_with_control_and_bidi_characters_escaped() {
+    assert_eq!(shown("plain: ünïcode ✓"), "plain: ünïcode ✓");
+    assert_eq!(shown("a\u{1b}[31mb\rc\u{7f}d\u{9b}"), "a\\u{1b}[31mb\\rc\\u{7f}d\\u{9b}");
+    assert_eq!(shown("x\u{202e}y\u{2066}z"), "x\\u{202e}y\\u{2066}z", "bidi overrides and isolates alone");
+    let m = metadata(json!({"token_endpoint_auth_methods_supported": ["client_secret_post\u{1b}]0;pwned\u{7}"]}));
+    let f = one(&settings(), &m, 0);
+    assert!(f.text.contains("client_secret_post\\u{1b}]0;pwned\\u{7}") && !f.text.contains('\u{1b}'), "{f:?}");
+}

@@ -224,3 +224,102 @@ fn decoding_does_not_depend_on_where_reads_end() {
     }
     assert!(refused > 100 && decoded > 100, "both kinds seen: {refused} refused, {decoded} decoded");
 }
+
+#[test]
+fn a_long_target_is_written_whole() {
+    let target = format!("/{}", "p".repeat(100));
+    let mut out = Vec::new();
+    write_request_head(&mut out, &Method::GET, &target, &HeaderMap::new(), RequestBody::None);
+    assert_eq!(out, format!("GET {target} HTTP/1.1\r\n\r\n").into_bytes());
+}
+
+/// hyper's client limit, 8 KiB + 100 × 4 KiB, stated as the number it is.
+const HEAD_LIMIT: usize = 417_792;
+
+#[test]
+fn a_complete_head_may_be_exactly_the_limit_and_not_a_byte_more() {
+    // `HTTP/1.1 200 OK\r\nx: ` is 20 bytes, the final CRLF CRLF 4.
+    let of_size = |n: usize| format!("HTTP/1.1 200 OK\r\nx: {}\r\n\r\n", "a".repeat(n - 24));
+    assert_eq!(head(&of_size(HEAD_LIMIT)).unwrap().status, StatusCode::OK);
+    let over = of_size(HEAD_LIMIT + 1);
+    assert_eq!(parse_response(over.as_bytes(), &Method::GET).unwrap_err(), Malformed("head too large"));
+    // A partial head is refused once it has reached the limit without ending.
+    let partial = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(HEAD_LIMIT - 20));
+    assert_eq!(parse_response(partial.as_bytes(), &Method::GET).unwrap_err(), Malformed("head too large"));
+    let partial = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(HEAD_LIMIT - 21));
+    assert!(matches!(parse_response(partial.as_bytes(), &Method::GET), Ok(Parsed::Partial)));
+}
+
+#[test]
+fn only_connection_close_ends_reuse() {
+    let kept = head("HTTP/1.1 200 OK\r\nx-a: close\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n").unwrap();
+    assert!(kept.reusable, "a header other than Connection, and a Connection without close, keep the connection");
+    let closed = head("HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n").unwrap();
+    assert!(!closed.reusable, "close among the tokens, in any case");
+}
+
+#[test]
+fn a_content_length_has_at_most_nineteen_digits() {
+    let nineteen = head("HTTP/1.1 200 OK\r\ncontent-length: 1000000000000000000\r\n\r\n").unwrap();
+    assert_eq!(nineteen.framing, Framing::Length(1_000_000_000_000_000_000));
+    assert_eq!(
+        head("HTTP/1.1 200 OK\r\ncontent-length: 10000000000000000000\r\n\r\n").unwrap_err(),
+        Malformed("invalid Content-Length")
+    );
+}
+
+#[test]
+fn chunk_sizes_are_hex_in_either_case() {
+    let data = "x".repeat(0x2af);
+    for size in ["2af", "2AF", "2aF"] {
+        let wire = format!("{size}\r\n{data}\r\n0\r\n\r\n");
+        assert_eq!(dechunk(wire.as_bytes(), 1000).unwrap().0, data.as_bytes(), "{size}");
+    }
+    assert_eq!(dechunk(b"a\r\n0123456789\r\n0\r\n\r\n", 1000).unwrap().0, b"0123456789");
+}
+
+/// The limits as the numbers they are: 16 KiB for a chunk-size line and for a trailer section.
+const CHUNK_LINE_LIMIT: usize = 16_384;
+
+#[test]
+fn chunk_line_and_trailer_limits_are_sixteen_kib() {
+    let line = |ext: usize| format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(ext));
+    assert_eq!(dechunk(line(CHUNK_LINE_LIMIT - 2).as_bytes(), 4096).unwrap().0, b"hello");
+    assert_eq!(
+        dechunk(line(CHUNK_LINE_LIMIT - 1).as_bytes(), 4096).unwrap_err(),
+        Malformed("chunk size line too long")
+    );
+    // Trailer lines count with their CRLF; the blank line ending the section counts too.
+    let trailers = |lines: usize, value: usize| -> String {
+        let fields: String = (0..lines).map(|i| format!("t{i:03}: {}\r\n", "v".repeat(value))).collect();
+        format!("0\r\n{fields}\r\n")
+    };
+    // 128 lines of 6 + 118 + 2 = 126 bytes: 16 128, and the final CRLF: 16 130 of 16 384.
+    assert_eq!(dechunk(trailers(128, 118).as_bytes(), 4096).unwrap().0, b"");
+    // 130 such lines: 16 380 bytes; the final CRLF fits, a 131st line does not.
+    assert_eq!(dechunk(trailers(130, 118).as_bytes(), 4096).unwrap().0, b"");
+    assert_eq!(dechunk(trailers(131, 118).as_bytes(), 4096).unwrap_err(), Malformed("trailer section too large"));
+}
+
+#[test]
+fn trailer_fields_are_a_token_a_colon_and_a_visible_value() {
+    let accepted: [&[u8]; 4] = [b"t: v", b"t:", b"x-T!#$%&'*+-.^_`|~9: a\tb \x80", b"t: a:b"];
+    for field in accepted {
+        let mut wire = b"0\r\n".to_vec();
+        wire.extend_from_slice(field);
+        wire.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(dechunk(&wire, 1000).unwrap().0, b"", "{:?}", String::from_utf8_lossy(field));
+    }
+    let refused: [&[u8]; 5] = [b": v", b"t v: 1", b"t(: 1", b"t: a\x01b", b"t: a\x7f"];
+    for field in refused {
+        let mut wire = b"0\r\n".to_vec();
+        wire.extend_from_slice(field);
+        wire.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            dechunk(&wire, 1000).unwrap_err(),
+            Malformed("invalid trailer field"),
+            "{:?}",
+            String::from_utf8_lossy(field)
+        );
+    }
+}

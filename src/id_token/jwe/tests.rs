@@ -506,6 +506,9 @@ fn limits_hold_exactly_at_their_boundaries() {
     let mut h = header.clone();
     h["epk"]["x"] = json!(format!("{}A", header["epk"]["x"].as_str().unwrap()));
     assert_eq!(decrypt(&with_header(&jwe, &h), &keys, &all()), Err(JweError::BadEpk("coordinate is not 32 bytes")));
+    // Even when it is not base64url at all: the length is judged first.
+    h["epk"]["x"] = json!("!".repeat(44));
+    assert_eq!(decrypt(&with_header(&jwe, &h), &keys, &all()), Err(JweError::BadEpk("coordinate is not 32 bytes")));
     // Only p2s, only p2c: each is PBES2's and refused alone.
     for extra in [json!({"p2s": "c2FsdA"}), json!({"p2c": 1000})] {
         let mut h = header.clone();
@@ -554,4 +557,45 @@ fn public_jwks_are_the_keys_own_and_coordinates_are_checked() {
     short["y"] = json!(URL_SAFE_NO_PAD.encode(&y[1..]));
     let err = DecryptionKeys::from_jwks(serde_json::to_string(&short).unwrap().as_bytes()).unwrap_err();
     assert!(err.0.contains("x/y are not 32 bytes each"), "{err}");
+}
+
+#[test]
+fn recipient_keys_show_only_their_type_and_an_ec_key_must_be_p256() {
+    let rsa = EncryptionKey::from_jwk(&GeneratedKey::rsa().public_jwk).unwrap();
+    let ec_jwk = GeneratedKey::p256().public_jwk;
+    let ec = EncryptionKey::from_jwk(&ec_jwk).unwrap();
+    assert_eq!((format!("{rsa:?}"), format!("{ec:?}")), ("EncryptionKey::Rsa".into(), "EncryptionKey::P256".into()));
+    // The same 32-byte coordinates under another curve's name are not a P-256 key.
+    for crv in [json!("P-384"), json!("secp256k1"), Value::Null] {
+        let mut other = ec_jwk.clone();
+        other["crv"] = crv.clone();
+        assert!(EncryptionKey::from_jwk(&other).is_none(), "crv {crv}");
+    }
+}
+
+/// RSA-OAEP-256 with A128CBC-HS256 around `JWS`, with a CEK of `cek_len` bytes split as the CBC-HS rule splits it.
+fn rsa_cbc_with_cek_of(to: &EncryptionKey, cek_len: usize) -> String {
+    let EncryptionKey::Rsa(public) = to else { panic!("an RSA key") };
+    let cek: Vec<u8> = (0..cek_len as u8).collect();
+    let key = rsa::OaepPublicEncryptingKey::new(public.clone()).unwrap();
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let encrypted_key = key.encrypt(&rsa::OAEP_SHA256_MGF1SHA256, &cek, &mut out, None).unwrap().to_vec();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RSA-OAEP-256","enc":"A128CBC-HS256"}"#);
+    let (mac_key, enc_key) = cek.split_at(cek.len() / 2);
+    let cbc = PaddedBlockEncryptingKey::cbc_pkcs7(UnboundCipherKey::new(&cipher::AES_128, enc_key).unwrap()).unwrap();
+    let mut buf = JWS.as_bytes().to_vec();
+    let ctx = cbc.encrypt(&mut buf).unwrap();
+    let iv: &[u8] = (&ctx).try_into().unwrap();
+    let tag = cbc_hs_tag(ContentEnc::A128CbcHs256, mac_key, header.as_bytes(), iv, &buf);
+    let e = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    format!("{header}.{}.{}.{}.{}", e(&encrypted_key), e(iv), e(&buf), e(&tag))
+}
+
+#[test]
+fn an_rsa_wrapped_key_of_the_wrong_length_is_never_used() {
+    let (keys, to) = rsa_pair();
+    assert_eq!(decrypt(&rsa_cbc_with_cek_of(&to, 32), &keys, &all()).unwrap(), JWS, "the builder is right");
+    // 31 bytes split 15 + 16: an AES-128 key and a MAC key, so it would decrypt if used. It is replaced by a random
+    // key of the right length (RFC 7516 §11.5), and fails like any wrong key.
+    assert_eq!(decrypt(&rsa_cbc_with_cek_of(&to, 31), &keys, &all()), Err(JweError::DecryptionFailed));
 }

@@ -635,3 +635,11 @@ async fn a_preserved_post_survives_the_redirect_and_a_silent_login_restart() {
     assert_eq!(take(&state, &back, &flow, NOW + 100).await, Some(moved));
     issuer.stop();
 }
+
+#[test]
+fn a_used_tickets_mark_outlives_the_ticket_by_a_tickets_life() {
+    assert_eq!(mark_ttl(NOW + 120, NOW), 240, "just issued");
+    assert_eq!(mark_ttl(NOW + 120, NOW + 100), 140, "used late");
+    assert_eq!(mark_ttl(NOW + 120, NOW + 120), 120, "used at its last second");
+    assert_eq!(mark_ttl(NOW + 120, NOW + 500), 120, "a clock ahead of the issuer's never makes it negative");
+}

@@ -108,6 +108,13 @@ fn without_a_key_private_key_jwt_fails_and_debug_shows_no_credential() {
     let c = credentials(&settings(TokenAuthMethod::PrivateKeyJwt), "i", "t", 1, false).unwrap();
     let debug = format!("{c:?}");
     assert!(!debug.contains("eyJ"), "{debug}");
+    // What Debug does show: whether there is an Authorization value, and the form's field names.
+    assert_eq!(
+        debug,
+        r#"Credentials { authorization: false, form: ["client_id", "client_assertion_type", "client_assertion"] }"#
+    );
+    let basic = credentials(&settings(TokenAuthMethod::ClientSecretBasic), "i", "t", 1, false).unwrap();
+    assert_eq!(format!("{basic:?}"), "Credentials { authorization: true, form: [] }");
 }
 
 #[test]
