@@ -20,7 +20,7 @@ use crate::harness::{Browser, TestGate, route, spawn_json_echo, spawn_upstream, 
 
 /// A running nginx master (and its workers, in the master's own process group). Dropping it stops nginx the way
 /// an operator would (SIGTERM to the master, which stops its workers first) and waits for the whole group.
-struct Nginx {
+pub(crate) struct Nginx {
     child: std::process::Child,
     dir: tempfile::TempDir,
 }
@@ -83,7 +83,7 @@ fn repo(path: &str) -> std::path::PathBuf {
 
 /// Starts nginx with `server` (one or more `server`/`upstream` blocks) inside a minimal `http` block, listening on
 /// `port`, in its own process group; returns once it accepts connections.
-async fn start_nginx(port: u16, server: &str) -> Nginx {
+pub(crate) async fn start_nginx(port: u16, server: &str) -> Nginx {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();

@@ -9,13 +9,12 @@
 //!   reads the same requests with the same bodies; the few cases where idgate is stricter than nginx (or reads the
 //!   bytes otherwise, safely) are listed with their reason, and the test fails if such a note stops being true.
 //!
-//! nginx is started by the test and fails it when missing (scripts/deps.sh installs it); it is never skipped.
+//! nginx is started by the test (with `tests/it/nginx.rs`'s helper) and fails it when missing (scripts/deps.sh
+//! installs it); it is never skipped.
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::Path,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -26,7 +25,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::harness::{TestGate, route, until_listening};
+use crate::harness::{TestGate, route};
 
 /// A request as the recording upstream framed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,54 +435,15 @@ async fn run_corpus(front: SocketAddr, seen: &Arc<Mutex<Vec<Seen>>>) -> BTreeMap
         .collect()
 }
 
-fn nginx_binary() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nginx is not installed: run scripts/deps.sh")
-}
-
-/// nginx as a plain HTTP/1.1 proxy to `upstream` (kept connections), in its own process group; killed on drop.
-struct PlainNginx {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PlainNginx {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).status();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_plain_nginx(upstream: SocketAddr) -> PlainNginx {
-    use std::os::unix::process::CommandExt;
+/// nginx as a plain HTTP/1.1 proxy to `upstream` (kept connections), started by the nginx suite's helper.
+async fn start_plain_nginx(upstream: SocketAddr) -> (crate::nginx::Nginx, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 256; }}\n\
-         http {{\naccess_log off;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
-         uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
-         upstream app {{ server {upstream}; keepalive 8; }}\n\
+    let server = format!(
+        "upstream app {{ server {upstream}; keepalive 8; }}\n\
          server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://app; proxy_http_version 1.1; \
-         proxy_set_header Connection \"\"; }} }}\n}}\n"
+         proxy_set_header Connection \"\"; }} }}"
     );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = std::process::Command::new(nginx_binary())
-        .args(["-p", dir.path().to_str().unwrap(), "-c", path.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let nginx = PlainNginx { child, addr, _dir: dir };
-    let up = tokio::time::timeout(Duration::from_secs(10), until_listening("nginx", addr)).await;
-    assert!(up.is_ok(), "nginx did not start");
-    nginx
+    (crate::nginx::start_nginx(port, &server).await, ([127, 0, 0, 1], port).into())
 }
 
 #[tokio::test]
@@ -496,9 +456,9 @@ async fn the_smuggling_corpus_never_reaches_a_gated_path_and_idgate_refuses_what
         .await;
     let front: SocketAddr = gate.base.trim_start_matches("http://").parse().unwrap();
     let (through_nginx, nginx_seen) = spawn_recorder().await;
-    let nginx = start_plain_nginx(through_nginx).await;
+    let (nginx, nginx_addr) = start_plain_nginx(through_nginx).await;
 
-    let (by_idgate, by_nginx) = tokio::join!(run_corpus(front, &idgate_seen), run_corpus(nginx.addr, &nginx_seen));
+    let (by_idgate, by_nginx) = tokio::join!(run_corpus(front, &idgate_seen), run_corpus(nginx_addr, &nginx_seen));
     let mut report = String::new();
     let mut failures = Vec::new();
     for (name, _, note) in corpus() {
