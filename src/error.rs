@@ -131,7 +131,10 @@ pub fn respond(err: &RequestError, ctx: Context<'_>) -> Response<Body> {
             tracing::warn!(request_id = id, error = %e, "upstream failed");
             let status = match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
+                // ClientBody is answered above; a new kind must choose its status here.
+                UpstreamError::Connect(_) | UpstreamError::Protocol(_) | UpstreamError::ClientBody(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
             };
             answer(&ctx, status, "upstream_unavailable", "The application is not answering. Try again shortly.", None)
         }
