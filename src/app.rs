@@ -4,7 +4,6 @@
 use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -410,18 +409,18 @@ impl Shared {
 /// Handles one public request: normalise the path (the upstream receives that form), classify, dispatch, answer
 /// errors in one place, log one line. With `[telemetry]` on, all of it runs inside the request's span (a trusted
 /// peer's `traceparent` its parent).
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+pub async fn handle(state: Arc<State>, req: Request<Body>, peer: Peer) -> Response<Body> {
     let Some(tracer) = state.tracer.as_ref() else {
         return answer(state, req, peer).await;
     };
     let incoming = telemetry::trace::accepted(req.headers(), state.forwarder.is_trusted(peer.ip));
     let span = tracer.request(req.method().as_str(), incoming);
-    let resp = telemetry::span::within(Arc::clone(&span), answer(state, req, peer)).await;
+    let resp = telemetry::span::within(Arc::clone(&span), Box::pin(answer(state, req, peer))).await;
     span.status(resp.status().as_u16());
     resp
 }
 
-async fn answer(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
+async fn answer(state: Arc<State>, mut req: Request<Body>, peer: Peer) -> Response<Body> {
     let started = tokio::time::Instant::now();
     let request_id = telemetry::request_id(req.headers());
     let method = req.method().clone();
@@ -494,7 +493,7 @@ async fn answer(state: Arc<State>, mut req: Request<Incoming>, peer: Peer) -> Re
 }
 
 /// Replaces the request's path with its normal form, keeping the query as received.
-fn set_path(req: &mut Request<Incoming>, path: &str) -> Result<(), route::BadPath> {
+fn set_path(req: &mut Request<Body>, path: &str) -> Result<(), route::BadPath> {
     let target = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
@@ -505,22 +504,40 @@ fn set_path(req: &mut Request<Incoming>, path: &str) -> Result<(), route::BadPat
     Ok(())
 }
 
-async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Peer) -> Result<Response<Body>, Failure> {
+/// Runs the route's handler. A request's future is as large as its largest branch, and the server moves it to the
+/// heap whole for every request: the hot branches (the proxied request, the forward-auth check) are awaited in
+/// place, idgate's own endpoints behind a box of their own, so that logins and sign-outs do not make every proxied
+/// request's future (and its copy) tens of kilobytes.
+async fn dispatch(state: &State, route: Route, req: Request<Body>, peer: Peer) -> Result<Response<Body>, Failure> {
     match route {
         Route::Proxy { auth, rule } => pipeline::proxy(state, req, peer, auth, rule).await,
-        Route::Endpoint(Endpoint::Start) => {
+        Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer).await,
+        Route::Endpoint(endpoint) => Box::pin(endpoint_answer(state, endpoint, req, peer)).await,
+    }
+}
+
+/// Answers one of idgate's own endpoints but the forward-auth check.
+async fn endpoint_answer(
+    state: &State,
+    endpoint: Endpoint,
+    req: Request<Body>,
+    peer: Peer,
+) -> Result<Response<Body>, Failure> {
+    match endpoint {
+        Endpoint::Auth => pipeline::forward_auth(state, req.headers(), peer).await,
+        Endpoint::Start => {
             let host = request_host(state, &req, &peer);
             let kind = route::kind(req.method(), req.headers());
             Ok(login::choose::start(state, req.headers(), host.as_deref(), kind, req.uri().query()).await?)
         }
-        Route::Endpoint(Endpoint::Callback) => {
+        Endpoint::Callback => {
             let result = login::callback::callback(state, req.headers(), req.uri().query()).await;
             if let Err(e) = &result {
                 e.metrics(&state.metrics).event(crate::telemetry::metrics::Event::Login(e.reason()));
             }
             Ok(result?)
         }
-        Route::Endpoint(Endpoint::SignOut) => {
+        Endpoint::SignOut => {
             let (parts, incoming) = req.into_parts();
             let form = if parts.method == Method::POST {
                 body::collect_limited(incoming, MAX_FORM_BYTES).await.map_err(|_| {
@@ -531,19 +548,18 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, peer: Pee
             };
             Ok(login::sign_out::sign_out(state, &parts.method, &parts.headers, parts.uri.query(), &form).await?)
         }
-        Route::Endpoint(Endpoint::BackchannelLogout) => {
+        Endpoint::BackchannelLogout => {
             let (parts, incoming) = req.into_parts();
             let form = body::collect_limited(incoming, MAX_FORM_BYTES).await.map_err(|_| {
                 Failure::from(crate::error::RequestError::BadRequest("logout form too large or unreadable"))
             })?;
             Ok(login::backchannel::backchannel_logout(state, &parts.method, &parts.headers, &form).await)
         }
-        Route::Endpoint(Endpoint::Auth) => pipeline::forward_auth(state, req.headers(), peer).await,
-        Route::Endpoint(Endpoint::Userinfo) => {
+        Endpoint::Userinfo => {
             let host = request_host(state, &req, &peer);
             pipeline::userinfo(state, req.headers(), host.as_deref()).await
         }
-        Route::Endpoint(Endpoint::Jwks) => Ok(state.own_keys.response()),
+        Endpoint::Jwks => Ok(state.own_keys.response()),
     }
 }
 

@@ -198,12 +198,12 @@ fn demo_settings(
 pub async fn spawn_echo_upstream(listen: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let handler = |req: http::Request<hyper::body::Incoming>, _peer| async move { echo(&req) };
+    let handler = |req: http::Request<Body>, _peer| async move { echo(&req) };
     server::spawn_auxiliary(listener, handler, std::future::pending());
     Ok(addr)
 }
 
-fn echo(req: &http::Request<hyper::body::Incoming>) -> Response<Body> {
+fn echo(req: &http::Request<Body>) -> Response<Body> {
     let mut rows = String::new();
     for (name, value) in req.headers() {
         let v = String::from_utf8_lossy(value.as_bytes());

@@ -22,7 +22,6 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
@@ -341,7 +340,7 @@ impl Inner {
         self.knobs.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
         if self.knobs().down {
             return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "temporarily_unavailable"}));
         }

@@ -18,7 +18,6 @@ pub mod h1;
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use url::Url;
@@ -229,7 +228,7 @@ impl Forwarder {
 
     /// The first step of every proxied request: decides the upgrade (refused unless every protocol the client
     /// offers is allowed) and removes the hop-by-hop headers, those `Connection` names included.
-    pub fn begin(&self, mut req: Request<Incoming>) -> Result<Inbound, UpgradeRefused> {
+    pub fn begin(&self, mut req: Request<Body>) -> Result<Inbound, UpgradeRefused> {
         let upgrade = upgrade_protocol(req.headers());
         if let Some(offered) = &upgrade {
             let text = offered.to_str().unwrap_or("");
@@ -240,7 +239,7 @@ impl Forwarder {
             }
         }
         remove_hop_by_hop(req.headers_mut());
-        Ok(Inbound { req: req.map(body::from_client), upgrade })
+        Ok(Inbound { req, upgrade })
     }
 
     /// True when `protocol` (`name` or `name/version`) is on the allow-list.

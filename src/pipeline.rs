@@ -2,7 +2,6 @@
 //! session::open → policy::authorize → identity::strip + apply → one sink (forward, forward-auth answer, userinfo).
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::{
     app::State,
@@ -112,7 +111,7 @@ fn bearer_issuer<'a>(state: &'a State, allowed: &Allowed) -> &'a crate::oidc::Pr
 /// A proxied path: public routes skip the session but not the stripping.
 pub async fn proxy(
     state: &State,
-    req: Request<Incoming>,
+    req: Request<Body>,
     peer: Peer,
     auth: AuthMode,
     rule: Option<usize>,
@@ -122,7 +121,9 @@ pub async fn proxy(
     crate::telemetry::trace::propagate(req.headers_mut(), state.forwarder.is_trusted(peer.ip));
     let access = match authenticate(state, req.headers(), auth, rule, host.as_deref()).await {
         Err(Failure { err: RequestError::NoSession(cause), clear }) if auth == AuthMode::Login => {
-            return keep_post(state, req, cause, clear, state.providers.allowed(rule, host.as_deref())).await;
+            // Boxed, as every cold branch of a request: the logged-in request's future stays small (see `app`).
+            let allowed = state.providers.allowed(rule, host.as_deref());
+            return Box::pin(keep_post(state, req, cause, clear, allowed)).await;
         }
         other => other?,
     };

@@ -1,5 +1,6 @@
-//! The listeners: accepts TCP (and TLS), serves HTTP/1.1 and HTTP/2 on one port with hyper-util's auto builder,
-//! enforces limits (header size → 431, header deadline, idle timeout, connection cap), and drains on shutdown: stop
+//! The listeners: accepts TCP (and TLS), serves HTTP/1.1 and HTTP/2 on one port — cleartext HTTP/1.1 by idgate's
+//! own connection loop ([`http1`]) for the common request, everything else by hyper-util's auto builder
+//! ([`hyper_conn`]) — enforces limits (header size → 431, header deadline, idle timeout, connection cap), and drains on shutdown: stop
 //! accepting, let in-flight requests finish up to the grace deadline.
 //!
 //! The header deadline runs from accept: a connection whose first request head (after the TLS handshake, the
@@ -9,25 +10,27 @@
 //! of silent connections cannot keep a liveness probe out.
 
 pub mod admin;
+pub mod drain;
+pub mod h1;
+pub mod http1;
+pub mod hyper_conn;
 pub mod idle;
+pub mod requests;
+pub mod rewind;
 pub mod tls;
 
 use std::{
     collections::BTreeMap,
     future::Future,
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use http::{Request, Response};
-use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
 };
 use tokio::{
     net::TcpListener,
@@ -35,6 +38,7 @@ use tokio::{
     time::Instant,
 };
 
+use self::{drain::Drain, requests::ConnState};
 use crate::{body::Body, forward::Peer, telemetry::metrics::Metrics};
 
 /// Connection limits.
@@ -76,7 +80,7 @@ impl Default for Limits {
 /// Serves an auxiliary server (development issuer, demo upstream) with default limits until `shutdown`.
 pub fn spawn_auxiliary<H, F>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()> + Send + 'static)
 where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let metrics = Arc::new(Metrics::default());
@@ -93,7 +97,7 @@ pub async fn serve<H, F>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -114,7 +118,7 @@ pub async fn serve<H, F>(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Mutex::new(Open::default()));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -147,10 +151,10 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let slot = Arc::new(Slot::new(permit, Arc::clone(&metrics)));
         let tls = tls.clone();
-        let watcher = graceful.watcher();
+        let signal = drain.signal();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let serving = serve_one(stream, remote, tls, &builder, limits, deadline, conn, slot, handler, watcher);
+            let serving = serve_one(stream, remote, tls, &builder, limits, deadline, conn, slot, handler, signal);
             match evicted {
                 None => serving.await,
                 Some((id, evict)) => {
@@ -165,34 +169,8 @@ pub async fn serve<H, F>(
     }
     drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = drain.drained() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!(grace_secs = grace.as_secs(), "drain deadline reached; closing remaining connections"),
-    }
-}
-
-/// What the listener knows of one connection.
-#[derive(Debug, Default)]
-struct ConnState {
-    /// Requests whose head has been read.
-    started: AtomicU64,
-    /// Requests in progress (head read, response head not yet given to hyper).
-    busy: AtomicUsize,
-}
-
-/// Counts a request as in progress while it lives.
-struct Busy(Arc<ConnState>);
-
-impl Busy {
-    fn new(conn: &Arc<ConnState>) -> Self {
-        conn.started.fetch_add(1, Relaxed);
-        conn.busy.fetch_add(1, Relaxed);
-        Self(Arc::clone(conn))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Relaxed);
     }
 }
 
@@ -212,7 +190,7 @@ impl Open {
             let victim = self
                 .conns
                 .iter()
-                .find(|(_, (c, _))| c.busy.load(Relaxed) == 0)
+                .find(|(_, (c, _))| c.is_silent())
                 .or_else(|| self.conns.iter().next())
                 .map(|(id, _)| *id);
             match victim {
@@ -243,7 +221,7 @@ async fn head_deadline<F: Future>(conn: F, deadline: Instant, state: &ConnState)
         _ = &mut conn => return,
         () = tokio::time::sleep_until(deadline) => {}
     }
-    if state.started.load(Relaxed) == 0 {
+    if !state.has_started() {
         return tracing::debug!("no request head within the header deadline; closing the connection");
     }
     conn.await;
@@ -281,13 +259,13 @@ async fn serve_one<H, F>(
     conn: Arc<ConnState>,
     slot: Arc<Slot>,
     handler: H,
-    watcher: hyper_util::server::graceful::Watcher,
+    signal: drain::Signal,
 ) where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let ip = remote.ip().to_canonical();
-    let parts = (builder, limits, deadline, conn, slot, handler, watcher);
+    let parts = (builder, limits, deadline, conn, slot, handler, signal);
     match tls {
         None => serve_io(stream, Peer::new(ip, false), parts).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -298,39 +276,36 @@ async fn serve_one<H, F>(
     }
 }
 
-type ConnParts<'a, H> = (
-    &'a auto::Builder<TokioExecutor>,
-    Limits,
-    Instant,
-    Arc<ConnState>,
-    Arc<Slot>,
-    H,
-    hyper_util::server::graceful::Watcher,
-);
+type ConnParts<'a, H> =
+    (&'a auto::Builder<TokioExecutor>, Limits, Instant, Arc<ConnState>, Arc<Slot>, H, drain::Signal);
 
+/// Serves one connection under its limits: cleartext ones by [`http1`] (which hands to hyper what it does not take),
+/// TLS ones (HTTP/2 by ALPN) by hyper.
 async fn serve_io<S, H, F>(stream: S, mut peer: Peer, parts: ConnParts<'_, H>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let (builder, limits, deadline, conn, slot, handler, watcher) = parts;
+    let (builder, limits, deadline, conn, slot, handler, signal) = parts;
     let (io, activity) = idle::Tracked::new(stream);
     peer.upstream = Some(Default::default());
     peer.tunnel = Some(crate::forward::Tunnel { idle: limits.idle_timeout, activity: activity.clone(), slot });
     let state = Arc::clone(&conn);
-    let service = service_fn(move |req| {
-        let busy = Busy::new(&state);
-        // Boxed: hyper moves the service future into its dispatcher; a pointer moves cheaper than the whole state
-        // machine of a proxied request (a few kilobytes).
-        let fut = Box::pin(handler(req, peer.clone()));
-        async move {
-            let resp = fut.await;
-            drop(busy);
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let served = head_deadline(watcher.watch(served.into_owned()), deadline, &conn);
+    let served: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> = if peer.tls {
+        Box::pin(hyper_conn::serve(io, peer, builder, state, handler, signal))
+    } else {
+        let own = http1::Conn {
+            builder,
+            max_head: limits.max_header_bytes.max(8192),
+            header_timeout: limits.header_read_timeout,
+            first_deadline: deadline,
+            state,
+            handler,
+            signal,
+        };
+        Box::pin(http1::serve(io, peer, own))
+    };
+    let served = head_deadline(served, deadline, &conn);
     idle::run(served, activity, limits.idle_timeout).await;
 }

@@ -80,12 +80,27 @@ pub async fn renew_if_due(state: &State, headers: &HeaderMap, session: Session, 
     if now < exp - margin {
         return Renewal::Keep(session);
     }
-    let mut flight = [0u8; 32];
-    flight.copy_from_slice(digest(&SHA256, refresh_token.as_bytes()).as_ref());
+    // Boxed: the exchange at the token endpoint is a large state machine, and every logged-in request's future
+    // would carry its size (and have it copied) for a step that is rarely due.
     let rt = refresh_token.to_owned();
+    Box::pin(renew(state, headers, session, &provider, rt, now)).await
+}
+
+/// Renews a session that is due with its refresh token `rt`: one refresh per refresh token at a time
+/// (`state.refreshes`), then the session renewed with what the provider answered.
+async fn renew(
+    state: &State,
+    headers: &HeaderMap,
+    session: Session,
+    provider: &Provider,
+    rt: String,
+    now: i64,
+) -> Renewal {
+    let mut flight = [0u8; 32];
+    flight.copy_from_slice(digest(&SHA256, rt.as_bytes()).as_ref());
     let outcome = state
         .refreshes
-        .get_with(flight, async { Arc::new(refresh(state, &provider, headers, &session, &rt, flight, now).await) })
+        .get_with(flight, async { Arc::new(refresh(state, provider, headers, &session, &rt, flight, now).await) })
         .await;
     match outcome.as_ref() {
         Ok(r) => match state.sessions.renew(headers, &session, &as_new(r, &session), now).await {

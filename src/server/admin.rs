@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::{
     app::State,
@@ -12,7 +11,7 @@ use crate::{
 };
 
 /// Answers one admin request.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
     if req.uri().path() == "/jwks" {
         return state.own_keys.response();
     }

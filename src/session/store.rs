@@ -98,7 +98,9 @@ impl Store {
         let out = {
             match self {
                 Store::Memory(m) => Ok(m.get(key).await),
-                Store::Redis(r) => Ok(r.get(key).await?.map(bytes::Bytes::from)),
+                // Boxed: the Redis client's future is kilobytes, and would size every logged-in request's future
+                // (the memory and cookie stores' included).
+                Store::Redis(r) => Ok(Box::pin(r.get(key)).await?.map(bytes::Bytes::from)),
             }
         };
         ended(span, out)
