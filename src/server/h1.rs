@@ -4,11 +4,12 @@
 //! [`super::http1`].
 //!
 //! One rule set with hyper's server, by construction: this path takes a request only when its reading is beyond
-//! doubt — HTTP/1.1, an origin-form target, exactly one `Host`, no `Transfer-Encoding`, at most one
-//! `Content-Length` of plain digits and a small body, no `Upgrade`, `Expect` or `CONNECT`. Anything else, and
-//! anything `httparse` refuses, is not judged here at all: the connection is handed to hyper's server with the bytes
-//! read so far ([`Parsed::Handoff`]), which answers or refuses it exactly as it always has, and [`crate::framing`]
-//! then applies. A request this path takes, hyper would have read the same way.
+//! doubt — HTTP/1.1, an origin-form target, no `Transfer-Encoding`, at most one `Content-Length` of plain digits
+//! and a small body, no `Upgrade`, `Expect` or `CONNECT`. Anything else, and anything `httparse` refuses, is not
+//! judged here at all: the connection is handed to hyper's server with the bytes read so far ([`Parsed::Handoff`]),
+//! which answers or refuses it exactly as it always has. A request this path takes, hyper would have read the same
+//! way (`tests/it/own_http1.rs` checks it on thousands of mutated heads); [`crate::framing`]'s rules (one `Host`)
+//! then apply to it as to hyper's.
 
 use std::ops::Range;
 
@@ -80,11 +81,10 @@ pub fn parse_request(buf: &[u8], max_head: usize, fields: &mut Vec<(HeaderName, 
     if !path.starts_with('/') {
         return Parsed::Handoff("not an origin-form target");
     }
-    let (mut hosts, mut lengths, mut body_len, mut close) = (0, 0, 0, false);
+    let (mut lengths, mut body_len, mut close) = (0, 0, false);
     for field in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else { return Parsed::Handoff("header name") };
         match name {
-            header::HOST => hosts += 1,
             header::CONTENT_LENGTH => {
                 lengths += 1;
                 match plain_length(field.value) {
@@ -107,9 +107,6 @@ pub fn parse_request(buf: &[u8], max_head: usize, fields: &mut Vec<(HeaderName, 
             _ => {}
         }
         fields.push((name, offset_in(buf, field.value)));
-    }
-    if hosts != 1 {
-        return Parsed::Handoff("not exactly one Host");
     }
     if lengths > 1 {
         return Parsed::Handoff("several Content-Length");

@@ -20,6 +20,7 @@ mod jwe;
 mod login;
 mod nginx;
 mod otlp;
+mod own_http1;
 mod preserved_post;
 mod providers;
 mod redis;

@@ -74,6 +74,48 @@ async fn idle_keep_alive_connections_are_closed() {
     gate.shutdown().await;
 }
 
+/// The header deadline of each next head on a keep-alive connection runs from the previous response, however the
+/// bytes trickle in (the idle timeout alone would never fire on them); a head that arrives in time is answered.
+#[tokio::test]
+async fn each_next_head_must_arrive_within_the_header_deadline_of_the_previous_response() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.idle_timeout = Duration::from_secs(20);
+            s.server.header_read_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
+    let mut s = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for pause in [0, 600] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "a head in time is answered");
+    }
+    let answered = std::time::Instant::now();
+    let trickle = async {
+        // A head that stays valid and incomplete: one long header value, a byte at a time.
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain([b'a'; 400].iter()) {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(6), trickle).await;
+    let closed_after = answered.elapsed();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "the trickled head got no answer: {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+        "closed {closed_after:?} after the previous response, header deadline 1 s"
+    );
+    gate.shutdown().await;
+}
+
 #[tokio::test]
 async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
     let gate = TestGate::builder()

@@ -3,6 +3,10 @@
 //! chunk sizes, HTTP/1.0 with TE, pipelining — sent byte for byte to idgate and to a real nginx (Debian's, as a plain
 //! proxy), both in front of the same recording upstream that frames requests by RFC 9112 §6.
 //!
+//! idgate is reached twice: in cleartext, where its own HTTP/1.1 loop (`server::http1`) takes the requests it
+//! understands and hands the rest to hyper's server, and over TLS, where hyper's server reads every byte. Both
+//! paths must give every case the very same outcome: one rule set, whoever reads the request.
+//!
 //! Each request carries a hidden second request for `/admin/…`, a path that needs a login in idgate. What must hold:
 //! - through idgate, no `/admin` request ever reaches the upstream anonymously, in any case;
 //! - idgate refuses (a 4xx/5xx, or closes) exactly what nginx refuses, and where both pass a request on, the upstream
@@ -21,7 +25,7 @@ use std::{
 
 use idgate::config::AuthMode;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
@@ -219,6 +223,22 @@ fn corpus() -> Vec<(&'static str, String, Note)> {
         &|n| format!("GET /public/{n} HTTP/1.1\r\nHost: h\r\n\r\n{}", smuggled(n)),
         ReadOtherwise("nginx has no gate: it passes the anonymous /admin request on, idgate answers it 401"),
     );
+    // idgate's own loop takes the first request, hands the connection to hyper at the chunked second one, and
+    // hyper reads the third: each is still a request of its own, gated.
+    add(
+        "pipelined-handoff",
+        &|n| {
+            let chunked_post = post(n, "Transfer-Encoding: chunked\r\n", &chunked("hello"));
+            format!("GET /public/{n} HTTP/1.1\r\nHost: h\r\n\r\n{chunked_post}{}", smuggled(n))
+        },
+        ReadOtherwise("nginx has no gate: it passes the anonymous /admin request on, idgate answers it 401"),
+    );
+    add(
+        "pipelined-after-body",
+        &|n| format!("{}{}", post(n, "Content-Length: 5\r\n", "hello"), smuggled(n)),
+        ReadOtherwise("nginx has no gate: it passes the anonymous /admin request on, idgate answers it 401"),
+    );
+    add("cl-leading-zeros", &|n| post(n, "Content-Length: 005\r\n", "hello"), Same);
     add(
         "get-with-body",
         &|n| {
@@ -364,10 +384,28 @@ async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<String, 
     }
 }
 
+/// A front to send the corpus to: in cleartext, or over TLS (trusting `roots`, for the name `localhost`).
+#[derive(Clone)]
+enum Front {
+    Plain(SocketAddr),
+    Tls(SocketAddr, Arc<rustls::ClientConfig>),
+}
+
 /// Sends `bytes` on a new connection to `front` and collects the status codes of what comes back until the front
 /// closes or is silent for a while.
-async fn send_raw(front: SocketAddr, bytes: &[u8]) -> (Vec<u16>, bool) {
-    let mut s = TcpStream::connect(front).await.unwrap();
+async fn send_raw(front: Front, bytes: &[u8]) -> (Vec<u16>, bool) {
+    match front {
+        Front::Plain(addr) => exchange(TcpStream::connect(addr).await.unwrap(), bytes).await,
+        Front::Tls(addr, config) => {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+            exchange(tls, bytes).await
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, bytes: &[u8]) -> (Vec<u16>, bool) {
     s.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -408,12 +446,12 @@ fn response_statuses(mut bytes: &[u8]) -> Vec<u16> {
 }
 
 /// Runs the corpus against `front`, every case on its own connection, concurrently.
-async fn run_corpus(front: SocketAddr, seen: &Arc<Mutex<Vec<Seen>>>) -> BTreeMap<&'static str, Outcome> {
+async fn run_corpus(front: Front, seen: &Arc<Mutex<Vec<Seen>>>) -> BTreeMap<&'static str, Outcome> {
     let cases = corpus();
     let tasks: Vec<_> = cases
         .iter()
         .map(|(_, bytes, _)| {
-            let bytes = bytes.clone().into_bytes();
+            let (bytes, front) = (bytes.clone().into_bytes(), front.clone());
             tokio::spawn(async move { send_raw(front, &bytes).await })
         })
         .collect();
@@ -455,10 +493,17 @@ async fn the_smuggling_corpus_never_reaches_a_gated_path_and_idgate_refuses_what
         .spawn()
         .await;
     let front: SocketAddr = gate.base.trim_start_matches("http://").parse().unwrap();
+    let (through_hyper, hyper_seen) = spawn_recorder().await;
+    let (tls_gate, tls_client, _cert_dir) = spawn_tls_gate(through_hyper).await;
+    let tls_front = Front::Tls(tls_gate.running.as_ref().unwrap().public_addr, tls_client);
     let (through_nginx, nginx_seen) = spawn_recorder().await;
     let (nginx, nginx_addr) = start_plain_nginx(through_nginx).await;
 
-    let (by_idgate, by_nginx) = tokio::join!(run_corpus(front, &idgate_seen), run_corpus(nginx_addr, &nginx_seen));
+    let (by_idgate, by_hyper, by_nginx) = tokio::join!(
+        run_corpus(Front::Plain(front), &idgate_seen),
+        run_corpus(tls_front, &hyper_seen),
+        run_corpus(Front::Plain(nginx_addr), &nginx_seen)
+    );
     let mut report = String::new();
     let mut failures = Vec::new();
     for (name, _, note) in corpus() {
@@ -467,6 +512,10 @@ async fn the_smuggling_corpus_never_reaches_a_gated_path_and_idgate_refuses_what
             "{name:24} idgate {:?} {:?}\n{:24} nginx  {:?} {:?}\n",
             i.statuses, i.upstream, "", n.statuses, n.upstream
         ));
+        // The cleartext path (idgate's own loop, hyper for what it hands over) reads every case as hyper alone does.
+        if *i != by_hyper[name] {
+            failures.push(format!("{name}: idgate's own HTTP/1.1 loop {i:?}, hyper's server {:?}", by_hyper[name]));
+        }
         if i.upstream.iter().any(|s| s.path.starts_with("/admin")) {
             failures.push(format!("{name}: an anonymous /admin request reached the upstream through idgate"));
         }
@@ -509,10 +558,41 @@ async fn the_smuggling_corpus_never_reaches_a_gated_path_and_idgate_refuses_what
     assert_eq!(body("cl-te"), b"", "cl-te's chunked body is empty:\n{report}");
     assert_eq!(body("te-cl"), smuggled("te-cl").into_bytes(), "te-cl's chunk is passed on as data:\n{report}");
     // The request after the first goes through the gate: anonymous /admin (no browser) is told to log in.
-    for name in ["pipelined", "trailer-content-length"] {
+    for name in ["pipelined", "trailer-content-length", "pipelined-after-body"] {
         assert_eq!(by_idgate[name].statuses, [200, 401], "{name}: the second request is gated:\n{report}");
     }
+    assert_eq!(by_idgate["pipelined-handoff"].statuses, [200, 200, 401], "handed over mid-pipeline:\n{report}");
+    assert_eq!(body("pipelined-handoff"), b"", "its first request has no body:\n{report}");
+    assert_eq!(by_idgate["pipelined-handoff"].upstream[1].body, b"hello", "the handed-over one has its body");
     assert!(failures.is_empty(), "{}\n\n{report}", failures.join("\n"));
     drop(nginx);
     gate.shutdown().await;
+    tls_gate.shutdown().await;
+}
+
+/// idgate with the same routes on a TLS listener (hyper's server reads every request there), and a client
+/// configuration that trusts its certificate. The directory holds the certificate files while the gate runs.
+async fn spawn_tls_gate(upstream: SocketAddr) -> (TestGate, Arc<rustls::ClientConfig>, tempfile::TempDir) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let gate = TestGate::builder()
+        .upstream(upstream)
+        .settings(move |s| {
+            s.routes = vec![route("/public", AuthMode::Public)];
+            s.server.tls = Some(idgate::config::settings::TlsFiles { cert: cert_path, key: key_path });
+        })
+        .spawn()
+        .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(rustls::crypto::aws_lc_rs::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (gate, Arc::new(config), dir)
 }
