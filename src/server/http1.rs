@@ -115,7 +115,10 @@ where
         drop(head_bytes);
         let busy = Busy::new(&state);
         // Boxed: the handler's future is kilobytes, and this loop's own future lives as long as the connection.
-        let resp = Box::pin(handler(req, peer.clone())).await;
+        let handling = Box::pin(handler(req, peer.clone()));
+        let Some(resp) = unless_client_leaves(&mut io, &mut rbuf, max_head, handling).await else {
+            return tracing::debug!("the client closed its connection with a request in progress; request dropped");
+        };
         drop(busy);
         close |= h1::closes(resp.headers()) || signal.is_requested();
         if let Err(e) = write_response(&mut io, &mut wbuf, resp, head_request, close).await {
@@ -125,6 +128,32 @@ where
             return;
         }
         deadline = Instant::now() + header_timeout;
+    }
+}
+
+/// Runs the handler while watching the client: a client that closes its connection (or half-closes it) before
+/// the answer cancels the request, its upstream exchange included, as hyper's server does, so that nobody can keep
+/// requests (and their place under the connection cap) running without a connection. Bytes it sends meanwhile (a
+/// pipelined request) are kept for later, up to one head's worth.
+async fn unless_client_leaves<S, F>(io: &mut S, rbuf: &mut BytesMut, max_head: usize, handling: F) -> Option<F::Output>
+where
+    S: AsyncRead + Unpin,
+    F: Future + Unpin,
+{
+    let mut handling = handling;
+    loop {
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(READ_BUF);
+        }
+        let watching = rbuf.len() < max_head;
+        tokio::select! {
+            biased;
+            resp = &mut handling => return Some(resp),
+            read = io.read_buf(rbuf), if watching => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
     }
 }
 

@@ -116,6 +116,66 @@ async fn each_next_head_must_arrive_within_the_header_deadline_of_the_previous_r
     gate.shutdown().await;
 }
 
+/// A client that leaves with its request in progress cancels it: the upstream exchange is dropped (its connection
+/// closed) and the client's place under the cap is free at once, not when the upstream would have answered.
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_request_and_frees_its_slot() {
+    // An upstream that answers `/fast` at once and never answers `/slow`; it reports when a connection it holds a
+    // `/slow` request on is closed by idgate.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+    let dropped_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = upstream.accept().await.unwrap();
+            let dropped_tx = std::sync::Arc::clone(&dropped_tx);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    if buf[..n].starts_with(b"GET /slow") {
+                        // Hold it: the next read ends only when idgate closes the connection.
+                        while conn.read(&mut buf).await.unwrap_or(0) > 0 {}
+                        if let Some(tx) = dropped_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        return;
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                }
+            });
+        }
+    });
+    let gate = TestGate::builder()
+        .upstream(upstream_addr)
+        .settings(|s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.max_connections = 1;
+            s.upstream.timeout = Duration::from_secs(30);
+        })
+        .spawn()
+        .await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let mut leaving = TcpStream::connect(addr).await.unwrap();
+    leaving.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(leaving);
+    let cancelled = tokio::time::timeout(Duration::from_secs(3), dropped_rx).await;
+    assert!(cancelled.is_ok(), "the upstream exchange of the departed client was dropped");
+    let next = tokio::time::timeout(
+        Duration::from_secs(3),
+        raw(addr, b"GET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .expect("the only slot is free again");
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    gate.shutdown().await;
+}
+
 #[tokio::test]
 async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
     let gate = TestGate::builder()
