@@ -38,6 +38,7 @@ MODULES=(
   src/login/preserved_post.rs
   src/forward/h1.rs
   src/framing.rs
+  src/server/h1.rs
 )
 
 jobs="${MUTANTS_JOBS:-1}"
