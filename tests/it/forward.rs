@@ -369,3 +369,74 @@ async fn pipelined_http1_requests_are_all_answered() {
     assert_eq!(gate.state().metrics.render().matches("idgate_requests_total{class=\"2xx\"} 3").count(), 1);
     gate.shutdown().await;
 }
+
+/// The response framing idgate's own HTTP/1.1 loop writes back, on one client connection that must stay in step
+/// through all of it: a `HEAD` answer keeps the resource's length and has no body, 304 and 204 have none, a chunked
+/// upstream body goes out chunked, and a body cut short by the upstream ends the connection (never a short response
+/// followed by what the client would read as the next one).
+#[tokio::test]
+async fn response_framing_keeps_the_client_connection_in_step() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = upstream.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let answer: &[u8] = match head.split(' ').nth(1).unwrap_or("") {
+                        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n",
+                        "/not-modified" => b"HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n",
+                        "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\n",
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                        _ => {
+                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
+                            return;
+                        }
+                    };
+                    if conn.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gate = TestGate::builder().upstream(upstream_addr).settings(public).spawn().await;
+    let stream = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    let (mut client, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let driven = tokio::spawn(conn);
+    let mut send = |method: &str, path: &str| {
+        let req = Request::builder().method(method).uri(path).header("host", "x").body(Empty::<Bytes>::new()).unwrap();
+        client.send_request(req)
+    };
+    let head = send("HEAD", "/head").await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "1024", "a HEAD answer keeps the resource's length");
+    assert!(head.into_body().collect().await.unwrap().to_bytes().is_empty());
+    for (path, status) in [("/not-modified", StatusCode::NOT_MODIFIED), ("/no-content", StatusCode::NO_CONTENT)] {
+        let resp = send("GET", path).await.unwrap();
+        assert_eq!(resp.status(), status);
+        assert!(resp.headers().get("content-length").is_none() && resp.headers().get("transfer-encoding").is_none());
+        assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
+    }
+    let chunked = send("GET", "/chunked").await.unwrap();
+    assert_eq!(chunked.headers()["transfer-encoding"], "chunked", "a body of unknown length goes out chunked");
+    assert!(chunked.headers().get("date").is_some(), "the upstream sent no Date: idgate adds one");
+    assert_eq!(chunked.into_body().collect().await.unwrap().to_bytes(), "hello world");
+    let short = send("GET", "/short").await.unwrap();
+    assert_eq!(short.headers()["content-length"], "10");
+    assert!(short.into_body().collect().await.is_err(), "a body cut short is an error, not a short response");
+    let closed = tokio::time::timeout(Duration::from_secs(3), driven).await;
+    assert!(closed.is_ok(), "the connection ends after a body cut short");
+    gate.shutdown().await;
+}
