@@ -115,7 +115,14 @@ pub async fn serve<H, F>(
         // No keep-alive pings: a client's automatic ping answers would move bytes and keep an idle connection past
         // the idle timeout forever. Dead peers are closed by the idle timeout.
         .keep_alive_interval(None);
-    let builder = Arc::new(builder);
+    // The same HTTP/1 settings for connections handed over after a request of their own (HTTP/1 only).
+    let mut h1_only = hyper::server::conn::http1::Builder::new();
+    h1_only
+        .timer(TokioTimer::new())
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(Builders { any: builder, h1_only });
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Mutex::new(Open::default()));
     let drain = Drain::new();
@@ -253,7 +260,7 @@ async fn serve_one<H, F>(
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Builders,
     limits: Limits,
     deadline: Instant,
     conn: Arc<ConnState>,
@@ -276,8 +283,14 @@ async fn serve_one<H, F>(
     }
 }
 
-type ConnParts<'a, H> =
-    (&'a auto::Builder<TokioExecutor>, Limits, Instant, Arc<ConnState>, Arc<Slot>, H, drain::Signal);
+/// hyper's servers for one listener: either protocol (TLS connections, cleartext ones at their first request), or
+/// HTTP/1 only (cleartext connections handed over after a request of their own).
+struct Builders {
+    any: auto::Builder<TokioExecutor>,
+    h1_only: hyper::server::conn::http1::Builder,
+}
+
+type ConnParts<'a, H> = (&'a Builders, Limits, Instant, Arc<ConnState>, Arc<Slot>, H, drain::Signal);
 
 /// Serves one connection under its limits: cleartext ones by [`http1`] (which hands to hyper what it does not take),
 /// TLS ones (HTTP/2 by ALPN) by hyper.
@@ -293,10 +306,12 @@ where
     peer.tunnel = Some(crate::forward::Tunnel { idle: limits.idle_timeout, activity: activity.clone(), slot });
     let state = Arc::clone(&conn);
     let served: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> = if peer.tls {
-        Box::pin(hyper_conn::serve(io, peer, builder, state, handler, signal))
+        let protocols = hyper_conn::Protocols::Detect(&builder.any);
+        Box::pin(hyper_conn::serve(io, peer, protocols, state, handler, signal, hyper_conn::Start::Fresh))
     } else {
         let own = http1::Conn {
-            builder,
+            detect: &builder.any,
+            http1_only: &builder.h1_only,
             max_head: limits.max_header_bytes.max(8192),
             header_timeout: limits.header_read_timeout,
             first_deadline: deadline,

@@ -115,6 +115,15 @@ pub fn parse_request(buf: &[u8], max_head: usize, fields: &mut Vec<(HeaderName, 
     Parsed::Request(Head { len, body_len, close, method, target })
 }
 
+/// True when `buf` may hold a whole head, given that its first `scanned` bytes did not: the bytes from there on
+/// (with the two before, where a line end may have begun) hold the end of a header section, `\n\r\n` or `\n\n`
+/// (`httparse` also takes bare LF line ends). hyper's server looks for the end the same way before parsing.
+pub fn may_end_head(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2).min(buf.len());
+    let tail = &buf[from..];
+    tail.windows(2).enumerate().any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && tail.get(i + 2) == Some(&b'\n')))
+}
+
 /// A `Content-Length` value of 1 to 19 digits and nothing else (hyper also takes lists of one repeated length:
 /// those are hyper's to judge).
 fn plain_length(value: &[u8]) -> Option<usize> {

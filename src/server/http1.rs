@@ -45,8 +45,11 @@ const COALESCE: usize = 64 * 1024;
 
 /// What one connection takes from its listener.
 pub struct Conn<'a, H> {
-    /// For the connections handed over.
-    pub builder: &'a auto::Builder<TokioExecutor>,
+    /// For the connections handed over at their first request (HTTP/1.1, or HTTP/2 by its preface).
+    pub detect: &'a auto::Builder<TokioExecutor>,
+    /// For those handed over after a request of their own: HTTP/1 only. A connection that has spoken HTTP/1.1 does
+    /// not switch to HTTP/2 at a preface (hyper's server refuses that too).
+    pub http1_only: &'a hyper::server::conn::http1::Builder,
     /// Longest request head (hyper's limit: `max(max_header_bytes, 8192)`).
     pub max_head: usize,
     /// `server.header_read_timeout`, for each head after the first.
@@ -73,7 +76,8 @@ where
     H: Fn(Request<Body>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let Conn { builder, max_head, header_timeout, first_deadline, state, handler, mut signal } = conn;
+    let Conn { detect, http1_only, max_head, header_timeout, first_deadline, state, handler, mut signal } = conn;
+    let mut served_one = false;
     let mut rbuf = BytesMut::with_capacity(READ_BUF);
     let mut wbuf = Vec::new();
     let mut fields: Vec<(HeaderName, Range<usize>)> = Vec::new();
@@ -89,9 +93,17 @@ where
             Next::Handoff(why) => {
                 tracing::trace!(why, "connection handed to hyper's server");
                 let io = Rewind::new(io, rbuf.freeze());
-                return hyper_conn::serve(io, peer, builder, state, handler, signal).await;
+                let protocols = match served_one {
+                    false => hyper_conn::Protocols::Detect(detect),
+                    true => hyper_conn::Protocols::Http1(http1_only),
+                };
+                let start = hyper_conn::Start::HandedOver;
+                return hyper_conn::serve(io, peer, protocols, state, handler, signal, start).await;
             }
         };
+        // In progress from its head on: the first head's deadline no longer applies, and the admin listener does
+        // not count a connection sending a body as silent.
+        let busy = Busy::new(&state);
         // The body is small and of known length: read it whole (the idle timeout bounds a slow one).
         let need = head.len + head.body_len;
         while rbuf.len() < need {
@@ -113,7 +125,6 @@ where
             }
         };
         drop(head_bytes);
-        let busy = Busy::new(&state);
         // Boxed: the handler's future is kilobytes, and this loop's own future lives as long as the connection.
         let handling = Box::pin(handler(req, peer.clone()));
         let Some(resp) = unless_client_leaves(&mut io, &mut rbuf, max_head, handling).await else {
@@ -127,6 +138,7 @@ where
         if close {
             return;
         }
+        served_one = true;
         deadline = Instant::now() + header_timeout;
     }
 }
@@ -169,14 +181,18 @@ async fn read_head<S: AsyncRead + Unpin>(
     mut watchdog: Pin<&mut Sleep>,
     signal: &mut Signal,
 ) -> Next {
+    // Bytes already looked at for the end of a head: a head trickled in is parsed once it may be whole, not
+    // after every read (which would cost the square of its length).
+    let mut scanned = 0;
     loop {
-        if !rbuf.is_empty() {
+        if !rbuf.is_empty() && (h1::may_end_head(rbuf, scanned) || rbuf.len() >= max_head) {
             match h1::parse_request(rbuf, max_head, fields) {
                 Parsed::Partial => {}
                 Parsed::Request(head) => return Next::Head(head),
                 Parsed::Handoff(why) => return Next::Handoff(why),
             }
         }
+        scanned = rbuf.len();
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
         }

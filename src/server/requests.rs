@@ -18,7 +18,12 @@ pub struct ConnState {
 impl ConnState {
     /// True once a request head has been read on the connection.
     pub fn has_started(&self) -> bool {
-        self.started.load(Relaxed) > 0
+        self.started() > 0
+    }
+
+    /// Request heads read so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Relaxed)
     }
 
     /// True when no request is in progress.

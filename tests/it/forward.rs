@@ -440,3 +440,33 @@ async fn response_framing_keeps_the_client_connection_in_step() {
     assert!(closed.is_ok(), "the connection ends after a body cut short");
     gate.shutdown().await;
 }
+
+/// A drain that begins while a request head is still arriving lets that request finish, when it is one idgate's own
+/// HTTP/1.1 loop hands to hyper (here for its chunked body) as when it serves it itself.
+#[tokio::test]
+async fn a_request_handed_to_hyper_during_the_drain_is_answered() {
+    let mut gate = TestGate::builder().settings(public).spawn().await;
+    let addr = gate.running.as_ref().unwrap().public_addr;
+    let mut chunked = TcpStream::connect(addr).await.unwrap();
+    chunked.write_all(b"POST /drain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n").await.unwrap();
+    let mut sized = TcpStream::connect(addr).await.unwrap();
+    sized.write_all(b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = gate.running.take().unwrap();
+    let stopping = tokio::spawn(running.shutdown());
+    crate::harness::eventually("draining refuses new connections", Duration::from_secs(5), || async {
+        TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
+    chunked.write_all(b"\r\n3\r\nabc\r\n0\r\n\r\n").await.unwrap();
+    sized.write_all(b"\r\nabc").await.unwrap();
+    for (name, mut s) in [("chunked, handed over", chunked), ("sized, the loop's own", sized)] {
+        let mut out = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{name}: {text}");
+        assert!(matches!(ended, Ok(Ok(_))), "{name}: the connection closes after it");
+    }
+    stopping.await.unwrap();
+    gate.shutdown().await;
+}

@@ -176,6 +176,49 @@ async fn a_client_that_leaves_cancels_its_request_and_frees_its_slot() {
     gate.shutdown().await;
 }
 
+/// The header deadline covers the first request's head only: a body that follows slowly is read (the idle timeout
+/// bounds it), as the first request over hyper's server.
+#[tokio::test]
+async fn a_first_request_with_a_slow_body_is_not_cut_at_the_header_deadline() {
+    let gate = TestGate::builder()
+        .settings(|s| {
+            s.routes = vec![route("/", AuthMode::Public)];
+            s.server.header_read_timeout = Duration::from_secs(1);
+            s.server.idle_timeout = Duration::from_secs(20);
+        })
+        .spawn()
+        .await;
+    let mut s = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\n").await.unwrap();
+    for b in b"12345678" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    gate.shutdown().await;
+}
+
+/// A connection that has spoken HTTP/1.1 does not become HTTP/2 at a preface sent after its first request (hyper's
+/// server refuses that too): nothing but HTTP/1.1 answers come back.
+#[tokio::test]
+async fn an_http2_preface_after_an_http1_request_does_not_switch_protocols() {
+    let gate = TestGate::builder().settings(|s| s.routes = vec![route("/", AuthMode::Public)]).spawn().await;
+    let mut s = TcpStream::connect(gate.running.as_ref().unwrap().public_addr).await.unwrap();
+    // The first request, then the HTTP/2 preface and an empty SETTINGS frame.
+    let mut bytes = b"GET /first HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec();
+    bytes.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0");
+    s.write_all(&bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // An HTTP/2 server's first frame is its SETTINGS frame (type 4); no HTTP/1.1 text holds that byte.
+    assert!(!out.contains(&4u8), "an HTTP/2 frame came back: {text:?}");
+    gate.shutdown().await;
+}
+
 #[tokio::test]
 async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
     let gate = TestGate::builder()

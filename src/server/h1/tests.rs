@@ -186,3 +186,18 @@ fn a_chunk_is_its_hex_size_and_data() {
     write_chunk(&mut buf, &[b'a'; 26]);
     assert_eq!(buf, [b"1a\r\n".as_slice(), &[b'a'; 26], b"\r\n"].concat());
 }
+
+#[test]
+fn the_end_of_a_head_is_looked_for_only_in_what_is_new() {
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert!(may_end_head(head, 0));
+    // Every split of the final CRLF CRLF between two reads is found from where the last scan stopped.
+    for scanned in 0..head.len() {
+        assert!(may_end_head(head, scanned), "ending split after {scanned} bytes");
+    }
+    assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 20), "bare LF line ends");
+    assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), "one line end is not the end of a head");
+    // An end before the last scan's window is not looked at again: it was parsed then.
+    assert!(!may_end_head(b"\r\n\r\nGET / HTTP/1.1\r\nX: 1", 10));
+    assert!(!may_end_head(b"", 0));
+}
