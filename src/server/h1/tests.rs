@@ -85,6 +85,11 @@ fn every_request_hyper_must_judge_is_handed_over() {
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000001\r\n\r\n",
             "Content-Length not plain digits",
         ),
+        // 19 digits are a length (too large to read whole), 20 are not one.
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9999999999999999999\r\n\r\n",
+            "a body too large to read whole",
+        ),
         (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", "Upgrade"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n", "Connection: upgrade"),
         (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", "Expect"),
@@ -200,4 +205,12 @@ fn the_end_of_a_head_is_looked_for_only_in_what_is_new() {
     // An end before the last scan's window is not looked at again: it was parsed then.
     assert!(!may_end_head(b"\r\n\r\nGET / HTTP/1.1\r\nX: 1", 10));
     assert!(!may_end_head(b"", 0));
+}
+
+#[test]
+fn a_head_request_is_known_as_one() {
+    let Parsed::Request(head) = parse(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n").0 else { panic!("not taken") };
+    assert!(head.is_head());
+    let Parsed::Request(get) = parse(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").0 else { panic!("not taken") };
+    assert!(!get.is_head());
 }
