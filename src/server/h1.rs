@@ -255,9 +255,14 @@ pub fn closes(headers: &HeaderMap) -> bool {
 
 /// Appends one chunk of a chunked body: its size in hex, CRLF, the data, CRLF.
 pub fn write_chunk(buf: &mut Vec<u8>, data: &[u8]) {
-    buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    write_chunk_size(buf, data.len());
     buf.extend_from_slice(data);
     buf.extend_from_slice(b"\r\n");
+}
+
+/// Appends a chunk's size line (its data and CRLF follow), for data written on its own.
+pub fn write_chunk_size(buf: &mut Vec<u8>, len: usize) {
+    buf.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
 
 /// The last chunk and an empty trailer section.

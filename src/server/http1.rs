@@ -252,7 +252,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
             }
         } else {
             if chunked {
-                wbuf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                h1::write_chunk_size(wbuf, data.len());
             }
             io.write_all(wbuf).await?;
             wbuf.clear();
